@@ -1,0 +1,281 @@
+"""The typed, documented config of one fine-tune-then-explore trial.
+
+`TrialConfig.from_dict(d)` validates a (possibly nested) dict as Ray Tune
+passes it: unknown keys and bad values raise `ConfigError` naming the field,
+the value and what is allowed, before any data is read or any step is taken.
+
+Units are in the field names where they matter: `*_epochs` are epochs over
+the target training set (fractions allowed for cycles), learning rates are
+plain SGD step sizes, `*_images` are image counts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainables.errors import ConfigError
+
+METHODS = ("local_de", "global_de", "sse", "star_sse")
+CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "gaussian_blur",
+    "contrast",
+    "brightness",
+    "pixelate",
+    "jpeg",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class OODConfig(_Strict):
+    """The corruption suite applied to the test set (CIFAR-C style)."""
+
+    corruptions: list[Literal[CORRUPTIONS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CORRUPTIONS),
+        description="Corruptions to apply; [] disables OOD evaluation.",
+    )
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    max_images: int = Field(
+        500, gt=0, description="Test images per (corruption, severity), a fixed subset."
+    )
+
+    @model_validator(mode="after")
+    def _check_severities(self) -> OODConfig:
+        bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise ValueError(f"severities must be in 1..5, got {bad}")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the target task comes from and how it is split and augmented."""
+
+    dataset: Literal["fashion_mnist_transfer", "cifar10", "cifar100", "imagefolder"] = (
+        "fashion_mnist_transfer"
+    )
+    data_dir: str = Field(
+        "/usr/share/datasets/fashion-mnist",
+        description="Directory with the dataset files (idx .gz files, CIFAR batches, "
+        "or an ImageFolder root with train/ and test/ (or val/)).",
+    )
+    download: bool = Field(False, description="Let torchvision download CIFAR into data_dir.")
+    source_classes: list[int] = Field(
+        default_factory=lambda: [5, 6, 7, 8, 9],
+        description="Embedded task only: classes used for pre-training.",
+    )
+    target_classes: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        description="Embedded task only: classes of the fine-tuning (target) task.",
+    )
+    train_size: int | None = Field(
+        2000, gt=0, description="Target training images (after the validation hold-out); "
+        "None = all."
+    )
+    val_size: int = Field(500, ge=0, description="Held out from target training data.")
+    test_size: int | None = Field(None, gt=0, description="Cap on test images; None = all.")
+    split_seed: int = Field(42, description="Seed of the train/validation split.")
+    image_size: int | None = Field(
+        None, gt=0, description="Stored image side (ImageFolder decode size); None = native."
+    )
+    input_size: int | None = Field(
+        None, gt=0, description="Side fed to the model (e.g. 224 for ResNet-50); None = stored."
+    )
+    augment: Literal["crop_flip", "resized_crop_flip", "none"] = "crop_flip"
+    crop_padding: int = Field(2, ge=0, description="Pixels of padding for random crops.")
+    ood: OODConfig = Field(default_factory=OODConfig)
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> DataConfig:
+        if self.dataset == "fashion_mnist_transfer":
+            overlap = sorted(set(self.source_classes) & set(self.target_classes))
+            if overlap:
+                raise ValueError(f"source_classes and target_classes overlap on {overlap}")
+            bad = [c for c in self.source_classes + self.target_classes if not 0 <= c <= 9]
+            if bad:
+                raise ValueError(f"Fashion-MNIST classes are 0..9, got {bad}")
+            if len(self.target_classes) < 2:
+                raise ValueError("target_classes needs at least 2 classes")
+        return self
+
+
+class ModelConfig(_Strict):
+    arch: Literal["small_cnn", "resnet18_cifar", "resnet50"] = "small_cnn"
+    width: int = Field(32, gt=0, description="small_cnn only: channels of the first conv.")
+
+
+class PretrainedConfig(_Strict):
+    """Where the pre-trained checkpoints come from.
+
+    - `embedded`: pre-train `num_checkpoints` models on the source classes of
+      the embedded task (seeds 0..K-1), cached on disk under a content key.
+    - `files`: one path per pre-trained checkpoint (torchvision state_dict,
+      `{'state_dict': ...}` with `module.` prefixes, or `{'model_state': ...}`).
+    - `torchvision`: a torchvision weights name such as `IMAGENET1K_V2`.
+    """
+
+    source: Literal["embedded", "files", "torchvision"] = "embedded"
+    num_checkpoints: int = Field(3, gt=0, description="embedded: how many to pre-train.")
+    epochs: float = Field(3.0, gt=0, description="embedded: pre-training epochs.")
+    lr: float = Field(0.05, gt=0, description="embedded: pre-training peak lr.")
+    batch_size: int = Field(128, gt=0)
+    train_size: int | None = Field(None, gt=0, description="embedded: source images; None = all.")
+    paths: list[str] = Field(default_factory=list, description="files: checkpoint paths.")
+    weights: str | None = Field(None, description="torchvision: weights enum name.")
+    cache_dir: str | None = Field(
+        None, description="Where embedded checkpoints are stored; None = $STARSWEEP_CACHE "
+        "or ~/.cache/starsweep."
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> PretrainedConfig:
+        if self.source == "files" and not self.paths:
+            raise ValueError("source 'files' needs at least one entry in paths")
+        if self.source == "torchvision" and not self.weights:
+            raise ValueError("source 'torchvision' needs weights, e.g. IMAGENET1K_V2")
+        return self
+
+    @property
+    def count(self) -> int:
+        """How many distinct pre-trained checkpoints exist."""
+        if self.source == "embedded":
+            return self.num_checkpoints
+        if self.source == "files":
+            return len(self.paths)
+        return 1
+
+
+class FineTuneConfig(_Strict):
+    """Fine-tuning from the pre-trained checkpoint (the reference protocol)."""
+
+    lr: float = Field(0.02, gt=0, description="Peak lr of the cosine fine-tune schedule.")
+    epochs: float = Field(10.0, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(64, gt=0)
+    lr_step: Literal["epoch", "iteration"] = Field(
+        "epoch", description="Step the cosine per epoch (as the reference code) or per iteration."
+    )
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(500, gt=0)
+    bn_update_images: int = Field(
+        1024, gt=0, description="Training images used to re-estimate soup BatchNorm statistics."
+    )
+
+
+class TrialConfig(_Strict):
+    """One fine-tune-then-explore job; every field is documented in the README."""
+
+    method: Literal[METHODS] = "star_sse"  # type: ignore[valid-type]
+    lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
+    lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
+    cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
+    cycle_epochs_ratio: float | None = Field(
+        None, gt=0, description="Epochs per cycle / finetune.epochs."
+    )
+    num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
+    num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
+    seed: int = Field(0, ge=0)
+    pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
+    finetune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str | None = Field(
+        None, description="Shared fine-tune cache (the sweep's storage); None = no sharing."
+    )
+    save_snapshots_dir: str | None = Field(
+        None, description="If set, every snapshot's weights are saved here (connectivity)."
+    )
+    divergence_loss: float = Field(
+        1e4, gt=0, description="A training loss above this (or NaN/inf) marks the trial diverged."
+    )
+
+    @model_validator(mode="after")
+    def _check_method(self) -> TrialConfig:
+        if self.method in ("sse", "star_sse"):
+            for name in ("lr_max", "cycle_epochs"):
+                absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
+                if (absolute is None) == (ratio is None):
+                    raise ValueError(
+                        f"method {self.method!r} needs exactly one of {name} or {name}_ratio "
+                        f"(got {name}={absolute}, {name}_ratio={ratio})"
+                    )
+        n_ckpt = self.pretrained.count
+        if self.method == "global_de" and n_ckpt < self.num_members:
+            raise ValueError(
+                f"global_de with num_members={self.num_members} needs that many pre-trained "
+                f"checkpoints, but pretrained provides {n_ckpt}: add checkpoints or lower "
+                "num_members"
+            )
+        if self.pretrained_index >= n_ckpt:
+            raise ValueError(
+                f"pretrained_index={self.pretrained_index} but only {n_ckpt} pre-trained "
+                f"checkpoint(s) exist (valid: 0..{n_ckpt - 1})"
+            )
+        return self
+
+    # Derived, resolved values -------------------------------------------------
+    @property
+    def resolved_lr_max(self) -> float:
+        return self.lr_max if self.lr_max is not None else self.lr_max_ratio * self.finetune.lr
+
+    @property
+    def resolved_cycle_epochs(self) -> float:
+        if self.cycle_epochs is not None:
+            return self.cycle_epochs
+        return self.cycle_epochs_ratio * self.finetune.epochs
+
+    @property
+    def num_snapshots(self) -> int:
+        return self.num_members if self.method in ("local_de", "global_de") else 1 + self.num_cycles
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> TrialConfig:
+        """Validate a plain dict; raise ConfigError naming field, value and fix."""
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls)) from None
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc[:-1]`, for key suggestions."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        current = field.annotation
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Turn pydantic errors into lines `field: problem (got value)` with suggestions."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "config"
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            known = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{field}: unknown key{hint} (allowed: {', '.join(known)})")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{field}: {msg}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
