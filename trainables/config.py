@@ -43,9 +43,7 @@ class OODConfig(_Strict):
         description="Corruptions to apply; [] disables OOD evaluation.",
     )
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
-    max_images: int = Field(
-        500, gt=0, description="Test images per (corruption, severity), a fixed subset."
-    )
+    max_images: int = Field(500, gt=0, description="Test images per (corruption, severity), a fixed subset.")
 
     @model_validator(mode="after")
     def _check_severities(self) -> OODConfig:
@@ -76,8 +74,7 @@ class DataConfig(_Strict):
         description="Embedded task only: classes of the fine-tuning (target) task.",
     )
     train_size: int | None = Field(
-        2000, gt=0, description="Target training images (after the validation hold-out); "
-        "None = all."
+        2000, gt=0, description="Target training images (after the validation hold-out); None = all."
     )
     val_size: int = Field(500, ge=0, description="Held out from target training data.")
     test_size: int | None = Field(None, gt=0, description="Cap on test images; None = all.")
@@ -130,8 +127,8 @@ class PretrainedConfig(_Strict):
     paths: list[str] = Field(default_factory=list, description="files: checkpoint paths.")
     weights: str | None = Field(None, description="torchvision: weights enum name.")
     cache_dir: str | None = Field(
-        None, description="Where embedded checkpoints are stored; None = $STARSWEEP_CACHE "
-        "or ~/.cache/starsweep."
+        None,
+        description="Where embedded checkpoints are stored; None = $STARSWEEP_CACHE or ~/.cache/starsweep.",
     )
 
     @model_validator(mode="after")
@@ -179,9 +176,7 @@ class TrialConfig(_Strict):
     lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
     lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
     cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
-    cycle_epochs_ratio: float | None = Field(
-        None, gt=0, description="Epochs per cycle / finetune.epochs."
-    )
+    cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
     num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
     num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
     seed: int = Field(0, ge=0)

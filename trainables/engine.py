@@ -1,0 +1,132 @@
+"""The training and inference loops over device-resident tensors.
+
+`train_phase` runs one phase (a fine-tune, a pre-training or one cycle): a
+fresh SGD optimizer (so momentum is reset at every phase start), the lr of
+every step given up front by `schedules.phase_lrs`, batches as index slices
+of a seeded permutation, augmentation on whole batches. Divergence (NaN/inf
+or a huge loss) is checked once per epoch to avoid a device sync per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.data import augment
+from trainables.data.splits import ImageSplit
+from trainables.device import Runtime
+
+log = logging.getLogger("starsweep")
+
+
+def seed_for(*parts) -> int:
+    """A stable 31-bit seed from any parts (the same on every machine and run)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class Augmentation:
+    """How raw uint8 batches become model inputs (the `hyp` of the input pipeline)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    augment: str = "crop_flip"
+    padding: int = 2
+    input_size: int | None = None
+
+    def train(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return augment.train_batch(
+            images, self.mean, self.std, self.augment, self.padding, self.input_size, gen
+        )
+
+    def eval(self, images: torch.Tensor) -> torch.Tensor:
+        return augment.eval_batch(images, self.mean, self.std, self.augment, self.input_size)
+
+
+@dataclass
+class PhaseResult:
+    diverged: bool
+    mean_loss: float
+    steps: int
+    seconds: float
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    return max(1, num_images // batch_size)
+
+
+def train_phase(
+    model: nn.Module,
+    split: ImageSplit,
+    lrs: list[float],
+    *,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float,
+    aug: Augmentation,
+    runtime: Runtime,
+    seed: int,
+    divergence_loss: float = 1e4,
+    label: str = "phase",
+) -> PhaseResult:
+    """Train `model` in place for len(lrs) SGD steps; return whether it diverged."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    spe = steps_per_epoch(len(split), batch_size)
+    num_epochs = math.ceil(len(lrs) / spe)
+    start, step, total_loss = time.perf_counter(), 0, 0.0
+    for epoch in range(num_epochs):
+        perm = torch.randperm(len(split), generator=gen).to(split.images.device)
+        epoch_loss = torch.zeros((), device=split.images.device)
+        epoch_steps = 0
+        for b in range(spe):
+            if step == len(lrs):
+                break
+            for group in opt.param_groups:
+                group["lr"] = lrs[step]
+            idx = perm[b * batch_size : (b + 1) * batch_size]
+            x = runtime.to_model_format(aug.train(split.images[idx], gen))
+            with runtime.autocast():
+                loss = F.cross_entropy(model(x), split.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            epoch_loss += loss.detach().float()
+            step += 1
+            epoch_steps += 1
+        mean = (epoch_loss / max(1, epoch_steps)).item()
+        total_loss += mean * epoch_steps
+        log.info("%s epoch %d/%d loss %.4f lr %.4g", label, epoch + 1, num_epochs, mean, lrs[step - 1])
+        if not math.isfinite(mean) or mean > divergence_loss:
+            log.warning("%s diverged at epoch %d (loss %s)", label, epoch + 1, mean)
+            return PhaseResult(True, mean, step, time.perf_counter() - start)
+    return PhaseResult(False, total_loss / max(1, step), step, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: nn.Module, images: torch.Tensor, aug: Augmentation, runtime: Runtime, batch_size: int
+) -> torch.Tensor:
+    """Softmax probabilities (float32, N x classes) of `model` on uint8 `images`."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = runtime.to_model_format(aug.eval(images[i : i + batch_size]))
+        with runtime.autocast():
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def bn_batches(images: torch.Tensor, aug: Augmentation, runtime: Runtime, batch_size: int):
+    """Model inputs for BatchNorm re-estimation (evaluation transform, no augmentation)."""
+    for i in range(0, len(images), batch_size):
+        yield runtime.to_model_format(aug.eval(images[i : i + batch_size]))

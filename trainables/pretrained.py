@@ -1,0 +1,127 @@
+"""Pre-trained checkpoints: where they come from and how a model gets them.
+
+For the embedded task, K checkpoints are pre-trained on the source classes
+(seed i for checkpoint i), stored under a content key (everything that
+determines them) and reused by every later trial, sweep and machine that
+shares the cache. Files and torchvision weights are read as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from trainables import engine
+from trainables.checkpoints import read_state_dict, torchvision_weights, unwrap_state_dict
+from trainables.config import TrialConfig
+from trainables.data.splits import Task
+from trainables.device import Runtime
+from trainables.memo import compute_once, sha256_file
+from trainables.models import build_model
+from trainables.schedules import phase_lrs
+
+log = logging.getLogger("starsweep")
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("STARSWEEP_CACHE", Path.home() / ".cache" / "starsweep"))
+
+
+def content_key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _embedded_spec(cfg: TrialConfig, index: int) -> dict:
+    p, d = cfg.pretrained, cfg.data
+    return {
+        "kind": "embedded-pretrain-v1",
+        "source_classes": d.source_classes,
+        "split_seed": d.split_seed,
+        "augment": d.augment,
+        "crop_padding": d.crop_padding,
+        "model": cfg.model.model_dump(),
+        "epochs": p.epochs,
+        "lr": p.lr,
+        "batch_size": p.batch_size,
+        "train_size": p.train_size,
+        "seed": index,
+    }
+
+
+def identity(cfg: TrialConfig, index: int) -> str:
+    """A string that changes whenever pre-trained checkpoint `index` would change."""
+    p = cfg.pretrained
+    if p.source == "embedded":
+        return "embedded:" + content_key(_embedded_spec(cfg, index))
+    if p.source == "files":
+        path = Path(p.paths[index])
+        return f"file:{sha256_file(path) if path.is_file() else path}"
+    return f"torchvision:{cfg.model.arch}:{p.weights}"
+
+
+def pretrain_embedded(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) -> dict:
+    """Train checkpoint `index` on the source split; a self-describing checkpoint."""
+    spec = _embedded_spec(cfg, index)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(engine.seed_for("pretrain-init", index))
+        model = build_model(cfg.model.arch, task.channels, task.source_num_classes, cfg.model.width)
+    model = runtime.prepare_model(model)
+    src = task.source_train
+    spe = engine.steps_per_epoch(len(src), cfg.pretrained.batch_size)
+    lrs = phase_lrs(cfg.pretrained.epochs, spe, cfg.pretrained.lr, "iteration")
+    aug = engine.Augmentation(
+        task.mean, task.std, cfg.data.augment, cfg.data.crop_padding, cfg.data.input_size
+    )
+    log.info("pre-training checkpoint %d on %d source images (%d steps)", index, len(src), len(lrs))
+    start = time.perf_counter()
+    result = engine.train_phase(
+        model,
+        src,
+        lrs,
+        batch_size=cfg.pretrained.batch_size,
+        momentum=0.9,
+        weight_decay=5e-4,
+        aug=aug,
+        runtime=runtime,
+        seed=engine.seed_for("pretrain", index),
+        label=f"pretrain[{index}]",
+    )
+    probs = engine.predict_probs(model, src.images[:2000], aug, runtime, cfg.eval.batch_size)
+    acc = (probs.argmax(1) == src.labels[:2000]).float().mean().item()
+    log.info(
+        "pre-trained checkpoint %d: source train acc %.3f in %.1fs", index, acc, time.perf_counter() - start
+    )
+    return {
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": {
+            **{k: str(v) for k, v in spec.items()},
+            "source_train_acc": acc,
+            "final_loss": result.mean_loss,
+        },
+    }
+
+
+def load_pretrained(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) -> dict:
+    """The state dict of pre-trained checkpoint `index` (computing it if embedded)."""
+    p = cfg.pretrained
+    if p.source == "files":
+        return read_state_dict(p.paths[index])
+    if p.source == "torchvision":
+        return torchvision_weights(cfg.model.arch, p.weights)
+    if task.source_train is None:
+        from trainables.errors import ConfigError
+
+        raise ConfigError(
+            f"pretrained.source: embedded needs data.dataset: fashion_mnist_transfer, got "
+            f"{cfg.data.dataset!r}; use pretrained.source: files or torchvision"
+        )
+    root = Path(p.cache_dir) if p.cache_dir else default_cache_root() / "pretrained"
+    path = root / f"{identity(cfg, index).split(':', 1)[1]}.pt"
+    blob, _ = compute_once(path, lambda: pretrain_embedded(cfg, index, task, runtime))
+    return unwrap_state_dict(blob, str(path))
