@@ -1,0 +1,180 @@
+"""The fine-tune-then-explore job in plain Python on tiny real data (CPU)."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from tiny import tiny_config
+from trainables import TrialConfig, plan_snapshots, run_job
+from trainables.errors import ConfigError, DataError
+from trainables.job import Job
+
+
+def _roundtrip(state):
+    """What a checkpoint file gives back: a deep, weights-only copy of the state."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _metrics(records):
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+class RecordingJob(Job):
+    """A real Job that records the weights each cycle starts from."""
+
+    starts: list
+
+    def cycle(self, start, index):
+        self.starts.append({k: v.clone() for k, v in start.items()})
+        return super().cycle(start, index)
+
+
+def _run_recording(cfg_dict, tmp_path):
+    from trainables.data.task import load_task
+    from trainables.device import pick_runtime
+
+    cfg = TrialConfig.from_dict(cfg_dict)
+    job = RecordingJob(cfg, pick_runtime("cpu"), load_task(cfg.data, cfg.pretrained.train_size))
+    job.starts = []
+    records = job.run(lambda r, s: None)
+    snaps = [torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
+             for k in range(1, len(records) + 1)]
+    return job, records, snaps
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_star_sse_every_cycle_starts_from_the_first_model(tmp_path):
+    cfg = tiny_config(tmp_path, method="star_sse", num_cycles=3, save_snapshots_dir=str(tmp_path / "snaps"))
+    job, records, snaps = _run_recording(cfg, tmp_path)
+    assert [r["snapshot"] for r in records] == [1, 2, 3, 4]
+    assert len(job.starts) == 3
+    assert all(_same(start, snaps[0]) for start in job.starts)
+    assert not _same(snaps[1], snaps[2])  # cycles differ (different seeds)
+
+
+def test_sse_every_cycle_starts_from_the_previous_snapshot(tmp_path):
+    cfg = tiny_config(tmp_path, method="sse", num_cycles=3, save_snapshots_dir=str(tmp_path / "snaps"))
+    job, records, snaps = _run_recording(cfg, tmp_path)
+    for i, start in enumerate(job.starts):
+        assert _same(start, snaps[i])
+    assert not _same(job.starts[2], snaps[0])
+
+
+def test_plans_of_the_baselines():
+    cfg = TrialConfig.from_dict({"method": "local_de", "num_members": 3, "seed": 4, "pretrained_index": 1})
+    assert [(p.pretrained_index, p.seed) for p in plan_snapshots(cfg)] == [(1, 4), (1, 5), (1, 6)]
+    cfg = TrialConfig.from_dict({"method": "global_de", "num_members": 3, "seed": 2})
+    assert [(p.pretrained_index, p.seed) for p in plan_snapshots(cfg)] == [(0, 2), (1, 2), (2, 2)]
+
+
+def test_records_have_every_metric_and_a_growing_ensemble(tmp_path):
+    records = run_job(tiny_config(tmp_path, method="global_de"))
+    assert len(records) == 2
+    first, last = records
+    for kind in ("ind", "ens", "soup"):
+        for split in ("val", "test", "ood"):
+            for m in ("acc", "nll", "ece", "brier"):
+                assert 0 <= last[f"{kind}_{split}_{m}"] < 100, (kind, split, m)
+        assert f"{kind}_ood_acc__contrast" in last
+    assert first["ens_test_acc"] == first["ind_test_acc"]  # an ensemble of one
+    assert math.isnan(first["div_fort"]) and last["div_fort"] >= 0
+    assert first["dist_first"] == 0 and last["dist_first"] > 0
+    assert last["epochs_done"] == 4
+
+
+def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
+    cfg = tiny_config(tmp_path, method="sse", num_cycles=3)
+    full = run_job(cfg)
+
+    saved = {}
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record, state):
+        if record["snapshot"] == 2:
+            saved["state"] = _roundtrip(state)
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_job(cfg, crash_after_two)
+    resumed = run_job(cfg, state=saved["state"])
+    assert [r["snapshot"] for r in resumed] == [1, 2, 3, 4]
+    for got, want in zip(_metrics(resumed), _metrics(full), strict=True):
+        assert got == pytest.approx(want, nan_ok=True)
+
+
+def test_divergence_ends_the_job_with_a_flag_not_an_exception(tmp_path):
+    records = run_job(tiny_config(tmp_path, method="sse", lr_max_ratio=None, lr_max=1e5))
+    assert records[0]["diverged"] is False
+    assert records[-1]["diverged"] is True and records[-1]["snapshot"] == 2
+    assert math.isnan(records[-1]["ens_test_acc"])
+
+
+def test_shared_fine_tunes_are_computed_once(tmp_path):
+    shared = str(tmp_path / "finetunes")
+    a = run_job(tiny_config(tmp_path, method="star_sse", cache_dir=shared))
+    b = run_job(tiny_config(tmp_path, method="sse", cache_dir=shared))
+    assert a[0]["epochs_trained"] == 2 and b[0]["epochs_trained"] == 0  # reused
+    assert a[0]["ind_test_acc"] == b[0]["ind_test_acc"]
+    local = run_job(tiny_config(tmp_path, method="local_de", cache_dir=shared))
+    assert local[0]["epochs_trained"] == 0 and local[1]["epochs_trained"] == 2
+
+
+def test_corrupted_shared_fine_tune_is_recomputed(tmp_path):
+    shared = tmp_path / "finetunes"
+    first = run_job(tiny_config(tmp_path, method="star_sse", num_cycles=1, cache_dir=str(shared)))
+    (path,) = shared.glob("finetune-*.pt")
+    path.write_bytes(path.read_bytes()[:100])  # truncated by a crash or a bad copy
+    again = run_job(tiny_config(tmp_path, method="star_sse", num_cycles=1, cache_dir=str(shared)))
+    assert again[0]["epochs_trained"] == 2  # recomputed, not loaded
+    assert again[0]["ind_test_acc"] == first[0]["ind_test_acc"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"metod": "sse"}, "did you mean 'method'"),
+        ({"method": "swa"}, "method"),
+        ({"finetune": {"lr": -0.1}}, "finetune.lr"),
+        ({"finetune": {"epochs": 0}}, "finetune.epochs"),
+        ({"num_cycles": 0}, "num_cycles"),
+        ({"method": "sse", "lr_max": 0.1}, "exactly one of lr_max or lr_max_ratio"),
+        ({"method": "global_de", "num_members": 5}, "needs that many pre-trained checkpoints"),
+        ({"pretrained_index": 7}, "pretrained_index=7"),
+        ({"data": {"target_classes": [0, 5]}}, "overlap"),
+        ({"data": {"ood": {"severities": [6]}}}, "severities"),
+    ],
+)
+def test_bad_configs_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig.from_dict(tiny_config(tmp_path, **overrides))
+
+
+def test_missing_data_dir_fails_with_the_fix(tmp_path):
+    cfg = tiny_config(tmp_path, data={"data_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        run_job(cfg)
+
+
+def test_cli_prints_a_table_and_rejects_bad_config(tmp_path, capsys):
+    import yaml
+
+    from trainables.__main__ import main
+
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, num_cycles=1)))
+    assert main(["--config", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "soup acc" in out and len(out.strip().splitlines()) == 3
+    path.write_text("finetune: {lr: 0}\n")
+    assert main(["--config", str(path)]) == 2
+    assert "finetune.lr" in capsys.readouterr().err
