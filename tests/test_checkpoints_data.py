@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 import torch
-
 from tiny import tiny_config
+
 from trainables import run_job
 from trainables.checkpoints import load_backbone, read_state_dict
 from trainables.data import augment
@@ -85,7 +85,9 @@ def test_files_source_runs_a_job_from_user_checkpoints(tmp_path):
     paths = []
     for i in range(2):
         path = tmp_path / f"pre{i}.pt"
-        torch.save({"state_dict": {f"module.{k}": v for k, v in SmallCNN(1, 5, 8).state_dict().items()}}, path)
+        torch.save(
+            {"state_dict": {f"module.{k}": v for k, v in SmallCNN(1, 5, 8).state_dict().items()}}, path
+        )
         paths.append(str(path))
     cfg = tiny_config(tmp_path, method="global_de", pretrained={"source": "files", "paths": paths})
     records = run_job(cfg)

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from tiny import tiny_config
+
 from trainables import TrialConfig, plan_snapshots, run_job
 from trainables.errors import ConfigError, DataError
 from trainables.job import Job
@@ -42,8 +42,10 @@ def _run_recording(cfg_dict, tmp_path):
     job = RecordingJob(cfg, pick_runtime("cpu"), load_task(cfg.data, cfg.pretrained.train_size))
     job.starts = []
     records = job.run(lambda r, s: None)
-    snaps = [torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
-             for k in range(1, len(records) + 1)]
+    snaps = [
+        torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
+        for k in range(1, len(records) + 1)
+    ]
     return job, records, snaps
 
 

@@ -16,11 +16,16 @@ def tiny_config(tmp_path, **overrides) -> dict:
         "device": "cpu",
         "model": {"arch": "small_cnn", "width": 8},
         "data": {
-            "train_size": 200, "val_size": 50, "test_size": 200,
+            "train_size": 200,
+            "val_size": 50,
+            "test_size": 200,
             "ood": {"max_images": 20, "severities": [1, 5], "corruptions": ["gaussian_noise", "contrast"]},
         },
         "pretrained": {
-            "epochs": 0.5, "num_checkpoints": 2, "train_size": 1000, "cache_dir": str(tmp_path / "pre"),
+            "epochs": 0.5,
+            "num_checkpoints": 2,
+            "train_size": 1000,
+            "cache_dir": str(tmp_path / "pre"),
         },
         "finetune": {"epochs": 2, "batch_size": 50},
         "eval": {"batch_size": 256, "bn_update_images": 100},
