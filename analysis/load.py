@@ -1,0 +1,84 @@
+"""Read the results table (docs/records.md) and check it has what analysis needs.
+
+`load_results(path)` accepts a `.parquet` file or a directory holding
+`results.parquet`. Every problem (missing path, unreadable file, absent
+columns) raises `ValueError` naming the path, so the CLI can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS_FILENAME = "results.parquet"
+
+# Columns every analysis needs. Other metric columns are optional: a figure whose
+# metric is absent is left out of the report.
+REQUIRED_COLUMNS = (
+    "trial_id",
+    "status",
+    "method",
+    "snapshot",
+    "lr_max",
+    "cycle_epochs",
+    "lr_max_ratio",
+    "cycle_epochs_ratio",
+    "seed",
+    "pretrained_index",
+    "ens_val_acc",
+    "ens_test_acc",
+)
+
+
+class ResultsError(ValueError):
+    """The results table is missing, unreadable or lacks required columns."""
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Return the Parquet file for `path` (a file, or a directory with results.parquet)."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / RESULTS_FILENAME
+        if not candidate.is_file():
+            raise ResultsError(
+                f"results table not found: directory {path} has no {RESULTS_FILENAME}"
+            )
+        return candidate
+    if not path.exists():
+        raise ResultsError(f"results table not found: {path} does not exist")
+    return path
+
+
+def check_columns(df: pd.DataFrame, source: str | Path = "<dataframe>") -> None:
+    """Raise `ResultsError` naming `source` if a required column is absent."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(
+            f"results table {source} lacks required column(s) {', '.join(missing)} "
+            "(see docs/records.md)"
+        )
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with the types analysis relies on (int snapshot, str status/method)."""
+    out = df.copy()
+    out["snapshot"] = pd.to_numeric(out["snapshot"], errors="coerce")
+    out = out[out["snapshot"].notna()]
+    out["snapshot"] = out["snapshot"].astype(int)
+    out["status"] = out["status"].astype(str)
+    out["method"] = out["method"].astype(str)
+    for col in ("lr_max", "cycle_epochs", "lr_max_ratio", "cycle_epochs_ratio"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read the results table at `path` (file or directory) and check its columns."""
+    file = resolve_path(path)
+    try:
+        df = pd.read_parquet(file)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        raise ResultsError(f"cannot read results table {file}: {exc}") from exc
+    check_columns(df, file)
+    return normalize(df)

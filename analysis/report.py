@@ -1,0 +1,212 @@
+"""Write a full report: every figure as PNG + SVG, the summary table and an index.html.
+
+`build_report(results, out_dir, size=None)` reads the table (or takes a
+DataFrame), draws what the data supports and lists what it had to leave out, so
+a partial sweep (missing cells, unfinished trials, one method, only baselines)
+still gives a report. `attach_to_mlflow` uploads the report directory as the
+artifacts of a run named "report".
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.aggregate import CYCLIC, METHODS, methods_present, summary_table
+from analysis.curves import ensemble_size_curves, individual_curves, soup_vs_ensemble_curves
+from analysis.heatmaps import diff_heatmap, metric_heatmaps
+from analysis.load import load_results
+from analysis.style import method_label, metric_label, save_figure
+from analysis.tables import summary_html, write_summary
+
+HEATMAP_METRICS = (
+    "ens_test_acc",
+    "soup_test_acc",
+    "ind_test_acc",
+    "ens_test_nll",
+    "ens_test_ece",
+    "ens_ood_acc",
+)
+DIFF_METRICS = ("ens_test_acc", "soup_test_acc")
+INDEX_NAME = "index.html"
+
+
+@dataclass
+class ReportFigure:
+    """One figure of the report: file stem, caption, and how to draw it."""
+
+    stem: str
+    title: str
+    draw: Callable[[], tuple[Figure, object]]
+
+
+def _has_values(df: pd.DataFrame, metric: str, methods: tuple[str, ...]) -> bool:
+    return metric in df.columns and df.loc[df["method"].isin(methods), metric].notna().any()
+
+
+def plan_figures(df: pd.DataFrame, k: int | None = None) -> tuple[list[ReportFigure], list[str]]:
+    """The figures the data supports and a note for each one left out."""
+    figures: list[ReportFigure] = []
+    omitted: list[str] = []
+    cyclic = tuple(methods_present(df, CYCLIC))
+    for metric in HEATMAP_METRICS:
+        if not cyclic:
+            omitted.append(f"heatmap of {metric}: no sse / star_sse trials")
+        elif not _has_values(df, metric, cyclic):
+            omitted.append(f"heatmap of {metric}: no values in the table")
+        else:
+            figures.append(
+                ReportFigure(
+                    f"heatmap_{metric}",
+                    f"{metric_label(metric)} at size K ({metric})",
+                    lambda m=metric: metric_heatmaps(df, m, k),
+                )
+            )
+    for metric in DIFF_METRICS:
+        if len(cyclic) < 2:
+            omitted.append(f"StarSSE − SSE difference of {metric}: needs both sse and star_sse")
+        elif not _has_values(df, metric, cyclic):
+            omitted.append(f"StarSSE − SSE difference of {metric}: no values in the table")
+        else:
+            figures.append(
+                ReportFigure(
+                    f"diff_{metric}",
+                    f"StarSSE − SSE: {metric_label(metric)} ({metric})",
+                    lambda m=metric: diff_heatmap(df, m, k),
+                )
+            )
+    curve_specs = [
+        (
+            "curve_ens_test_acc",
+            "ens_test_acc",
+            "Ensemble test accuracy vs ensemble size",
+            lambda: ensemble_size_curves(df, "ens_test_acc", k),
+        ),
+        (
+            "curve_ind_test_acc",
+            "ind_test_acc",
+            "Individual test accuracy of snapshot k",
+            lambda: individual_curves(df, "ind_test_acc", k),
+        ),
+        (
+            "curve_soup_vs_ens",
+            "soup_test_acc",
+            "Soup vs ensemble test accuracy",
+            lambda: soup_vs_ensemble_curves(df, k),
+        ),
+    ]
+    for stem, metric, title, draw in curve_specs:
+        if not _has_values(df, metric, METHODS):
+            omitted.append(f"{title}: no {metric} values in the table")
+        else:
+            figures.append(ReportFigure(stem, title, draw))
+    return figures, omitted
+
+
+def _index_html(
+    source: str,
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    written: list[ReportFigure],
+    omitted: list[str],
+) -> str:
+    esc = html.escape
+    present = ", ".join(method_label(m) for m in methods_present(df)) or "none"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>starsweep report</title>',
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "table.summary{border-collapse:collapse}table.summary td,table.summary th"
+        "{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+        "figure{margin:2em 0}img{max-width:100%}</style></head><body>",
+        "<h1>starsweep report</h1>",
+        f"<p>Source: <code>{esc(source)}</code> — {len(df)} rows, "
+        f"{df['trial_id'].nunique() if len(df) else 0} trials; methods: {esc(present)}.</p>",
+        "<h2>Summary</h2>",
+        "<p>Best cell per method chosen on validation ensemble accuracy at size K; "
+        "test metrics are mean ± std over seeds × pre-trained checkpoints. "
+        'Also as <a href="summary.md">Markdown</a> and <a href="summary.csv">CSV</a>.</p>',
+        summary_html(summary),
+        "<h2>Figures</h2>",
+        "<p>Heatmap cells show the mean and n = runs that reached size K; "
+        "“div” (hatched) marks cells whose runs diverged; blank cells have no data.</p>",
+    ]
+    for fig in written:
+        parts.append(
+            f'<figure id="{esc(fig.stem)}"><img src="{esc(fig.stem)}.png" alt="{esc(fig.title)}">'
+            f'<figcaption>{esc(fig.title)} — <a href="{esc(fig.stem)}.png">PNG</a> · '
+            f'<a href="{esc(fig.stem)}.svg">SVG</a></figcaption></figure>'
+        )
+    if omitted:
+        parts.append("<h2>Left out</h2><ul>")
+        parts += [f"<li>{esc(note)}</li>" for note in omitted]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(
+    results: str | Path | pd.DataFrame, out_dir: str | Path, size: int | None = None
+) -> Path:
+    """Write figures (PNG + SVG), summary.md/.csv and index.html; return index.html's path.
+
+    `results` is a Parquet path, a directory holding results.parquet, or a
+    DataFrame. `size` is the ensemble size K (default: largest snapshot per method).
+    """
+    if size is not None and size < 1:
+        raise ValueError(f"ensemble size must be >= 1, got {size}")
+    if isinstance(results, pd.DataFrame):
+        df, source = results, "<dataframe>"
+    else:
+        df, source = load_results(results), str(results)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary_table(df, size)
+    write_summary(summary, out_dir)
+    figures, omitted = plan_figures(df, size)
+    for spec in figures:
+        fig, _data = spec.draw()
+        save_figure(fig, out_dir, spec.stem)
+    index = out_dir / INDEX_NAME
+    index.write_text(_index_html(source, df, summary, figures, omitted), encoding="utf-8")
+    return index
+
+
+def attach_to_mlflow(
+    out_dir: str | Path,
+    tracking_uri: str,
+    experiment_name: str,
+    artifact_location: str | None = None,
+) -> str:
+    """Log the report directory as artifacts of a new run named "report"; return its id.
+
+    The experiment is created if absent (with `artifact_location` when given).
+    MLflow 3 needs a database tracking URI such as `sqlite:///path/mlflow.db`.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ValueError(f"report directory not found: {out_dir}")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(experiment_name, artifact_location)
+    else:
+        experiment_id = experiment.experiment_id
+    run = client.create_run(
+        experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
+    )
+    run_id = run.info.run_id
+    try:
+        client.log_artifacts(run_id, str(out_dir))
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id

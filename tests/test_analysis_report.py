@@ -1,0 +1,157 @@
+"""analysis report, CLI and MLflow attachment, on full and partial synthetic sweeps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from analysis.report import attach_to_mlflow, build_report
+from analysis.synthetic import partial_sweep, synthetic_results
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = [
+    *(f"heatmap_{m}" for m in ("ens_test_acc", "soup_test_acc", "ind_test_acc", "ens_test_nll",
+                               "ens_test_ece", "ens_ood_acc")),
+    "diff_ens_test_acc", "diff_soup_test_acc",
+    "curve_ens_test_acc", "curve_ind_test_acc", "curve_soup_vs_ens",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    return synthetic_results()
+
+
+@pytest.fixture(scope="module")
+def cli_report(results, tmp_path_factory) -> tuple[Path, int, str]:
+    """The full report written by the CLI from a results directory."""
+    root = tmp_path_factory.mktemp("cli")
+    results.to_parquet(root / "results.parquet", index=False)
+    out = root / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", str(root), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    return out, proc.returncode, proc.stdout + proc.stderr
+
+
+def test_cli_writes_png_svg_and_index(cli_report):
+    out, code, output = cli_report
+    assert code == 0, output
+    assert output.strip() == str(out / "index.html")
+    for stem in FIGURES:
+        for ext in ("png", "svg"):
+            path = out / f"{stem}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+    assert (out / "heatmap_ens_test_acc.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (out / "heatmap_ens_test_acc.svg").read_bytes()[:2000]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for stem in FIGURES:
+        assert f'src="{stem}.png"' in index and f'href="{stem}.svg"' in index
+    assert "83.40 ± 0.23" in index and "lr 0.02 (×1), cycle 10 (×1)" in index
+    assert "Left out" not in index
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["method"].tolist() == ["global_de", "star_sse", "local_de", "sse"]
+    assert (out / "summary.md").read_text(encoding="utf-8").startswith("| Rank |")
+
+
+def test_cli_missing_file_exits_2_without_traceback(tmp_path):
+    missing = tmp_path / "nowhere.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", str(missing), "--out", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "nowhere.parquet" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_in_process_errors_and_help(results, tmp_path, capsys):
+    bad = tmp_path / "results.parquet"
+    results.drop(columns=["method"]).to_parquet(bad)
+    assert main(["report", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "method" in err and str(bad) in err
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(bad), "--out", str(tmp_path), "--size", "0"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--help"])
+    assert info.value.code == 0
+    assert "--size" in capsys.readouterr().out
+
+
+def test_cli_size_option(results, tmp_path, capsys):
+    path = tmp_path / "r.parquet"
+    results[results["method"].isin(["local_de", "global_de"])].to_parquet(path, index=False)
+    assert main(["report", str(path), "--out", str(tmp_path / "o"), "--size", "3"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
+    summary = pd.read_csv(tmp_path / "o" / "summary.csv").set_index("method")
+    assert summary["k"].eq(3).all()
+    assert summary.loc["local_de", "ens_test_acc_mean"] == pytest.approx(0.826)
+
+
+def test_partial_report_shows_blanks_and_left_out_figures(results, tmp_path):
+    index = build_report(partial_sweep(results), tmp_path / "partial")
+    assert index.is_file() and (tmp_path / "partial" / "heatmap_ens_test_acc.svg").is_file()
+    svg = (tmp_path / "partial" / "heatmap_ens_test_acc.svg").read_text(encoding="utf-8")
+    assert "div" in svg
+    summary = pd.read_csv(tmp_path / "partial" / "summary.csv").set_index("method")
+    assert summary.loc["sse", "n_diverged"] == 1 and summary.loc["sse", "n_runs"] == 3
+
+
+@pytest.mark.parametrize(
+    "methods, present, absent",
+    [
+        (("local_de", "global_de"), ["curve_ens_test_acc"],
+         ["heatmap_ens_test_acc", "diff_ens_test_acc"]),
+        (("sse",), ["heatmap_ens_test_acc", "curve_soup_vs_ens"], ["diff_ens_test_acc"]),
+        ((), [], ["heatmap_ens_test_acc", "curve_ens_test_acc"]),
+    ],
+)  # fmt: skip
+def test_report_of_a_subset_of_methods(results, tmp_path, methods, present, absent):
+    index = build_report(results[results["method"].isin(methods)], tmp_path)
+    for stem in present:
+        assert (tmp_path / f"{stem}.png").is_file()
+    for stem in absent:
+        assert not (tmp_path / f"{stem}.png").exists()
+    html = index.read_text(encoding="utf-8")
+    assert "Left out" in html and "summary.csv" in html
+
+
+def test_report_beyond_largest_snapshot_does_not_crash(tmp_path):
+    small = synthetic_results(("local_de", "star_sse"), (1.0, 2.0), (1.0,), snapshots=2)
+    index = build_report(small, tmp_path, size=4)
+    assert index.is_file() and (tmp_path / "heatmap_ens_test_acc.png").is_file()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["n_runs"].eq(0).all()
+
+
+def test_attach_to_mlflow_logs_the_report(cli_report, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # any default artifact root lands in tmp_path
+    out = cli_report[0]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = attach_to_mlflow(out, uri, "starsweep-test")
+    again = attach_to_mlflow(out, uri, "starsweep-test")  # reuses the experiment
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "report" and run.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("starsweep-test")
+    assert run.info.experiment_id == experiment.experiment_id
+    assert client.get_run(again).info.experiment_id == experiment.experiment_id
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"index.html", "summary.csv", "heatmap_ens_test_acc.png"} <= names
+    local = client.download_artifacts(run_id, "index.html", str(tmp_path))
+    assert Path(local).read_text(encoding="utf-8") == (out / "index.html").read_text("utf-8")
+    with pytest.raises(ValueError, match="not found"):
+        attach_to_mlflow(tmp_path / "missing", uri, "starsweep-test")
