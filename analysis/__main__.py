@@ -3,6 +3,7 @@
     python -m analysis report RESULTS --out DIR [--size K]
                               [--mlflow-uri URI --mlflow-experiment NAME]
     python -m analysis demo --out DIR
+    python -m analysis connectivity TRIAL_DIR --out DIR [--points N]
 
 `report` reads RESULTS (a .parquet file or a directory holding results.parquet),
 writes every figure as PNG and SVG, summary.md/.csv and index.html into DIR and
@@ -65,12 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic results.parquet into DIR and its report next to it.",
     )
     demo.add_argument("--out", type=Path, required=True, help="output directory")
+    conn = sub.add_parser(
+        "connectivity",
+        help="accuracy/loss along the line from the first model to each snapshot",
+        description="Evaluate saved snapshots along straight lines (BatchNorm re-estimated "
+        "at every point) and plot them (the paper's Figure 2).",
+    )
+    conn.add_argument(
+        "trial", type=Path, help="a Tune trial directory (checkpoint_*/) or a snapshots folder"
+    )
+    conn.add_argument("--out", type=Path, required=True, help="output directory")
+    conn.add_argument("--points", type=_positive_int, default=11, help="points per segment")
     return parser
 
 
 def run(args: argparse.Namespace) -> Path:
     from analysis.report import attach_to_mlflow, build_report
 
+    if args.command == "connectivity":
+        from analysis.connectivity import write_connectivity
+
+        return write_connectivity(args.trial, args.out, args.points)
     if args.command == "demo":
         from analysis.synthetic import synthetic_results
 

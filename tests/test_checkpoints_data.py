@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 import torch
-from tiny import tiny_config
 
+from tiny import tiny_config
 from trainables import run_job
 from trainables.checkpoints import load_backbone, read_state_dict
 from trainables.data import augment

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from tiny import tiny_config
 
+from tiny import tiny_config
 from trainables import TrialConfig, plan_snapshots, run_job
 from trainables.errors import ConfigError, DataError
 from trainables.job import Job

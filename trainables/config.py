@@ -42,7 +42,7 @@ class OODConfig(_Strict):
         default_factory=lambda: list(CORRUPTIONS),
         description="Corruptions to apply; [] disables OOD evaluation.",
     )
-    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Subset of 1..5.")
     max_images: int = Field(500, gt=0, description="Test images per (corruption, severity), a fixed subset.")
 
     @model_validator(mode="after")
@@ -85,7 +85,11 @@ class DataConfig(_Strict):
     input_size: int | None = Field(
         None, gt=0, description="Side fed to the model (e.g. 224 for ResNet-50); None = stored."
     )
-    augment: Literal["crop_flip", "resized_crop_flip", "none"] = "crop_flip"
+    augment: Literal["crop_flip", "resized_crop_flip", "none"] = Field(
+        "crop_flip",
+        description="crop_flip: padded random crop + flip (+ resize to input_size); resized_crop_flip: "
+        "RandomResizedCrop to input_size + flip, test Resize(256/224)+CenterCrop (ResNet-50 protocol).",
+    )
     crop_padding: int = Field(2, ge=0, description="Pixels of padding for random crops.")
     ood: OODConfig = Field(default_factory=OODConfig)
 
@@ -104,7 +108,9 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: Literal["small_cnn", "resnet18_cifar", "resnet50"] = "small_cnn"
+    arch: Literal["small_cnn", "resnet18_cifar", "resnet50"] = Field(
+        "small_cnn", description="small_cnn (embedded), resnet18_cifar, resnet50 (ImageNet layout)."
+    )
     width: int = Field(32, gt=0, description="small_cnn only: channels of the first conv.")
 
 
@@ -116,13 +122,17 @@ class PretrainedConfig(_Strict):
     - `files`: one path per pre-trained checkpoint (torchvision state_dict,
       `{'state_dict': ...}` with `module.` prefixes, or `{'model_state': ...}`).
     - `torchvision`: a torchvision weights name such as `IMAGENET1K_V2`.
+    - `scratch`: random initialisation (seed i for "checkpoint" i): the
+      no-transfer control that shows what pre-training is worth.
     """
 
-    source: Literal["embedded", "files", "torchvision"] = "embedded"
+    source: Literal["embedded", "files", "torchvision", "scratch"] = Field(
+        "embedded", description="embedded, files, torchvision or scratch (see above)."
+    )
     num_checkpoints: int = Field(3, gt=0, description="embedded: how many to pre-train.")
     epochs: float = Field(3.0, gt=0, description="embedded: pre-training epochs.")
     lr: float = Field(0.05, gt=0, description="embedded: pre-training peak lr.")
-    batch_size: int = Field(128, gt=0)
+    batch_size: int = Field(128, gt=0, description="embedded: pre-training batch size.")
     train_size: int | None = Field(None, gt=0, description="embedded: source images; None = all.")
     paths: list[str] = Field(default_factory=list, description="files: checkpoint paths.")
     weights: str | None = Field(None, description="torchvision: weights enum name.")
@@ -142,7 +152,7 @@ class PretrainedConfig(_Strict):
     @property
     def count(self) -> int:
         """How many distinct pre-trained checkpoints exist."""
-        if self.source == "embedded":
+        if self.source in ("embedded", "scratch"):
             return self.num_checkpoints
         if self.source == "files":
             return len(self.paths)
@@ -153,17 +163,17 @@ class FineTuneConfig(_Strict):
     """Fine-tuning from the pre-trained checkpoint (the reference protocol)."""
 
     lr: float = Field(0.02, gt=0, description="Peak lr of the cosine fine-tune schedule.")
-    epochs: float = Field(10.0, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(64, gt=0)
+    epochs: float = Field(10.0, gt=0, description="Fine-tune epochs (cosine to 0, no warm-up).")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay (fine-tune and cycles).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum, reset at every phase start.")
+    batch_size: int = Field(64, gt=0, description="Fine-tune and cycle batch size.")
     lr_step: Literal["epoch", "iteration"] = Field(
         "epoch", description="Step the cosine per epoch (as the reference code) or per iteration."
     )
 
 
 class EvalConfig(_Strict):
-    batch_size: int = Field(500, gt=0)
+    batch_size: int = Field(500, gt=0, description="Inference batch size.")
     bn_update_images: int = Field(
         1024, gt=0, description="Training images used to re-estimate soup BatchNorm statistics."
     )
@@ -172,21 +182,25 @@ class EvalConfig(_Strict):
 class TrialConfig(_Strict):
     """One fine-tune-then-explore job; every field is documented in the README."""
 
-    method: Literal[METHODS] = "star_sse"  # type: ignore[valid-type]
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "star_sse", description="local_de, global_de, sse or star_sse."
+    )
     lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
     lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
     cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
     cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
     num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
     num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
     pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
     finetune: FineTuneConfig = Field(default_factory=FineTuneConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA (bf16, channels_last) when a GPU is allocated, else CPU."
+    )
     cache_dir: str | None = Field(
         None, description="Shared fine-tune cache (the sweep's storage); None = no sharing."
     )

@@ -62,6 +62,8 @@ def identity(cfg: TrialConfig, index: int) -> str:
     if p.source == "files":
         path = Path(p.paths[index])
         return f"file:{sha256_file(path) if path.is_file() else path}"
+    if p.source == "scratch":
+        return f"scratch:{cfg.model.arch}:{cfg.model.width}:{index}"
     return f"torchvision:{cfg.model.arch}:{p.weights}"
 
 
@@ -114,6 +116,11 @@ def load_pretrained(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) 
         return read_state_dict(p.paths[index])
     if p.source == "torchvision":
         return torchvision_weights(cfg.model.arch, p.weights)
+    if p.source == "scratch":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(engine.seed_for("scratch-init", index))
+            model = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
+        return model.state_dict()
     if task.source_train is None:
         from trainables.errors import ConfigError
 

@@ -1,0 +1,142 @@
+"""Linear connectivity (the paper's Figure 2) from saved snapshot weights.
+
+The one analysis command that computes: for a trial's first model w1 and each
+later snapshot wj it evaluates w(a) = (1 - a) w1 + a wj at evenly spaced a in
+[0, 1], re-estimating BatchNorm statistics at every point, and records train
+and test accuracy and loss. A barrier (a dip in the middle) means the two
+models sit in different basins.
+
+Snapshots are read from a trial's Tune checkpoints (`checkpoint_*/state.pt`,
+each holding the snapshot it was written after) or from `snapshot_*.pt` files
+written with the trial config's `save_snapshots_dir`.
+
+    python -m analysis connectivity TRIAL_DIR --out DIR [--points 11]
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from analysis.style import new_figure, save_figure
+
+MAX_TRAIN_IMAGES = 2000
+
+
+def read_snapshots(path: str | Path) -> tuple[dict, dict[int, dict[str, torch.Tensor]]]:
+    """(trial config, {snapshot k: weights}) from a trial directory or snapshot folder."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory (give a Tune trial directory or a snapshots folder)")
+    snapshots, config = {}, None
+    for file in sorted(root.glob("checkpoint_*/state.pt")):
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        config = state["config"]
+        if state.get("last") is not None:
+            snapshots[int(state["snapshot"])] = state["last"]
+            snapshots.setdefault(1, state["first"])
+    for file in sorted(root.glob("snapshot_*.pt")):
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+        config = blob["config"]
+        snapshots[int(blob["snapshot"])] = blob["model_state"]
+    if config is None or 1 not in snapshots or len(snapshots) < 2:
+        raise ValueError(
+            f"{root}: needs the first snapshot and at least one more (checkpoint_*/state.pt or "
+            "snapshot_*.pt); keep all checkpoints or set save_snapshots_dir in the trial config"
+        )
+    return config, dict(sorted(snapshots.items()))
+
+
+def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict:
+    """(1 - alpha) a + alpha b for floating tensors; integer buffers from `a`."""
+    return {
+        k: torch.lerp(v.float(), b[k].float(), alpha).to(v.dtype) if v.is_floating_point() else v
+        for k, v in a.items()
+    }
+
+
+def _loss_acc(probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    nll = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
+    return nll, (probs.argmax(1) == labels).float().mean().item()
+
+
+def connectivity(path: str | Path, points: int = 11) -> list[dict]:
+    """Rows (snapshot, alpha, train/test acc and loss) along each segment w1 -> wj."""
+    from trainables import TrialConfig, engine
+    from trainables.data.task import load_task
+    from trainables.device import pick_runtime
+    from trainables.ensembles import reestimate_bn
+    from trainables.job import Job
+
+    if points < 2:
+        raise ValueError(f"--points must be >= 2, got {points}")
+    config, snapshots = read_snapshots(path)
+    cfg = TrialConfig.from_dict(config)
+    job = Job(cfg, pick_runtime(cfg.device), load_task(cfg.data, cfg.pretrained.train_size))
+    train = job.task.train
+    train_images, train_labels = train.images[:MAX_TRAIN_IMAGES], train.labels[:MAX_TRAIN_IMAGES]
+    bs = cfg.eval.batch_size
+    rows = []
+    first = snapshots[1]
+    for k, weights in snapshots.items():
+        if k == 1:
+            continue
+        for i in range(points):
+            alpha = i / (points - 1)
+            model = job._model_from(interpolate(first, weights, alpha))
+            reestimate_bn(model, engine.bn_batches(job.bn_images, job.aug, job.runtime, bs), job.runtime)
+            train_probs = engine.predict_probs(model, train_images, job.aug, job.runtime, bs)
+            test_probs = engine.predict_probs(model, job.task.test.images, job.aug, job.runtime, bs)
+            train_loss, train_acc = _loss_acc(train_probs, train_labels)
+            test_loss, test_acc = _loss_acc(test_probs, job.task.test.labels)
+            rows.append(
+                {
+                    "method": cfg.method,
+                    "snapshot": k,
+                    "alpha": alpha,
+                    "train_acc": train_acc,
+                    "train_loss": train_loss,
+                    "test_acc": test_acc,
+                    "test_loss": test_loss,
+                }
+            )
+    return rows
+
+
+def plot_connectivity(rows: list[dict]):
+    """Accuracy and loss along each segment, train dashed and test solid."""
+    fig = new_figure(10, 4)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for k in sorted({r["snapshot"] for r in rows}):
+        seg = [r for r in rows if r["snapshot"] == k]
+        alphas = [r["alpha"] for r in seg]
+        for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
+            scale = 100 if key == "acc" else 1
+            (line,) = ax.plot(alphas, [scale * r[f"test_{key}"] for r in seg], label=f"1 → {k} test")
+            ax.plot(
+                alphas,
+                [scale * r[f"train_{key}"] for r in seg],
+                "--",
+                color=line.get_color(),
+                label=f"1 → {k} train",
+            )
+    method = rows[0]["method"] if rows else ""
+    ax_acc.set(xlabel="interpolation α (0 = first model)", ylabel="accuracy (%)", title=method)
+    ax_loss.set(xlabel="interpolation α (0 = first model)", ylabel="loss (NLL)", title=method)
+    ax_acc.legend(fontsize=7)
+    return fig
+
+
+def write_connectivity(path: str | Path, out_dir: str | Path, points: int = 11) -> Path:
+    rows = connectivity(path, points)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "connectivity.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    save_figure(plot_connectivity(rows), out, "connectivity")
+    return out / "connectivity.png"
