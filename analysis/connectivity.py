@@ -78,7 +78,7 @@ def connectivity(path: str | Path, points: int = 11) -> list[dict]:
     job = Job(cfg, pick_runtime(cfg.device), load_task(cfg.data, cfg.pretrained.train_size))
     train = job.task.train
     train_images, train_labels = train.images[:MAX_TRAIN_IMAGES], train.labels[:MAX_TRAIN_IMAGES]
-    bs = cfg.eval.batch_size
+    bs = job.eval_bs
     rows = []
     first = snapshots[1]
     for k, weights in snapshots.items():

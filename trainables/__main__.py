@@ -37,10 +37,9 @@ def format_table(records: list[dict]) -> str:
     """A fixed-width table of the main per-snapshot metrics."""
     rows = [[title for title, _, _ in COLUMNS]]
     for rec in records:
-        rows.append([
-            fmt.format(rec[key]) if key in rec and rec[key] == rec[key] else "-"
-            for _, key, fmt in COLUMNS
-        ])
+        rows.append(
+            [fmt.format(rec[key]) if key in rec and rec[key] == rec[key] else "-" for _, key, fmt in COLUMNS]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -54,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stdout,
-        format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+        level=logging.WARNING if args.quiet else logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
     )
     try:
         config = {}

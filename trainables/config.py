@@ -173,7 +173,9 @@ class FineTuneConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    batch_size: int = Field(500, gt=0, description="Inference batch size.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Inference batch size; None = the device's best (64 CPU, 1024 CUDA)."
+    )
     bn_update_images: int = Field(
         1024, gt=0, description="Training images used to re-estimate soup BatchNorm statistics."
     )

@@ -86,6 +86,7 @@ class Job:
             self.task.mean, self.task.std, cfg.data.augment, cfg.data.crop_padding, cfg.data.input_size
         )
         self.plan = plan_snapshots(cfg)
+        self.eval_bs = cfg.eval.batch_size or runtime.eval_batch_size
         self.spe = engine.steps_per_epoch(len(self.task.train), cfg.finetune.batch_size)
         # Load (and validate) every pre-trained checkpoint this job needs before training.
         self.pretrained = {
@@ -184,7 +185,7 @@ class Job:
 
     # -- evaluation ---------------------------------------------------------
     def predict_all(self, model) -> dict[str, torch.Tensor]:
-        bs = self.cfg.eval.batch_size
+        bs = self.eval_bs
         out = {
             "val": engine.predict_probs(model, self.task.val.images, self.aug, self.runtime, bs),
             "test": engine.predict_probs(model, self.task.test.images, self.aug, self.runtime, bs),
@@ -213,7 +214,7 @@ class Job:
         model = self._model_from(soup.average())
         reestimate_bn(
             model,
-            engine.bn_batches(self.bn_images, self.aug, self.runtime, self.cfg.eval.batch_size),
+            engine.bn_batches(self.bn_images, self.aug, self.runtime, self.eval_bs),
             self.runtime,
         )
         return self.predict_all(model)

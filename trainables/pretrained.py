@@ -94,7 +94,9 @@ def pretrain_embedded(cfg: TrialConfig, index: int, task: Task, runtime: Runtime
         seed=engine.seed_for("pretrain", index),
         label=f"pretrain[{index}]",
     )
-    probs = engine.predict_probs(model, src.images[:2000], aug, runtime, cfg.eval.batch_size)
+    probs = engine.predict_probs(
+        model, src.images[:2000], aug, runtime, cfg.eval.batch_size or runtime.eval_batch_size
+    )
     acc = (probs.argmax(1) == src.labels[:2000]).float().mean().item()
     log.info(
         "pre-trained checkpoint %d: source train acc %.3f in %.1fs", index, acc, time.perf_counter() - start
