@@ -1,13 +1,28 @@
 """Everything that runs inside one trial: data, models, fine-tune, cycles, metrics.
 
-Public entry points:
+Public entry points (imported lazily, so `import trainables.errors` stays
+cheap for command-line error paths that never need torch):
 - `fine_tune_then_explore(config)`: the Ray Tune function trainable.
 - `run_job(config, report=None, state=None)`: the same job in plain Python.
 - `TrialConfig`: the typed config (see README, "Trial config").
+- `plan_snapshots(config)`: which fine-tune or cycle makes each snapshot.
 """
 
-from trainables.config import TrialConfig
-from trainables.job import plan_snapshots, run_job
-from trainables.tune_adapter import fine_tune_then_explore
+from __future__ import annotations
 
-__all__ = ["TrialConfig", "fine_tune_then_explore", "plan_snapshots", "run_job"]
+import importlib
+
+_EXPORTS = {
+    "TrialConfig": "trainables.config",
+    "fine_tune_then_explore": "trainables.tune_adapter",
+    "plan_snapshots": "trainables.job",
+    "run_job": "trainables.job",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'trainables' has no attribute {name!r}")

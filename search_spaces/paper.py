@@ -1,0 +1,103 @@
+"""The paper's experiment as Tune trials: the SSE/StarSSE grid plus the baselines.
+
+Grid (Sadrtdinov et al. 2023, reference code): for every method in
+{sse, star_sse}, `lr_max = r x finetune.lr` with r in {0.25, 0.5, 1, 2, 4} and
+`cycle_epochs = q x finetune.epochs` with q in {0.5, 1, 2, 4}, for every fine-tune
+seed and pre-trained checkpoint; plus Local DE (members = fine-tunes of one
+checkpoint with seeds s, s+1, ...) and Global DE (members = fine-tunes of
+checkpoints 0, 1, ... with seed s).
+
+How the sweep runs it: the grid cells and the baselines have different keys
+(a baseline has no lr_max / cycle_epochs), so the sweep builds **one flat list
+of trials** (`grid_trials(spec)`) and runs it as **one Tune experiment** with
+`TrialListSearcher` (see `search_spaces.trial_list` for why not a
+`grid_search` over a trial index). One experiment means every method and
+baseline shares the cluster concurrently, one directory to resume, one
+experiment state.
+
+`paper_param_space(...)` gives the same SSE/StarSSE grid as a plain Tune
+`param_space` of `tune.grid_search`es, for users who build their own Tuner
+(baselines are not part of it: run them as a second Tuner or with
+`TrialListSearcher(baseline_trials(spec))`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from ray import tune
+
+from sweep.spec import CYCLIC_METHODS, PaperGridSearch, SweepSpec, ValuesSearch
+
+PAPER_LR_MAX_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
+PAPER_CYCLE_EPOCHS_RATIOS = (0.5, 1.0, 2.0, 4.0)
+
+
+def cyclic_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The SSE/StarSSE cells of a `paper_grid` or `values` search (trial-specific keys only)."""
+    search = spec.search
+    if isinstance(search, PaperGridSearch):
+        lr_key, lrs = "lr_max_ratio", search.lr_max_ratios
+        cyc_key, cycles = "cycle_epochs_ratio", search.cycle_epochs_ratios
+    elif isinstance(search, ValuesSearch):
+        lr_key, lrs = "lr_max", search.lr_max
+        cyc_key, cycles = "cycle_epochs", search.cycle_epochs
+    else:
+        return []
+    trials = []
+    for method, lr, cyc, pidx, seed in itertools.product(
+        spec.cyclic_methods, lrs, cycles, spec.pretrained_indices, spec.seeds
+    ):
+        trials.append({
+            "method": method, lr_key: lr, cyc_key: cyc, "seed": seed, "pretrained_index": pidx,
+        })
+    return trials
+
+
+def baseline_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Local DE and Global DE trials (trial-specific keys only) for the methods listed."""
+    trials = []
+    members = spec.num_members
+    if "local_de" in spec.methods:
+        for pidx, seed in itertools.product(spec.local_de_pretrained_indices(), spec.local_de_seeds()):
+            trials.append({
+                "method": "local_de", "num_members": members, "seed": seed, "pretrained_index": pidx,
+            })
+    if "global_de" in spec.methods:
+        for seed in spec.global_de_seeds():
+            trials.append({
+                "method": "global_de", "num_members": members, "seed": seed, "pretrained_index": 0,
+            })
+    return trials
+
+
+def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial of a `paper_grid` / `values` sweep: grid cells first, then baselines."""
+    return cyclic_trials(spec) + baseline_trials(spec)
+
+
+def paper_param_space(
+    base: dict[str, Any],
+    methods: list[str] | tuple[str, ...] = CYCLIC_METHODS,
+    lr_max_ratios: list[float] | tuple[float, ...] = PAPER_LR_MAX_RATIOS,
+    cycle_epochs_ratios: list[float] | tuple[float, ...] = PAPER_CYCLE_EPOCHS_RATIOS,
+    seeds: list[int] | tuple[int, ...] = (0,),
+    pretrained_indices: list[int] | tuple[int, ...] = (0,),
+) -> dict[str, Any]:
+    """The SSE/StarSSE paper grid as a Tune `param_space` (grid_search on each axis).
+
+    `base` holds the shared TrialConfig fields (data, model, pretrained, finetune,
+    ...). Pass the result to `tune.Tuner(fine_tune_then_explore, param_space=...)`.
+    """
+    bad = [m for m in methods if m not in CYCLIC_METHODS]
+    if bad:
+        raise ValueError(f"paper_param_space covers sse/star_sse only, got {bad}")
+    return {
+        **base,
+        "method": tune.grid_search(list(methods)),
+        "lr_max_ratio": tune.grid_search(list(lr_max_ratios)),
+        "cycle_epochs_ratio": tune.grid_search(list(cycle_epochs_ratios)),
+        "seed": tune.grid_search(list(seeds)),
+        "pretrained_index": tune.grid_search(list(pretrained_indices)),
+    }

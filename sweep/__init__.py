@@ -1,0 +1,9 @@
+"""The sweep service: YAML spec -> Ray Tune experiments -> Parquet table + MLflow runs.
+
+- `sweep.spec`: the validated spec (`load_spec`, `SweepSpec`, `SpecError`).
+- `sweep.plan`: what a spec will compute (`dry-run`).
+- `sweep.runner`: the driver-side Ray Tune layer (`run_sweep`, `resume_sweep`).
+- `sweep.results`: the Parquet table and its live-update callback.
+- `sweep.mlflow_logging`: one MLflow run per trial.
+- `sweep.cli`: `python -m sweep run | dry-run | resume | export | status`.
+"""

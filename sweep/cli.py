@@ -1,0 +1,164 @@
+"""`python -m sweep`: run, dry-run, resume, export and inspect sweeps.
+
+    python -m sweep dry-run specs/quickstart.yaml   # trials, epochs, what sharing saves
+    python -m sweep run specs/quickstart.yaml       # locally, or on the cluster in RAY_ADDRESS
+    python -m sweep status quickstart               # progress (name under ./runs, or a path)
+    python -m sweep resume quickstart               # finish unfinished / errored trials
+    python -m sweep export quickstart -o out.parquet
+
+On a cluster: ray job submit --address http://HEAD:8265 --working-dir . -- \\
+                  python -m sweep run specs/cifar100_resnet50.yaml
+
+User errors (a bad spec, an unknown sweep) print one message and exit with
+code 2; a sweep with failed trials exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from trainables.errors import StarsweepError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep",
+        description="Ray Tune sweeps of the StarSSE paper's fine-tune-then-explore experiments.",
+        epilog="examples:\n"
+        "  python -m sweep dry-run specs/quickstart.yaml\n"
+        "  python -m sweep run specs/quickstart.yaml\n"
+        "  python -m sweep status quickstart\n"
+        "  python -m sweep resume quickstart\n"
+        "  python -m sweep export quickstart -o quickstart.parquet\n"
+        "on a cluster:\n"
+        "  ray job submit --address http://HEAD:8265 --working-dir . -- \\\n"
+        "      python -m sweep run specs/cifar100_resnet50.yaml\n"
+        "Spec format: sweep/spec.py and the README; specs/ holds examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str, target: str, target_help: str) -> argparse.ArgumentParser:
+        metavar = "SPEC" if target == "spec" else "NAME|PATH"
+        p = sub.add_parser(name, help=f"{name} {metavar}: {help_}", description=help_)
+        p.add_argument(target, help=target_help, metavar=metavar)
+        return p
+
+    p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
+    p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
+
+    p = add("dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
+            "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
+    p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
+
+    target_help = "a sweep name (under --storage) or a sweep directory"
+    p = add("resume", "finish a sweep: resume unfinished and errored trials from their last "
+            "checkpoint (finished trials are never re-run)", "sweep", target_help)
+    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
+
+    p = add("export", "rebuild the Parquet table (one row per trial x snapshot) from the "
+            "experiment directories", "sweep", target_help)
+    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    p.add_argument("-o", "--output", help="write here instead of <sweep>/results.parquet")
+
+    p = add("status", "progress of a running or finished sweep", "sweep", target_help)
+    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    return parser
+
+
+def _load(args) -> tuple:
+    from sweep.spec import load_spec, parse_spec
+
+    spec = load_spec(args.spec)
+    text = Path(args.spec).read_text()
+    if getattr(args, "storage", None):
+        data = spec.to_yaml_dict()
+        data["storage"] = args.storage
+        spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
+    return spec, text
+
+
+def _dry_run(args) -> int:
+    from sweep.plan import format_plan, make_plan
+
+    spec, _ = _load(args)
+    plan = make_plan(spec)
+    print(format_plan(plan, max_rows=None if args.all else 60))
+    if os.environ.get("RAY_ADDRESS"):
+        from sweep.runner import check_resources, init_ray
+
+        init_ray()
+        check_resources(spec)
+        print("resources: each trial fits the Ray cluster at RAY_ADDRESS")
+    else:
+        warnings = []
+        cpus = os.cpu_count() or 1
+        if spec.resources.cpu > cpus:
+            warnings.append(f"resources.cpu={spec.resources.cpu:g} but this machine has {cpus} CPUs")
+        if spec.resources.gpu > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if spec.resources.gpu > gpus:
+                warnings.append(f"resources.gpu={spec.resources.gpu:g} but this machine has {gpus} GPU(s)")
+        for w in warnings:
+            print(f"warning: {w}: `run` here would stop; submit it to a cluster with enough resources")
+    return 0
+
+
+def _run(args) -> int:
+    from sweep.runner import run_sweep
+
+    spec, text = _load(args)
+    return run_sweep(spec, text, num_cpus=args.num_cpus)
+
+
+def _resume(args) -> int:
+    from sweep.runner import find_sweep_dir, resume_sweep
+
+    return resume_sweep(find_sweep_dir(args.sweep, args.storage), num_cpus=args.num_cpus)
+
+
+def _export(args) -> int:
+    from sweep.results import rebuild_results
+    from sweep.runner import find_sweep_dir, read_manifest
+
+    sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    manifest = read_manifest(sweep_dir)
+    phases = [p["name"] for p in manifest["phases"]]
+    path, n = rebuild_results(str(sweep_dir), manifest["name"], phases, args.output)
+    print(f"wrote {path}: {n} rows (one per trial x snapshot)")
+    return 0
+
+
+def _status(args) -> int:
+    from sweep.runner import find_sweep_dir, read_manifest
+    from sweep.status import sweep_status
+
+    sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    print(sweep_status(sweep_dir, read_manifest(sweep_dir)))
+    return 0
+
+
+COMMANDS = {"run": _run, "dry-run": _dry_run, "resume": _resume, "export": _export, "status": _status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("starsweep").setLevel(logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except StarsweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `python -m sweep resume <sweep>`", file=sys.stderr)
+        return 130

@@ -1,0 +1,353 @@
+"""The results table: one Parquet file, one row per (trial, snapshot).
+
+Columns (docs/records.md): the sweep and trial identity and status, the
+resolved config columns, every column of the trial's per-snapshot record,
+the checkpoint written with it, plus `phase` (the Tune experiment),
+`timestamp` (when the record arrived) and `config_json` (the full trial
+config).
+
+The file is `<sweep_dir>/results.parquet`. `ResultsCallback` keeps it up to
+date on the driver while the sweep runs (every result, completion and error);
+`rebuild_results` re-creates it from the Tune experiment directories (each
+trial's `result.json` and the experiment state) and merges what is already in
+the table, so it also completes the table after a driver crash. Rows are
+unique on (trial_id, snapshot): a snapshot reported again after a resume
+replaces the older row. Every write goes to a temporary file in the same
+directory and is `os.replace`d into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
+
+log = logging.getLogger("starsweep.sweep")
+
+RESULTS_FILE = "results.parquet"
+TUNE_KEYS = set(AUTO_RESULT_KEYS) | {
+    "trial_id", "experiment_id", "experiment_tag", "done", "should_checkpoint",
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date",
+    "pid", "hostname", "node_ip", "warmup_time", "episodes_total", "timesteps_total",
+}
+ID_COLUMNS = ["sweep", "phase", "trial_id", "status", "method"]
+CONFIG_COLUMNS = [
+    "lr_max", "cycle_epochs", "lr_max_ratio", "cycle_epochs_ratio", "num_cycles", "num_members",
+    "seed", "pretrained_index", "finetune_lr", "finetune_epochs",
+]
+RECORD_FIRST = ["snapshot", "num_snapshots", "diverged", "epochs_done", "wall_time_s"]
+TAIL_COLUMNS = ["checkpoint_path", "timestamp", "config_json"]
+INT_COLUMNS = {"snapshot", "num_snapshots", "num_cycles", "num_members", "seed", "pretrained_index"}
+BOOL_COLUMNS = {"diverged"}
+STRING_COLUMNS = {"sweep", "phase", "trial_id", "status", "method", "checkpoint_path", "config_json"}
+STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR", "DIVERGED")
+
+
+# Rows -------------------------------------------------------------------------
+def config_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config columns of a trial config dict (NaN cycle values for baselines)."""
+    finetune = config.get("finetune") or {}
+    ft_lr = float(finetune.get("lr", math.nan))
+    ft_epochs = float(finetune.get("epochs", math.nan))
+    method = str(config.get("method", ""))
+    cyclic = method in ("sse", "star_sse")
+
+    def resolve(abs_key: str, ratio_key: str, unit: float) -> tuple[float, float]:
+        absolute, ratio = config.get(abs_key), config.get(ratio_key)
+        if not cyclic:
+            return math.nan, math.nan
+        if absolute is not None:
+            return float(absolute), float(absolute) / unit if unit else math.nan
+        if ratio is not None:
+            return float(ratio) * unit, float(ratio)
+        return math.nan, math.nan
+
+    lr_max, lr_ratio = resolve("lr_max", "lr_max_ratio", ft_lr)
+    cyc, cyc_ratio = resolve("cycle_epochs", "cycle_epochs_ratio", ft_epochs)
+    return {
+        "method": method,
+        "lr_max": lr_max, "cycle_epochs": cyc, "lr_max_ratio": lr_ratio, "cycle_epochs_ratio": cyc_ratio,
+        "num_cycles": config.get("num_cycles"), "num_members": config.get("num_members"),
+        "seed": config.get("seed"), "pretrained_index": config.get("pretrained_index"),
+        "finetune_lr": ft_lr, "finetune_epochs": ft_epochs,
+    }
+
+
+def record_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The trial's own record: the reported dict without Tune's bookkeeping keys."""
+    return {k: v for k, v in result.items() if k not in TUNE_KEYS and not isinstance(v, dict)}
+
+
+def make_row(
+    sweep: str, phase: str, trial_id: str, status: str, config: dict[str, Any],
+    result: dict[str, Any], trial_path: str | None,
+) -> dict[str, Any] | None:
+    """One table row from a Tune result; None if the result is not a snapshot record."""
+    if "snapshot" not in result:
+        return None
+    ckpt = result.get("checkpoint_dir_name")
+    row = {"sweep": sweep, "phase": phase, "trial_id": trial_id, "status": status}
+    row.update(config_columns(config))
+    row.update(record_of(result))
+    row["checkpoint_path"] = os.path.join(trial_path, ckpt) if (ckpt and trial_path) else ""
+    row["timestamp"] = float(result.get("timestamp") or time.time())
+    row["config_json"] = json.dumps(config, sort_keys=True, default=str)
+    return row
+
+
+def trial_status(tune_status: str, rows: Iterable[dict[str, Any]]) -> str:
+    """Table status of a trial: Tune's, with DIVERGED for a finished trial that diverged."""
+    status = "PENDING" if tune_status == "PAUSED" else tune_status
+    if status == "TERMINATED" and any(bool(r.get("diverged")) for r in rows):
+        return "DIVERGED"
+    return status
+
+
+# Table ------------------------------------------------------------------------
+def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            seen.setdefault(k, None)
+    fixed = ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST
+    metrics = sorted(k for k in seen if k not in fixed and k not in TAIL_COLUMNS)
+    return [c for c in fixed if c in seen or c in ID_COLUMNS + CONFIG_COLUMNS] + metrics + TAIL_COLUMNS
+
+
+def _column_type(name: str, values: list[Any]) -> pa.DataType:
+    if name in STRING_COLUMNS:
+        return pa.string()
+    if name in INT_COLUMNS:
+        return pa.int64()
+    if name in BOOL_COLUMNS:
+        return pa.bool_()
+    if any(isinstance(v, str) for v in values if v is not None):
+        return pa.string()
+    return pa.float64()
+
+
+def _convert(value: Any, typ: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if typ == pa.float64():
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+    if typ == pa.int64():
+        try:
+            if isinstance(value, float) and math.isnan(value):
+                return None
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    if typ == pa.bool_():
+        return bool(value)
+    return str(value)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    rows = sorted(
+        rows, key=lambda r: (str(r.get("phase")), str(r.get("trial_id")), int(r.get("snapshot", 0)))
+    )
+    columns = _ordered_columns(rows) if rows else ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST + TAIL_COLUMNS
+    arrays, fields = [], []
+    for name in columns:
+        values = [r.get(name) for r in rows]
+        typ = _column_type(name, values)
+        if typ == pa.float64():
+            values = [math.nan if v is None else v for v in values]
+        arrays.append(pa.array([_convert(v, typ) for v in values], type=typ))
+        fields.append(pa.field(name, typ))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write rows to Parquet atomically (temp file in the same directory + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = rows_to_table(dedupe(rows))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # a foreign or damaged file: rebuild rather than crash
+        log.warning("could not read %s (%s); it will be rebuilt", path, exc)
+        return []
+
+
+def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (trial_id, snapshot): the most recent (by timestamp, then order) wins."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (str(row.get("trial_id")), int(row.get("snapshot", 0)))
+        old = best.get(key)
+        if old is None or float(row.get("timestamp") or 0) >= float(old.get("timestamp") or 0):
+            best[key] = row
+    return list(best.values())
+
+
+# Live updates during the sweep --------------------------------------------------
+class ResultsCallback(tune.Callback):
+    """Keeps `<sweep_dir>/results.parquet` current while Tune runs (driver side)."""
+
+    def __init__(self, sweep_dir: str, sweep: str, phase: str):
+        self.sweep_dir = sweep_dir
+        self.sweep = sweep
+        self.phase = phase
+        self._rows: dict[tuple[str, int], dict[str, Any]] | None = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.sweep_dir, RESULTS_FILE)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_rows"] = None  # re-read from disk after unpickling (resume)
+        return state
+
+    def _load(self) -> dict[tuple[str, int], dict[str, Any]]:
+        if self._rows is None:
+            self._rows = {(str(r["trial_id"]), int(r["snapshot"])): r for r in dedupe(read_rows(self.path))}
+        return self._rows
+
+    def setup(self, **info):
+        self._load()
+
+    def _set_status(self, trial, status: str) -> None:
+        rows = [r for (tid, _), r in self._load().items() if tid == trial.trial_id]
+        final = trial_status(status, rows)
+        for r in rows:
+            r["status"] = final
+
+    def _write(self) -> None:
+        try:
+            write_table(list(self._load().values()), self.path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.path, exc)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = make_row(self.sweep, self.phase, trial.trial_id, "RUNNING", trial.config, result,
+                       getattr(trial, "path", None))
+        if row is None:
+            return
+        self._load()[(trial.trial_id, int(row["snapshot"]))] = row
+        self._set_status(trial, "RUNNING")
+        self._write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._set_status(trial, "TERMINATED")
+        self._write()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._set_status(trial, "ERROR")
+        self._write()
+
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:
+            self._set_status(trial, trial.status)
+        self._write()
+
+
+# Rebuilding from the experiment directories ---------------------------------------
+def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
+    path = os.path.join(trial_dir, "result.json")
+    out = []
+    if not os.path.isfile(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+    return out
+
+
+def experiment_trials(exp_dir: str) -> list[Any] | None:
+    """Trials of one Tune experiment (None if it has no readable state yet)."""
+    if not any(Path(exp_dir).glob("experiment_state-*.json")):
+        return None
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # trials without result.json yet are normal here
+    try:
+        return list(tune.ExperimentAnalysis(exp_dir).trials)
+    except Exception as exc:
+        log.warning("cannot read the Tune experiment %s: %s", exp_dir, exc)
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+def rebuild_rows(
+    sweep_dir: str, sweep: str, phases: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows from the experiment directories merged with the current table; and trial statuses."""
+    existing = read_rows(os.path.join(sweep_dir, RESULTS_FILE))
+    rows: list[dict[str, Any]] = list(existing)
+    statuses: dict[str, str] = {}
+    complete = True
+    for phase in phases:
+        exp_dir = os.path.join(sweep_dir, phase)
+        trials = experiment_trials(exp_dir) if os.path.isdir(exp_dir) else None
+        if trials is None:
+            complete = complete and not os.path.isdir(exp_dir)
+            continue
+        for trial in trials:
+            statuses[trial.trial_id] = trial.status
+            trial_dir = getattr(trial, "path", None) or ""
+            for result in read_result_json(trial_dir):
+                row = make_row(sweep, phase, trial.trial_id, trial.status, trial.config, result, trial_dir)
+                if row is not None:
+                    rows.append(row)
+    rows = dedupe(rows)
+    if complete and statuses:
+        # Rows of trials the experiments do not know (lost with a killed driver before
+        # Tune saved its state; the restored sweep re-ran them under new ids) are dropped.
+        rows = [r for r in rows if r["trial_id"] in statuses]
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_trial.setdefault(r["trial_id"], []).append(r)
+    for tid, trial_rows in by_trial.items():
+        if tid in statuses:
+            final = trial_status(statuses[tid], trial_rows)
+            for r in trial_rows:
+                r["status"] = final
+    return rows, statuses
+
+
+def rebuild_results(
+    sweep_dir: str, sweep: str, phases: list[str], out: str | None = None
+) -> tuple[Path, int]:
+    rows, _ = rebuild_rows(sweep_dir, sweep, phases)
+    path = write_table(rows, out or os.path.join(sweep_dir, RESULTS_FILE))
+    return path, len(rows)

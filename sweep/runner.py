@@ -1,0 +1,322 @@
+"""The driver side of a sweep: the thin layer that talks to Ray Tune.
+
+`run_sweep(spec)` connects to Ray (`ray.init()`: a local instance, or the
+cluster named by `RAY_ADDRESS`, which `ray job submit` sets), checks the
+per-trial resources against the cluster, writes the sweep manifest, creates
+the MLflow experiment, and runs each phase of the spec as one
+`tune.Tuner(tune.with_resources(fine_tune_then_explore, {...}), ...)`:
+
+    <storage>/<name>/
+      sweep.json          the manifest: validated spec, phases, paths
+      spec.yaml           the spec as written
+      results.parquet     one row per (trial, snapshot), kept current
+      mlflow.db           default MLflow tracking store (SQLite)
+      finetunes/          fine-tunes shared by all trials (TrialConfig.cache_dir)
+      pretrained/         embedded pre-trained checkpoints
+      <phase>/            a Tune experiment (grid | optuna_<method> | custom | baselines)
+
+`resume_sweep(sweep_dir)` restores each started phase with
+`tune.Tuner.restore(path, trainable, resume_unfinished=True,
+resume_errored=True)` (finished trials are never re-run) and starts the
+phases that had not started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search_spaces import Phase, build_phases
+from sweep.spec import (
+    CustomSearch,
+    SpecError,
+    SweepSpec,
+    check_cluster_resources,
+    custom_search_path,
+    parse_spec,
+)
+
+log = logging.getLogger("starsweep.sweep")
+MANIFEST = "sweep.json"
+MANIFEST_VERSION = 1
+PROGRESS_PARAMS = {
+    "method": "method", "lr_max_ratio": "lr_r", "cycle_epochs_ratio": "cyc_r",
+    "seed": "seed", "pretrained_index": "ckpt",
+}
+PROGRESS_METRICS = {
+    "snapshot": "snap", "num_snapshots": "of", "ens_val_acc": "ens_val_acc",
+    "ens_test_acc": "ens_test_acc", "soup_test_acc": "soup_test_acc", "epochs_done": "epochs",
+}
+
+
+# Ray -----------------------------------------------------------------------------
+def init_ray(num_cpus: float | None = None) -> str:
+    """Start or join Ray. Returns a description of where we run."""
+    import ray
+
+    if ray.is_initialized():
+        return "an already initialised Ray"
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"log_to_driver": True}
+    if not address:
+        repo = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+        # Local workers import trainables/ and search_spaces/ from this checkout.
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
+    ray.init(address=address or None, **kwargs)
+    return f"the Ray cluster at {address}" if address else "a local Ray instance"
+
+
+def check_resources(spec: SweepSpec) -> None:
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    check_cluster_resources(spec, ray.cluster_resources(), nodes)
+
+
+# Manifest --------------------------------------------------------------------------
+def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) -> dict[str, Any]:
+    sweep_dir = Path(spec.sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    data = spec.to_yaml_dict()
+    data["storage"] = os.path.dirname(spec.sweep_dir)
+    if isinstance(spec.search, CustomSearch):
+        copy = sweep_dir / "custom_search.py"
+        shutil.copyfile(custom_search_path(spec), copy)
+        data["search"]["path"] = str(copy)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "name": spec.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "spec": data,
+        "spec_dir": spec.spec_dir,
+        "phases": [{"name": p.name, "num_trials": len(p.trials) if p.trials is not None else p.num_samples,
+                    "description": p.description} for p in phases],
+        "tracking_uri": spec.tracking_uri,
+        "mlflow_experiment": spec.mlflow_experiment if spec.mlflow.enabled else None,
+    }
+    tmp = sweep_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, sweep_dir / MANIFEST)
+    if spec_text is not None:
+        (sweep_dir / "spec.yaml").write_text(spec_text)
+    return manifest
+
+
+def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(sweep_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{sweep_dir} is not a sweep directory (no {MANIFEST})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"cannot read {path}: {exc}") from None
+
+
+def spec_from_manifest(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> SweepSpec:
+    data = dict(manifest["spec"])
+    data["storage"] = str(Path(sweep_dir).resolve().parent)  # the sweep may have moved
+    return parse_spec(data, source=str(Path(sweep_dir) / MANIFEST), spec_dir=manifest.get("spec_dir", "."))
+
+
+def find_sweep_dir(name_or_path: str, storage: str = "./runs") -> Path:
+    """A sweep directory from a name (under `storage`) or a path (sweep dir or one of its phases)."""
+    candidates = [Path(name_or_path), Path(storage) / name_or_path]
+    for cand in candidates:
+        cand = cand.expanduser()
+        if (cand / MANIFEST).is_file():
+            return cand.resolve()
+        if (cand / "tuner.pkl").is_file() and (cand.parent / MANIFEST).is_file():
+            return cand.parent.resolve()
+    raise SpecError(
+        f"no sweep {name_or_path!r}: neither {name_or_path!r} nor {str(Path(storage) / name_or_path)!r} "
+        f"holds a {MANIFEST} (give the sweep name with --storage, or the sweep directory)"
+    )
+
+
+# Tuners ----------------------------------------------------------------------------
+def trial_dirname(trial) -> str:
+    """Readable trial directory names: <method>_<lr ratio>_<cycle ratio>_s<seed>_p<ckpt>_<id>."""
+    cfg = trial.config
+    parts = [str(cfg.get("method", "trial"))]
+    for key, short in (("lr_max_ratio", "lr"), ("lr_max", "lr"), ("cycle_epochs_ratio", "cyc"),
+                       ("cycle_epochs", "cyc")):
+        value = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{short}{value:.3g}")
+    for key, short in (("seed", "s"), ("pretrained_index", "p")):
+        if isinstance(cfg.get(key), int):
+            parts.append(f"{short}{cfg[key]}")
+    parts.append(trial.trial_id)
+    return "_".join(parts)
+
+
+def trial_name(trial) -> str:
+    """Short trial names for the live table: <method>_<id>."""
+    return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
+
+
+def make_trainable(spec: SweepSpec):
+    from ray import tune
+
+    from trainables import fine_tune_then_explore
+
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(fine_tune_then_explore, resources)
+
+
+def make_callbacks(spec: SweepSpec, phase: str, mlflow_ok: bool) -> list:
+    from sweep.mlflow_logging import MLflowTrialCallback
+    from sweep.results import ResultsCallback
+
+    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase)]
+    if spec.mlflow.enabled and mlflow_ok and spec.tracking_uri:
+        callbacks.append(MLflowTrialCallback(spec.tracking_uri, spec.mlflow_experiment, spec.name, phase))
+    return callbacks
+
+
+def make_reporter(total: int | None):
+    from ray import tune
+
+    return tune.CLIReporter(
+        parameter_columns=PROGRESS_PARAMS, metric_columns=PROGRESS_METRICS,
+        max_report_frequency=int(os.environ.get("STARSWEEP_REPORT_EVERY_S", "20")),
+        total_samples=total, max_progress_rows=30,
+    )
+
+
+def make_tuner(spec: SweepSpec, phase: Phase, mlflow_ok: bool):
+    from ray import tune
+
+    tune_config = tune.TuneConfig(
+        num_samples=phase.num_samples,
+        search_alg=phase.make_search_alg() if phase.make_search_alg else None,
+        scheduler=phase.make_scheduler() if phase.make_scheduler else None,
+        max_concurrent_trials=spec.max_concurrent_trials,
+        trial_dirname_creator=trial_dirname,
+        trial_name_creator=trial_name,
+    )
+    run_config = tune.RunConfig(
+        name=phase.name,
+        storage_path=spec.sweep_dir,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+        callbacks=make_callbacks(spec, phase.name, mlflow_ok),
+        progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
+        log_to_file=True,  # each trial's stdout/stderr (per-epoch progress) in its directory
+        sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
+        verbose=1,
+    )
+    return tune.Tuner(make_trainable(spec), param_space=phase.param_space,
+                      tune_config=tune_config, run_config=run_config)
+
+
+def _prepare_environment() -> None:
+    # The classic reporter prints a live table with our parameter and metric columns.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune snapshots its state whenever a trial has written `keep_checkpoints`
+    # checkpoints; that is intended here (resume), not a bottleneck to warn about.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's own JSON/CSV loggers stay on: `export` rebuilds the table from result.json.
+
+
+def _setup_mlflow(spec: SweepSpec) -> bool:
+    if not (spec.mlflow.enabled and spec.tracking_uri):
+        return False
+    from sweep.mlflow_logging import ensure_experiment
+
+    return ensure_experiment(spec.tracking_uri, spec.mlflow_experiment,
+                             os.path.join(spec.sweep_dir, "mlartifacts")) is not None
+
+
+def _fit(tuner, phase: str) -> None:
+    print(f"\n== phase {phase} ==", flush=True)
+    tuner.fit()
+
+
+def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None) -> int:
+    """Run a new sweep. Returns the process exit code."""
+    sweep_dir = Path(spec.sweep_dir)
+    if (sweep_dir / MANIFEST).exists():
+        raise SpecError(
+            f"name: a sweep {spec.name!r} already exists in {sweep_dir}; continue it with "
+            f"`python -m sweep resume {sweep_dir}`, see it with `python -m sweep status {sweep_dir}`, "
+            "or choose another name"
+        )
+    _prepare_environment()
+    phases = build_phases(spec)
+    where = init_ray(num_cpus)
+    check_resources(spec)
+    if os.environ.get("RAY_ADDRESS") and not os.path.isabs(os.path.expanduser(spec.storage)):
+        log.warning("storage %r is relative: on a cluster it resolves to %s on the driver's node; "
+                    "give a directory every node mounts so workers share fine-tunes and results",
+                    spec.storage, spec.sweep_dir)
+    write_manifest(spec, phases, spec_text)
+    mlflow_ok = _setup_mlflow(spec)
+    n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
+    print(f"sweep {spec.name!r}: {n_trials}"
+          f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
+    for phase in phases:
+        _fit(make_tuner(spec, phase, mlflow_ok), phase.name)
+    return finish(spec, [p.name for p in phases])
+
+
+def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) -> int:
+    """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
+    from ray import tune
+
+    sweep_dir = Path(sweep_dir)
+    manifest = read_manifest(sweep_dir)
+    spec = spec_from_manifest(sweep_dir, manifest)
+    _prepare_environment()
+    phases = build_phases(spec)
+    where = init_ray(num_cpus)
+    check_resources(spec)
+    mlflow_ok = _setup_mlflow(spec)
+    print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
+    for phase in phases:
+        exp_dir = os.path.join(spec.sweep_dir, phase.name)
+        if tune.Tuner.can_restore(exp_dir):
+            tuner = tune.Tuner.restore(
+                exp_dir, make_trainable(spec), resume_unfinished=True, resume_errored=True,
+            )
+        else:
+            tuner = make_tuner(spec, phase, mlflow_ok)
+        _fit(tuner, phase.name)
+    return finish(spec, [p.name for p in phases])
+
+
+def finish(spec: SweepSpec, phase_names: list[str]) -> int:
+    """Complete the Parquet table from the experiments and print where everything is."""
+    from collections import Counter
+
+    from sweep.mlflow_logging import mlflow_ui_command
+    from sweep.results import rebuild_rows, write_table
+
+    rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
+    path = write_table(rows, os.path.join(spec.sweep_dir, "results.parquet"))
+    counts = Counter(statuses.values())
+    print(f"\nsweep {spec.name!r} done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
+    if spec.mlflow.enabled and spec.tracking_uri:
+        from sweep.mlflow_logging import close_orphan_runs
+
+        if all(os.path.isdir(os.path.join(spec.sweep_dir, p)) for p in phase_names):
+            close_orphan_runs(spec.tracking_uri, spec.mlflow_experiment, spec.name, set(statuses))
+        print(f"MLflow:  {mlflow_ui_command(spec.tracking_uri)}")
+    failed = [tid for tid, s in statuses.items() if s == "ERROR"]
+    unfinished = [tid for tid, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    if failed or unfinished:
+        print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
+              f"each trial's error.txt under {spec.sweep_dir}/<phase>/; retry them with "
+              f"`python -m sweep resume {spec.sweep_dir}`", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,150 @@
+"""Search spaces and dry-run accounting (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from search_spaces import TrialListSearcher, build_phases, merge, planned_trials
+from search_spaces.custom import build_custom
+from search_spaces.paper import baseline_trials, cyclic_trials, paper_param_space
+from sweep.plan import make_plan
+from sweep.spec import SpecError, load_spec, parse_spec
+from trainables.config import TrialConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER = {
+    "name": "paper",
+    "storage": "/tmp/starsweep-test-runs",
+    "trial": {"pretrained": {"num_checkpoints": 5}, "finetune": {"lr": 0.05, "epochs": 25}},
+    "methods": ["sse", "star_sse", "local_de", "global_de"],
+    "seeds": [0, 1],
+    "pretrained_indices": [0, 1],
+    "baselines": {"num_members": 5, "local_de": {"seeds": [0], "pretrained_indices": [0, 1, 2, 3, 4]},
+                  "global_de": {"seeds": [0, 1, 2, 3, 4]}},
+}
+
+
+def test_paper_grid_counts():
+    spec = parse_spec(copy.deepcopy(PAPER))
+    cyc = cyclic_trials(spec)
+    assert len(cyc) == 2 * 5 * 4 * 2 * 2  # methods x lr x cycle x seeds x checkpoints
+    assert Counter(t["method"] for t in cyc) == {"sse": 80, "star_sse": 80}
+    assert {t["lr_max_ratio"] for t in cyc} == {0.25, 0.5, 1.0, 2.0, 4.0}
+    assert {t["cycle_epochs_ratio"] for t in cyc} == {0.5, 1.0, 2.0, 4.0}
+    assert {(t["pretrained_index"], t["seed"]) for t in cyc} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    base = baseline_trials(spec)
+    assert Counter(t["method"] for t in base) == {"local_de": 5, "global_de": 5}
+    assert all(t["num_members"] == 5 for t in base)
+    phases = build_phases(spec)
+    assert [p.name for p in phases] == ["grid"]
+    assert phases[0].num_samples == 170 == len(phases[0].trials)
+    for cfg in phases[0].trials:  # every trial is a valid TrialConfig with the sweep's caches
+        parsed = TrialConfig.model_validate(cfg)
+        assert parsed.cache_dir == "/tmp/starsweep-test-runs/paper/finetunes"
+
+
+def test_paper_fine_tunes_are_shared():
+    plan = make_plan(parse_spec(copy.deepcopy(PAPER)))
+    tot = plan.totals()
+    # 25 distinct fine-tunes (5 checkpoints x 5 seeds) cover baselines and grid starts.
+    assert tot["distinct_finetunes"] == 25
+    assert tot["finetune_uses"] == 160 + 5 * 5 + 5 * 5
+    cycles = sum(4 * q * 25 for q in (0.5, 1, 2, 4)) * 5 * 2 * 4  # per (lr, method, p, s)
+    assert tot["unshared"][0] == pytest.approx(210 * 25 + cycles)
+    assert tot["shared"][0] == pytest.approx(25 * 25 + cycles)
+    assert tot["snapshots"] == 160 * 5 + 10 * 5
+
+
+def test_values_search_uses_absolute_values():
+    spec = parse_spec({**copy.deepcopy(PAPER), "methods": ["star_sse"],
+                       "search": {"kind": "values", "lr_max": [0.01, 0.1], "cycle_epochs": [3, 6, 9]},
+                       "seeds": [0], "pretrained_indices": [0], "baselines": {}})
+    trials = build_phases(spec)[0].trials
+    assert len(trials) == 6
+    assert {(t["lr_max"], t["cycle_epochs"]) for t in trials} == {
+        (a, b) for a in (0.01, 0.1) for b in (3, 6, 9)}
+    assert all(t.get("lr_max_ratio") is None for t in trials)
+
+
+def test_optuna_phases_one_tuner_per_method():
+    spec = load_spec(os.path.join(ROOT, "specs", "optuna_quickstart.yaml"))
+    phases = build_phases(spec)
+    assert [p.name for p in phases] == ["optuna_sse", "optuna_star_sse", "baselines"]
+    searcher = phases[0].make_search_alg()
+    assert type(searcher).__name__ == "OptunaSearch"
+    assert phases[0].param_space["method"] == "sse"
+    assert phases[0].num_samples == 6
+    assert "grid_search" not in str(phases[0].param_space)
+    assert len(phases[2].trials) == 2
+    assert len(planned_trials(spec)) == 2 * 2 + 2  # corners of the space + baselines
+
+
+def test_trial_list_searcher_save_restore(tmp_path):
+    searcher = TrialListSearcher([{"method": "sse"}, {"method": "star_sse"}, {"method": "local_de"}])
+    assert searcher.suggest("a") == {"method": "sse"}
+    path = tmp_path / "s.pkl"
+    searcher.save(str(path))
+    assert searcher.suggest("b") == {"method": "star_sse"}
+    again = TrialListSearcher([])
+    again.restore(str(path))
+    assert again.suggest("b") == {"method": "star_sse"}
+    assert again.suggest("c") == {"method": "local_de"}
+    assert again.suggest("d") == "FINISHED"
+    pickle.loads(pickle.dumps(again))
+
+
+def test_paper_param_space_is_a_grid():
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = paper_param_space({"data": {"train_size": 10}}, seeds=[0, 1])
+    variants = list(generate_variants(space))
+    assert len(variants) == 2 * 5 * 4 * 2
+    assert all(v[1]["data"] == {"train_size": 10} for v in variants)
+
+
+def test_merge_is_deep():
+    assert merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}, "d": 1}
+
+
+def test_custom_search_loads_only_the_given_file(tmp_path):
+    spec = load_spec(os.path.join(ROOT, "specs", "custom_asha.yaml"))
+    param_space, search_alg, scheduler = build_custom(
+        os.path.join(ROOT, "examples", "custom_space.py"), "build_search", spec.base_config(), spec)
+    assert search_alg is None and type(scheduler).__name__ == "AsyncHyperBandScheduler"
+    assert param_space["cache_dir"].endswith("custom_asha/finetunes")
+    bad = tmp_path / "space.py"
+    bad.write_text("def other():\n    pass\n")
+    with pytest.raises(SpecError, match="has no function 'build_search'.*other"):
+        build_custom(bad, "build_search", {}, spec)
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(SpecError, match="importing .* failed: RuntimeError: boom"):
+        build_custom(broken, "build_search", {}, spec)
+
+
+def test_dry_run_output_numbers():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "sweep", "dry-run", "specs/quickstart.yaml",
+                           "--storage", "/tmp/starsweep-dry"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    # 2 methods x 3 lr x 2 cycle ratios + Local DE + Global DE
+    assert "grid: 14 trials" in out
+    assert "trials: 14 (sse 6, star_sse 6, local_de 1, global_de 1)" in out
+    assert "snapshots (reports, one per checkpoint): 66" in out  # 12 x 5 + 2 x 3
+    # sse/star_sse: 5 + 4 x {2.5, 5}; baselines 3 x 5 -> 6 x 15 + 6 x 25 + 2 x 15
+    assert "training epochs without sharing fine-tunes: 270" in out
+    # one fine-tune each of (0,0) (0,1) (0,2) (1,0) (2,0): 5 x 5 = 25 plus 12 x 4 x {2.5, 5} = 180
+    assert "distinct (pre-trained checkpoint, seed): 5 x 5 epochs" in out
+    assert "training epochs with shared fine-tunes:     205" in out
+    assert "shared fine-tunes save 65 epochs (24%)" in out
+    assert out.count("\n") > 20 and "star_sse" in out and "(0,1) (0,2)" in out

@@ -1,0 +1,128 @@
+"""Resume after the driver is killed with SIGKILL mid-sweep (real processes, real Ray).
+
+`python -m sweep run` runs as a subprocess with its own local Ray; once the
+Parquet table holds some results it is killed with SIGKILL (no clean-up at
+all), then `python -m sweep resume` must finish every trial, re-run no
+finished trial, and leave each (trial, snapshot) once in the table and one
+finished MLflow run per trial.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SPEC = {
+    "name": "killed",
+    "trial": {
+        "device": "cpu",
+        "num_cycles": 2,
+        "model": {"arch": "small_cnn", "width": 8},
+        "data": {"train_size": 200, "val_size": 50, "test_size": 200,
+                 "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]}},
+        "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
+        "finetune": {"epochs": 1, "batch_size": 50},
+        "eval": {"batch_size": 256, "bn_update_images": 100},
+    },
+    "methods": ["sse", "star_sse", "local_de", "global_de"],
+    "search": {"kind": "paper_grid", "lr_max_ratios": [0.5, 1, 2], "cycle_epochs_ratios": [0.5]},
+    "baselines": {"num_members": 2},
+    "resources": {"cpu": 1},
+}
+N_TRIALS = 2 * 3 + 2
+N_ROWS = 2 * 3 * 3 + 2 + 2
+
+
+def _env():
+    env = {**os.environ, "PYTHONPATH": ROOT, "STARSWEEP_REPORT_EVERY_S": "60"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _rows(path: str) -> int:
+    try:
+        return pq.read_table(path).num_rows
+    except Exception:
+        return 0
+
+
+def test_resume_after_sigkill(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp_path / "runs")}))
+    sweep_dir = tmp_path / "runs" / "killed"
+    results = sweep_dir / "results.parquet"
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", str(spec_path), "--num-cpus", "2"],
+        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and _rows(results) < 6:
+            time.sleep(0.5)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert _rows(results) >= 6, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and whatever of its Ray stayed in its group
+        proc.wait()
+        log.close()
+    before = pd.read_parquet(results)
+    assert len(before) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
+    # What Tune saved before the kill: trials it knows as finished must not run again.
+    from sweep.results import experiment_trials
+
+    saved = {t.trial_id: t.status for t in experiment_trials(str(sweep_dir / "grid")) or []}
+    finished_before = {tid for tid, status in saved.items() if status == "TERMINATED"}
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweep", "resume", "killed", "--storage", str(tmp_path / "runs"),
+         "--num-cpus", "2"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{N_TRIALS} TERMINATED" in resumed.stdout
+
+    df = pd.read_parquet(results)
+    assert not df.duplicated(["trial_id", "snapshot"]).any()
+    assert len(df) == N_ROWS and df.trial_id.nunique() == N_TRIALS
+    assert set(df.status) == {"TERMINATED"}
+    cells = df.drop_duplicates("trial_id").groupby(
+        ["method", "lr_max_ratio", "seed", "pretrained_index"], dropna=False).size()
+    assert (cells == 1).all() and len(cells) == N_TRIALS  # every cell exactly once
+    per_trial = df.groupby("trial_id").snapshot.agg(["count", "max"])
+    assert (per_trial["count"] == per_trial["max"]).all()
+    # A trial Tune had saved as finished was not run again: the same records, same times.
+    # (One that finished after Tune's last state snapshot resumes from its last saved
+    # checkpoint and reports its remaining snapshots again; the table keeps one row each.)
+    done_before = before[before.trial_id.isin(finished_before)]
+    assert set(done_before.trial_id) <= set(df.trial_id)
+    merged = done_before.merge(df, on=["trial_id", "snapshot"], suffixes=("_before", ""))
+    assert len(merged) == len(done_before)
+    assert (merged.timestamp_before == merged.timestamp).all()
+    assert (merged.ens_test_acc_before == merged.ens_test_acc).all()
+
+    # One finished MLflow run per trial; runs of trials lost with the driver are closed.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri="sqlite:///" + str(sweep_dir / "mlflow.db"))
+    exp = client.get_experiment_by_name("killed")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(df.trial_id.unique())
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    for run in finished:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "snapshot")]
+        assert sorted(set(steps)) == list(range(1, max(steps) + 1))
+
+    status = subprocess.run([sys.executable, "-m", "sweep", "status", str(sweep_dir)], cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and f"trials finished: {N_TRIALS}/{N_TRIALS}" in status.stdout

@@ -1,0 +1,237 @@
+"""Real Ray Tune sweeps on tiny data (local Ray, 2 CPUs, one session for the module).
+
+Covers: the paper grid with baselines through the sweep runner, the Parquet
+schema, MLflow runs read back with MlflowClient, export / status / resume of a
+finished sweep, an Optuna sweep with an unreachable MLflow server, a custom
+search with ASHA, and the copyable ASHA example.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import importlib.util
+import math
+import os
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from sweep.cli import main as cli_main
+from sweep.runner import resume_sweep, run_sweep
+from sweep.spec import parse_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_TRIAL = {
+    "device": "cpu",
+    "num_cycles": 2,
+    "model": {"arch": "small_cnn", "width": 8},
+    "data": {"train_size": 200, "val_size": 50, "test_size": 200,
+             "ood": {"max_images": 20, "severities": [1], "corruptions": ["gaussian_noise", "contrast"]}},
+    "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
+    "finetune": {"epochs": 1, "batch_size": 50},
+    "eval": {"batch_size": 256, "bn_update_images": 100},
+}
+
+# docs/records.md: the table's columns (per-corruption ones depend on the config).
+TABLE_COLUMNS = {
+    "sweep": "string", "trial_id": "string", "status": "string", "method": "string",
+    "lr_max": "double", "cycle_epochs": "double", "lr_max_ratio": "double", "cycle_epochs_ratio": "double",
+    "num_cycles": "int64", "num_members": "int64", "seed": "int64", "pretrained_index": "int64",
+    "finetune_lr": "double", "finetune_epochs": "double", "checkpoint_path": "string",
+    "snapshot": "int64", "num_snapshots": "int64", "diverged": "bool", "epochs_done": "double",
+    "wall_time_s": "double", "div_disagree_first": "double", "div_fort": "double",
+    "dist_pretrained": "double", "dist_first": "double",
+}
+for kind in ("ind", "ens", "soup"):
+    for split in ("val", "test", "ood"):
+        for metric in ("acc", "nll", "ece", "brier"):
+            TABLE_COLUMNS[f"{kind}_{split}_{metric}"] = "double"
+    for corruption in ("gaussian_noise", "contrast"):
+        TABLE_COLUMNS[f"{kind}_ood_acc__{corruption}"] = "double"
+        TABLE_COLUMNS[f"{kind}_ood_nll__{corruption}"] = "double"
+
+
+def _spec(tmp_path, **fields):
+    raw = {"name": "tiny", "storage": str(tmp_path / "runs"), "trial": copy.deepcopy(TINY_TRIAL),
+           "resources": {"cpu": 1}, **fields}
+    return parse_spec(raw, spec_dir=str(tmp_path))
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(ray_session, tmp_path_factory):
+    """The paper grid (2 lr x 1 cycle ratio, both methods) plus Local DE and Global DE."""
+    tmp_path = tmp_path_factory.mktemp("grid")
+    spec = _spec(
+        tmp_path,
+        methods=["sse", "star_sse", "local_de", "global_de"],
+        search={"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
+        baselines={"num_members": 2},
+    )
+    code = run_sweep(spec, spec_text="name: tiny\n")
+    return spec, code
+
+
+def test_grid_sweep_results_table(grid_sweep):
+    spec, code = grid_sweep
+    assert code == 0
+    path = os.path.join(spec.sweep_dir, "results.parquet")
+    table = pq.read_table(path)
+    schema = {f.name: str(f.type) for f in table.schema}
+    for column, typ in TABLE_COLUMNS.items():
+        assert column in schema, f"missing column {column}"
+        assert schema[column] == typ, f"{column}: {schema[column]} != {typ}"
+    df = table.to_pandas()
+    # 4 SSE/StarSSE trials x 3 snapshots + Local DE (2) + Global DE (2)
+    assert len(df) == 4 * 3 + 2 + 2
+    assert not df.duplicated(["trial_id", "snapshot"]).any()
+    assert df.trial_id.nunique() == 6
+    assert set(df.status) == {"TERMINATED"}
+    assert set(df.sweep) == {"tiny"}
+    counts = df.groupby("trial_id").snapshot.agg(["min", "max", "count"])
+    assert (counts["min"] == 1).all() and (counts["max"] == counts["count"]).all()
+    cyc = df[df.method.isin(["sse", "star_sse"])]
+    assert sorted(set(zip(cyc.method, cyc.lr_max_ratio, strict=True))) == [
+        ("sse", 1.0), ("sse", 2.0), ("star_sse", 1.0), ("star_sse", 2.0)]
+    assert (cyc.lr_max == cyc.lr_max_ratio * cyc.finetune_lr).all()
+    assert (cyc.cycle_epochs == 0.5 * cyc.finetune_epochs).all()
+    base = df[df.method.isin(["local_de", "global_de"])]
+    assert base.lr_max.isna().all() and base.cycle_epochs_ratio.isna().all()
+    assert (base.num_members == 2).all()
+    assert df.ens_test_acc.between(0, 1).all() and (df.wall_time_s > 0).all()
+    last = df[df.snapshot == df.num_snapshots]
+    assert all(os.path.isdir(p) for p in last.checkpoint_path)
+    # Shared fine-tunes: (0,0) for the 4 cycle trials and both baselines, (0,1) Local DE,
+    # (1,0) Global DE -> 3 fine-tunes computed once.
+    finetunes = [p for p in glob.glob(os.path.join(spec.sweep_dir, "finetunes", "*.pt"))]
+    assert len(finetunes) == 3, finetunes
+
+
+def test_grid_sweep_mlflow_runs(grid_sweep):
+    spec, _ = grid_sweep
+    client, runs = _mlflow_runs(spec.tracking_uri, "tiny")
+    assert len(runs) == 6
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert {r.data.tags["trial_id"] for r in runs} == set(df.trial_id)
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        assert run.info.status == "FINISHED"
+        assert tags["sweep"] == "tiny" and tags["method"] in ("sse", "star_sse", "local_de", "global_de")
+        assert params["method"] == tags["method"] and params["data.train_size"] == "200"
+        assert params["finetune.epochs"] == "1.0"
+        history = client.get_metric_history(run.info.run_id, "ens_test_acc")
+        k = 3 if tags["method"] in ("sse", "star_sse") else 2
+        assert sorted(m.step for m in history) == list(range(1, k + 1))
+        rows = df[df.trial_id == tags["trial_id"]].set_index("snapshot")
+        for m in history:
+            assert math.isclose(m.value, rows.loc[m.step, "ens_test_acc"], rel_tol=1e-6)
+
+
+def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, capsys):
+    spec, _ = grid_sweep
+    path = os.path.join(spec.sweep_dir, "results.parquet")
+    before = pd.read_parquet(path)
+    # export rebuilds the same table from the Tune experiment directories alone
+    out = tmp_path / "export.parquet"
+    assert cli_main(["export", spec.sweep_dir, "-o", str(out)]) == 0
+    os.remove(path)
+    assert cli_main(["export", "tiny", "--storage", os.path.dirname(spec.sweep_dir)]) == 0
+    for rebuilt in (pd.read_parquet(out), pd.read_parquet(path)):
+        key = ["trial_id", "snapshot"]
+        a, b = before.sort_values(key).reset_index(drop=True), rebuilt.sort_values(key).reset_index(drop=True)
+        assert list(a.columns) == list(b.columns)
+        pd.testing.assert_frame_equal(a.drop(columns=["timestamp"]), b.drop(columns=["timestamp"]))
+    capsys.readouterr()
+    assert cli_main(["status", spec.sweep_dir]) == 0
+    status = capsys.readouterr().out
+    assert "trials finished: 6/6" in status and "star_sse" in status and "mlflow ui" in status
+    # resuming a finished sweep re-runs nothing
+    files = glob.glob(os.path.join(spec.sweep_dir, "grid", "*", "result.json"))
+    lines = {p: open(p).read().count("\n") for p in files}
+    assert resume_sweep(spec.sweep_dir) == 0
+    after = pd.read_parquet(path)
+    assert len(after) == len(before) and not after.duplicated(["trial_id", "snapshot"]).any()
+    assert {p: open(p).read().count("\n") for p in lines} == lines
+    # no snapshot was reported again (a re-run would bring new timestamps)
+    key = ["trial_id", "snapshot"]
+    assert (after.sort_values(key).timestamp.values == before.sort_values(key).timestamp.values).all()
+    # the same spec again is a user error (exit 2), not a second sweep in the same place
+    spec_file = tmp_path / "again.yaml"
+    spec_file.write_text(f"name: tiny\nstorage: {os.path.dirname(spec.sweep_dir)}\n")
+    assert cli_main(["run", str(spec_file)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_resources_checked_against_the_cluster(ray_session, tmp_path, capsys):
+    spec_file = tmp_path / "gpu.yaml"
+    spec_file.write_text(f"name: gpu\nstorage: {tmp_path}\nresources: {{cpu: 1, gpu: 0.5}}\n")
+    assert cli_main(["run", str(spec_file)]) == 2
+    err = capsys.readouterr().err
+    assert "resources.gpu" in err and "0.5 GPU" in err and "Traceback" not in err
+    spec_file.write_text(f"name: cpu\nstorage: {tmp_path}\nresources: {{cpu: 3}}\n")
+    assert cli_main(["run", str(spec_file)]) == 2
+    assert "resources.cpu: each trial asks for 3 CPU(s)" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "gpu") and not os.path.exists(tmp_path / "cpu")
+
+
+def test_optuna_sweep_with_unreachable_mlflow(ray_session, tmp_path, caplog):
+    spec = _spec(
+        tmp_path, name="opt", methods=["sse", "star_sse"],
+        search={"kind": "optuna", "num_samples": 2, "lr_max_ratio": {"low": 0.5, "high": 2},
+                "cycle_epochs_ratio": {"low": 0.5, "high": 1}},
+        mlflow={"tracking_uri": "http://127.0.0.1:9"},  # nothing listens there
+        max_concurrent_trials=2,
+    )
+    start = time.time()
+    with caplog.at_level("WARNING", logger="starsweep.sweep"):
+        assert run_sweep(spec) == 0
+    assert time.time() - start < 240
+    assert any("MLflow" in r.getMessage() and "continues" in r.getMessage() for r in caplog.records)
+    for phase in ("optuna_sse", "optuna_star_sse"):
+        assert os.path.isfile(os.path.join(spec.sweep_dir, phase, "tuner.pkl"))
+        assert glob.glob(os.path.join(spec.sweep_dir, phase, "searcher-state-*.pkl"))
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert len(df) == 4 * 3 and df.trial_id.nunique() == 4
+    assert sorted(df.groupby("method").trial_id.nunique().items()) == [("sse", 2), ("star_sse", 2)]
+    assert df.lr_max_ratio.between(0.5, 2).all() and df.cycle_epochs_ratio.between(0.5, 1).all()
+    assert set(df.phase) == {"optuna_sse", "optuna_star_sse"}
+
+
+def test_custom_search_with_asha_through_the_sweep(ray_session, tmp_path):
+    spec = _spec(
+        tmp_path, name="custom", methods=["sse", "star_sse"],
+        search={"kind": "custom", "path": os.path.join(ROOT, "examples", "custom_space.py"),
+                "num_samples": 2, "options": {"grace_period": 1, "cycle_ratios": [0.5]}},
+        mlflow={"enabled": False},
+    )
+    assert run_sweep(spec) == 0
+    assert os.path.isfile(os.path.join(spec.sweep_dir, "custom_search.py"))
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert df.trial_id.nunique() == 2 and set(df.phase) == {"custom"}
+    assert not df.duplicated(["trial_id", "snapshot"]).any()
+    assert not os.path.exists(os.path.join(spec.sweep_dir, "mlflow.db"))
+
+
+def test_asha_user_space_example(ray_session, tmp_path, capsys):
+    path = os.path.join(ROOT, "examples", "asha_user_space.py")
+    module_spec = importlib.util.spec_from_file_location("asha_user_space", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    assert module.main(["--storage", str(tmp_path), "--num-samples", "3", "--train-size", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "best:" in out and out.count("snapshot ") >= 3
+    trials = glob.glob(os.path.join(str(tmp_path), "asha_example", "*", "result.json"))
+    assert len(trials) == 3
+    assert os.listdir(os.path.join(str(tmp_path), "asha_example", "finetunes"))
