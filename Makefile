@@ -23,8 +23,12 @@ lint: $(INSTALLED)
 test: setup lint
 	$(PY) -m pytest
 
+# The quick-start sweep on CPU (resumed, not re-run, when it already exists), then its report.
 demo: setup
-	$(PY) -m trainables --method star_sse --lr-max-ratio 2 --cycle-epochs-ratio 1
+	$(PY) -m sweep run specs/quickstart.yaml --if-exists resume
+	$(PY) -m analysis report runs/quickstart --out runs/quickstart/report
+	@echo "open runs/quickstart/report/index.html; browse trials with:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/quickstart/mlflow.db"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--mlflow-experiment",
         default="starsweep",
-        help="MLflow experiment of the 'report' run (default: starsweep)",
+        help="MLflow experiment of the 'report' run (default: starsweep). Without --mlflow-uri, "
+        "a sweep directory's own MLflow experiment (from its sweep.json) is used",
     )
     demo = sub.add_parser(
         "demo",
@@ -95,10 +96,30 @@ def run(args: argparse.Namespace) -> Path:
         synthetic_results().to_parquet(results, index=False)
         return build_report(results, args.out)
     index = build_report(args.results, args.out, args.size)
-    if args.mlflow_uri:
-        run_id = attach_to_mlflow(args.out, args.mlflow_uri, args.mlflow_experiment)
-        print(f"logged to MLflow run {run_id}", file=sys.stderr)
+    uri, experiment = args.mlflow_uri, args.mlflow_experiment
+    if uri is None:
+        uri, experiment = _sweep_mlflow(args.results)
+    if uri:
+        try:
+            run_id = attach_to_mlflow(args.out, uri, experiment)
+            print(f"report logged to MLflow run {run_id} ({uri})", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - the report on disk is what matters
+            print(f"warning: could not log the report to MLflow at {uri}: {exc}", file=sys.stderr)
     return index
+
+
+def _sweep_mlflow(results: Path) -> tuple[str | None, str | None]:
+    """The tracking URI and experiment of a sweep directory (from its sweep.json), if any."""
+    import json
+
+    manifest = results / "sweep.json" if results.is_dir() else results.parent / "sweep.json"
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not data.get("mlflow_experiment"):
+        return None, None
+    return data.get("tracking_uri"), data["mlflow_experiment"]
 
 
 def main(argv: list[str] | None = None) -> int:

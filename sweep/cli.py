@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
     p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument(
+        "--if-exists", choices=("error", "resume", "new"), default="error",
+        help="when a sweep of this name exists: stop (default), resume it (the spec must be "
+        "unchanged), or start a new sweep named <name>-2, <name>-3, ...",
+    )
     p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
 
     p = add("dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
@@ -114,9 +119,34 @@ def _dry_run(args) -> int:
 
 
 def _run(args) -> int:
-    from sweep.runner import run_sweep
+    from sweep.runner import MANIFEST, read_manifest, resume_sweep, run_sweep
+    from sweep.spec import SpecError, parse_spec
 
     spec, text = _load(args)
+    sweep_dir = Path(spec.sweep_dir)
+    if args.if_exists == "resume" and (sweep_dir / MANIFEST).exists():
+        started = dict(read_manifest(sweep_dir)["spec"])
+        wanted = spec.to_yaml_dict()
+        started["storage"] = wanted["storage"] = None
+        for data in (started, wanted):  # the manifest points at its own copy of a custom file
+            if isinstance(data.get("search"), dict) and data["search"].get("kind") == "custom":
+                data["search"] = {k: v for k, v in data["search"].items() if k != "path"}
+        if started != wanted:
+            changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
+            raise SpecError(
+                f"{args.spec}: the spec changed since sweep {spec.name!r} started (fields: "
+                f"{', '.join(changed)}); use --if-exists new, or another name"
+            )
+        print(f"sweep {spec.name!r} exists: resuming it", flush=True)
+        return resume_sweep(sweep_dir, num_cpus=args.num_cpus)
+    if args.if_exists == "new" and (sweep_dir / MANIFEST).exists():
+        n = 2
+        while (sweep_dir.parent / f"{spec.name}-{n}" / MANIFEST).exists():
+            n += 1
+        data = spec.to_yaml_dict()
+        data["name"] = f"{spec.name}-{n}"
+        spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
+        print(f"sweep {sweep_dir.name!r} exists: starting {spec.name!r}", flush=True)
     return run_sweep(spec, text, num_cpus=args.num_cpus)
 
 
