@@ -12,7 +12,6 @@ the MLflow experiment, and runs each phase of the spec as one
       results.parquet     one row per (trial, snapshot), kept current
       mlflow.db           default MLflow tracking store (SQLite)
       finetunes/          fine-tunes shared by all trials (TrialConfig.cache_dir)
-      pretrained/         embedded pre-trained checkpoints
       <phase>/            a Tune experiment (grid | optuna_<method> | custom | baselines)
 
 `resume_sweep(sweep_dir)` restores each started phase with

@@ -358,7 +358,10 @@ class SweepSpec(_Strict):
         trial = dict(self.trial)
         trial["cache_dir"] = trial.get("cache_dir") or os.path.join(self.sweep_dir, "finetunes")
         pretrained = dict(trial.get("pretrained") or {})
-        pretrained["cache_dir"] = pretrained.get("cache_dir") or os.path.join(self.sweep_dir, "pretrained")
+        # Embedded pre-trained checkpoints are shared by every sweep in the same storage
+        # (content-keyed, so different pre-training settings never collide).
+        storage = os.path.dirname(self.sweep_dir)
+        pretrained["cache_dir"] = pretrained.get("cache_dir") or os.path.join(storage, "pretrained")
         trial["pretrained"] = pretrained
         full = TrialConfig.model_validate({**trial, "method": "local_de"}).model_dump(mode="json")
         for key in SWEEP_SET_FIELDS:
