@@ -174,7 +174,7 @@ def test_valid_spec_defaults_and_paths(tmp_path, monkeypatch):
     assert spec.num_members == 3
     base = spec.base_config()
     assert base["cache_dir"] == os.path.join(spec.sweep_dir, "finetunes")
-    assert base["pretrained"]["cache_dir"] == os.path.join(spec.sweep_dir, "pretrained")
+    assert base["pretrained"]["cache_dir"] == os.path.join(os.path.dirname(spec.sweep_dir), "pretrained")
     assert "method" not in base and "seed" not in base
     # An explicit cache directory in the spec wins.
     spec2 = parse_spec(_with("trial.cache_dir", "/shared/ft"))
