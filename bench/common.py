@@ -72,3 +72,32 @@ def bench_config(tiny: bool, **overrides) -> dict:
         )
     cfg.update(overrides)
     return cfg
+
+
+def run_spec(spec_dict: dict, quiet: bool = True) -> float:
+    """Run a sweep spec (a dict) in this process's Ray session; return its wall time."""
+    import contextlib
+    import io
+
+    from sweep.runner import run_sweep
+    from sweep.spec import parse_spec
+
+    spec = parse_spec(spec_dict, source="bench")
+    sink = io.StringIO()
+    with Timer() as t, contextlib.redirect_stdout(sink if quiet else sys.stdout):
+        code = run_sweep(spec)
+    if code != 0:
+        raise SystemExit(f"sweep {spec.name} failed (exit {code}):\n{sink.getvalue()[-3000:]}")
+    return t.seconds
+
+
+def start_ray(num_cpus: int = 2) -> None:
+    import ray
+
+    os.environ.setdefault("STARSWEEP_REPORT_EVERY_S", "3600")
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
+    )

@@ -29,6 +29,7 @@ A spec (every key but `name` is optional)::
     max_concurrent_trials: null     # null = as many as fit
     max_failures: 1                 # retries of a failed trial
     keep_checkpoints: 2             # Tune checkpoints kept per trial (null = all)
+    share_finetunes: true           # identical fine-tunes computed once per sweep
     mlflow: {enabled: true, tracking_uri: null, experiment: null}
 
 The fields the sweep sets per trial (`method`, `lr_max`, `lr_max_ratio`,
@@ -265,6 +266,10 @@ class SweepSpec(_Strict):
     max_concurrent_trials: int | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial.")
     keep_checkpoints: int | None = Field(2, gt=0, description="Checkpoints kept per trial.")
+    share_finetunes: bool = Field(
+        True, description="Compute each identical fine-tune once per sweep and share it "
+        "(false: every trial fine-tunes on its own; for measuring what sharing saves)."
+    )
     mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
     #: Directory of the spec file (for relative custom search paths); not a YAML key.
     spec_dir: str = Field(".", exclude=True)
@@ -356,7 +361,10 @@ class SweepSpec(_Strict):
         left out: each trial adds its own.
         """
         trial = dict(self.trial)
-        trial["cache_dir"] = trial.get("cache_dir") or os.path.join(self.sweep_dir, "finetunes")
+        if self.share_finetunes:
+            trial["cache_dir"] = trial.get("cache_dir") or os.path.join(self.sweep_dir, "finetunes")
+        else:
+            trial["cache_dir"] = None
         pretrained = dict(trial.get("pretrained") or {})
         # Embedded pre-trained checkpoints are shared by every sweep in the same storage
         # (content-keyed, so different pre-training settings never collide).

@@ -1,0 +1,51 @@
+"""Benchmark 5: the quick-start sweep with one concurrent trial (2 CPUs, so 2 torch
+threads) against two concurrent trials (1 CPU and 1 torch thread each), on 2 cores.
+Torch's threads per trial come from the CPUs Ray allocated (no oversubscription).
+
+    python bench/bench_concurrency.py                 # target: >= 1.6x faster with two
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from common import machine, parser, run_spec, start_ray, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool) -> dict:
+    spec = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
+    spec.update(
+        name=name,
+        storage=storage,
+        resources={"cpu": cpus, "gpu": 0},
+        max_concurrent_trials=concurrent,
+        mlflow={"enabled": False},
+    )
+    if tiny:
+        spec["search"].update(lr_max_ratios=[1], cycle_epochs_ratios=[0.5])
+        spec["trial"]["data"].update(train_size=200, test_size=200)
+        spec["trial"]["finetune"]["epochs"] = 1
+    return spec
+
+
+def main() -> int:
+    args = parser(__doc__).parse_args()
+    print(f"machine: {machine()}")
+    start_ray()
+    with tempfile.TemporaryDirectory() as storage:
+        warm = quickstart(storage, "warmup", 2, 1, tiny=True)
+        run_spec(warm)  # pre-trains the embedded checkpoints once (shared by the runs below)
+        one = run_spec(quickstart(storage, "one", 2, 1, args.tiny))
+        two = run_spec(quickstart(storage, "two", 1, 2, args.tiny))
+    speedup = one / two
+    print(f"one trial at a time (2 threads): {one:.1f}s; two at a time (1 thread each): {two:.1f}s")
+    return verdict("concurrency", speedup, ">= 1.6", speedup >= 1.6, args.tiny)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
