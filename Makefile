@@ -30,5 +30,11 @@ demo: setup
 	@echo "open runs/quickstart/report/index.html; browse trials with:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/quickstart/mlflow.db"
 
+# The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.
+BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency gpu
+bench: setup
+	@status=0; for b in $(BENCHES); do echo "== bench_$$b"; \
+	  (cd bench && ../$(PY) bench_$$b.py) || status=1; done; exit $$status
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -57,7 +57,8 @@ def main() -> int:
     print(f"machine: {machine()}")
     start_ray()
     with tempfile.TemporaryDirectory() as storage:
-        run_spec(grid_spec(storage, "warmup", True, tiny=True))  # pre-train + worker warm-up
+        if not args.tiny:
+            run_spec(grid_spec(storage, "warmup", True, tiny=True))  # pre-train + warm-up
         totals = make_plan(parse_spec(grid_spec(storage, "x", True, args.tiny))).totals()
         unshared_s = run_spec(grid_spec(storage, "unshared", False, args.tiny))
         shared_s = run_spec(grid_spec(storage, "shared", True, args.tiny))
