@@ -43,7 +43,11 @@ class OODConfig(_Strict):
         description="Corruptions to apply; [] disables OOD evaluation.",
     )
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Subset of 1..5.")
-    max_images: int = Field(500, gt=0, description="Test images per (corruption, severity), a fixed subset.")
+    max_images: int = Field(
+        100,
+        gt=0,
+        description="Test images per (corruption, severity), a fixed subset (CPU-sized; raise it on GPUs).",
+    )
 
     @model_validator(mode="after")
     def _check_severities(self) -> OODConfig:
@@ -54,7 +58,16 @@ class OODConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the target task comes from and how it is split and augmented."""
+    """Where the target task comes from and how it is split and augmented.
+
+    The embedded default task was chosen on the validation split
+    (experiments/TASK_CHOICE.md): pre-train on T-shirt, trouser, pullover,
+    sandal, sneaker, boot; fine-tune on dress, coat, shirt, bag with 250
+    images. There fine-tuning beats training from scratch at equal steps by
+    3.1 points and a 40-epoch fine-tune has converged; with 1,000-2,000
+    target images (or the 5/5 class splits) scratch catches up and there is
+    no pre-train basin to stay in.
+    """
 
     dataset: Literal["fashion_mnist_transfer", "cifar10", "cifar100", "imagefolder"] = (
         "fashion_mnist_transfer"
@@ -66,17 +79,17 @@ class DataConfig(_Strict):
     )
     download: bool = Field(False, description="Let torchvision download CIFAR into data_dir.")
     source_classes: list[int] = Field(
-        default_factory=lambda: [5, 6, 7, 8, 9],
+        default_factory=lambda: [0, 1, 2, 5, 7, 9],
         description="Embedded task only: classes used for pre-training.",
     )
     target_classes: list[int] = Field(
-        default_factory=lambda: [0, 1, 2, 3, 4],
+        default_factory=lambda: [3, 4, 6, 8],
         description="Embedded task only: classes of the fine-tuning (target) task.",
     )
     train_size: int | None = Field(
-        2000, gt=0, description="Target training images (after the validation hold-out); None = all."
+        250, gt=0, description="Target training images (after the validation hold-out); None = all."
     )
-    val_size: int = Field(500, ge=0, description="Held out from target training data.")
+    val_size: int = Field(1000, ge=0, description="Held out from target training data.")
     test_size: int | None = Field(None, gt=0, description="Cap on test images; None = all.")
     split_seed: int = Field(42, description="Seed of the train/validation split.")
     image_size: int | None = Field(
@@ -130,7 +143,7 @@ class PretrainedConfig(_Strict):
         "embedded", description="embedded, files, torchvision or scratch (see above)."
     )
     num_checkpoints: int = Field(3, gt=0, description="embedded: how many to pre-train.")
-    epochs: float = Field(3.0, gt=0, description="embedded: pre-training epochs.")
+    epochs: float = Field(10.0, gt=0, description="embedded: pre-training epochs.")
     lr: float = Field(0.05, gt=0, description="embedded: pre-training peak lr.")
     batch_size: int = Field(128, gt=0, description="embedded: pre-training batch size.")
     train_size: int | None = Field(None, gt=0, description="embedded: source images; None = all.")
@@ -162,11 +175,11 @@ class PretrainedConfig(_Strict):
 class FineTuneConfig(_Strict):
     """Fine-tuning from the pre-trained checkpoint (the reference protocol)."""
 
-    lr: float = Field(0.02, gt=0, description="Peak lr of the cosine fine-tune schedule.")
-    epochs: float = Field(10.0, gt=0, description="Fine-tune epochs (cosine to 0, no warm-up).")
+    lr: float = Field(0.03, gt=0, description="Peak lr of the cosine fine-tune schedule.")
+    epochs: float = Field(40.0, gt=0, description="Fine-tune epochs (cosine to 0, no warm-up).")
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay (fine-tune and cycles).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum, reset at every phase start.")
-    batch_size: int = Field(64, gt=0, description="Fine-tune and cycle batch size.")
+    batch_size: int = Field(32, gt=0, description="Fine-tune and cycle batch size.")
     lr_step: Literal["epoch", "iteration"] = Field(
         "epoch", description="Step the cosine per epoch (as the reference code) or per iteration."
     )
