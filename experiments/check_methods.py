@@ -23,8 +23,14 @@ TASK = dict(DEFAULTS, split="src6", train_size=250, pt_epochs=10, lr=0.03, epoch
 RUNS = [
     ("local_de3", {"method": "local_de", "num_members": 3}),
     ("global_de3", {"method": "global_de", "num_members": 3}),
-    ("star_sse_r1_q0.5", {"method": "star_sse", "lr_max_ratio": 1, "cycle_epochs_ratio": 0.5, "num_cycles": 2}),
-    ("star_sse_r2_q0.5", {"method": "star_sse", "lr_max_ratio": 2, "cycle_epochs_ratio": 0.5, "num_cycles": 2}),
+    (
+        "star_sse_r1_q0.5",
+        {"method": "star_sse", "lr_max_ratio": 1, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
+    ),
+    (
+        "star_sse_r2_q0.5",
+        {"method": "star_sse", "lr_max_ratio": 2, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
+    ),
 ]
 
 
@@ -40,10 +46,18 @@ def main() -> None:
             t = time.perf_counter()
             recs = run_job(cfg)
             for r in recs:
-                row = {"run": name, "seed": seed, "snapshot": r["snapshot"],
-                       **{f"{k}_{s}_acc": round(100 * r[f"{k}_{s}_acc"], 2)
-                          for k in ("ind", "ens", "soup") for s in ("val", "test")},
-                       "wall_time_s": round(r["wall_time_s"], 1), "total_s": round(time.perf_counter() - t, 1)}
+                row = {
+                    "run": name,
+                    "seed": seed,
+                    "snapshot": r["snapshot"],
+                    **{
+                        f"{k}_{s}_acc": round(100 * r[f"{k}_{s}_acc"], 2)
+                        for k in ("ind", "ens", "soup")
+                        for s in ("val", "test")
+                    },
+                    "wall_time_s": round(r["wall_time_s"], 1),
+                    "total_s": round(time.perf_counter() - t, 1),
+                }
                 print(row, flush=True)
                 new = not out.exists()
                 with open(out, "a", newline="") as f:

@@ -6,7 +6,8 @@ train/val images (eval transform, pre-trained BatchNorm statistics) and fit a
 multinomial logistic regression on them. Also the same for a random-init
 backbone (the scratch control). Val accuracy only is used for decisions.
 
-    OMP_NUM_THREADS=1 python experiments/linear_probe.py --splits src5-9,src0-4,tops,src6 --train-sizes 250,1000
+    OMP_NUM_THREADS=1 python experiments/linear_probe.py \
+        --splits src5-9,src0-4,tops,src6 --train-sizes 250,1000
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from trainables.job import Job  # noqa: E402
 @torch.no_grad()
 def features(job: Job, model, images: torch.Tensor) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.features(job.aug.eval(images[i : i + 500])) for i in range(0, len(images), 500)])
+    return torch.cat(
+        [model.features(job.aug.eval(images[i : i + 500])) for i in range(0, len(images), 500)]
+    )
 
 
 def logreg(xtr, ytr, xva, yva, num_classes: int, wd: float) -> float:
@@ -68,25 +71,50 @@ def main() -> None:
         for pt_epochs in map(float, args.pt_epochs.split(",")):
             for source in ("embedded", "scratch"):
                 for n in map(int, args.train_sizes.split(",")):
-                    v = dict(DEFAULTS, split=split, source=source, train_size=n, pt_epochs=pt_epochs,
-                             width=args.width)
+                    v = dict(
+                        DEFAULTS,
+                        split=split,
+                        source=source,
+                        train_size=n,
+                        pt_epochs=pt_epochs,
+                        width=args.width,
+                    )
                     cfg = TrialConfig.from_dict(make_cfg(v))
                     rt = pick_runtime("cpu", None)
                     t0 = time.perf_counter()
                     task = load_task(cfg.data, None)
                     job = Job(cfg, rt, task)
                     model = job._fresh_model(0)
-                    state = {k: val for k, val in job.pretrained[0].items() if not k.startswith("fc.")}
+                    state = {
+                        k: val for k, val in job.pretrained[0].items() if not k.startswith("fc.")
+                    }
                     model.load_state_dict(state, strict=False)
                     xtr = features(job, model, job.task.train.images)
                     xva = features(job, model, job.task.val.images)
                     best = max(
-                        (logreg(xtr, job.task.train.labels, xva, job.task.val.labels, task.num_classes, wd), wd)
+                        (
+                            logreg(
+                                xtr,
+                                job.task.train.labels,
+                                xva,
+                                job.task.val.labels,
+                                task.num_classes,
+                                wd,
+                            ),
+                            wd,
+                        )
                         for wd in (1e-4, 1e-3, 1e-2)
                     )
-                    row = {"split": split, "pt_epochs": pt_epochs, "width": args.width, "source": source,
-                           "train_size": n, "probe_val_acc": round(best[0], 4), "probe_wd": best[1],
-                           "seconds": round(time.perf_counter() - t0, 1)}
+                    row = {
+                        "split": split,
+                        "pt_epochs": pt_epochs,
+                        "width": args.width,
+                        "source": source,
+                        "train_size": n,
+                        "probe_val_acc": round(best[0], 4),
+                        "probe_wd": best[1],
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
                     print(row, flush=True)
                     new = not out.exists()
                     with open(out, "a", newline="") as f:

@@ -50,26 +50,67 @@ SPLITS = {
     "t3": ([1, 3, 4, 5, 7, 8, 9], [0, 2, 6]),
 }
 DEFAULTS = {
-    "split": "src5-9", "train_size": 1000, "val_size": 1000, "source": "embedded", "lr": 0.03,
-    "epochs": 20, "wd": 5e-4, "bs": 64, "width": 32, "lr_step": "epoch", "pt_epochs": 3,
-    "pt_lr": 0.05, "pt_train_size": None, "seed": 0, "ckpt": 0,
+    "split": "src5-9",
+    "train_size": 1000,
+    "val_size": 1000,
+    "source": "embedded",
+    "lr": 0.03,
+    "epochs": 20,
+    "wd": 5e-4,
+    "bs": 64,
+    "width": 32,
+    "lr_step": "epoch",
+    "pt_epochs": 3,
+    "pt_lr": 0.05,
+    "pt_train_size": None,
+    "seed": 0,
+    "ckpt": 0,
 }
-NUMERIC = {"train_size": int, "val_size": int, "lr": float, "epochs": float, "wd": float, "bs": int,
-           "width": int, "pt_epochs": float, "pt_lr": float, "pt_train_size": int, "seed": int, "ckpt": int}
+NUMERIC = {
+    "train_size": int,
+    "val_size": int,
+    "lr": float,
+    "epochs": float,
+    "wd": float,
+    "bs": int,
+    "width": int,
+    "pt_epochs": float,
+    "pt_lr": float,
+    "pt_train_size": int,
+    "seed": int,
+    "ckpt": int,
+}
 
 
 def make_cfg(v: dict) -> dict:
     src, tgt = SPLITS[v["split"]]
     return {
-        "method": "local_de", "num_members": 1, "seed": v["seed"], "pretrained_index": v["ckpt"],
+        "method": "local_de",
+        "num_members": 1,
+        "seed": v["seed"],
+        "pretrained_index": v["ckpt"],
         "device": "cpu",
-        "data": {"source_classes": src, "target_classes": tgt, "train_size": v["train_size"],
-                 "val_size": v["val_size"], "ood": {"corruptions": []}},
+        "data": {
+            "source_classes": src,
+            "target_classes": tgt,
+            "train_size": v["train_size"],
+            "val_size": v["val_size"],
+            "ood": {"corruptions": []},
+        },
         "model": {"width": v["width"]},
-        "pretrained": {"source": v["source"], "epochs": v["pt_epochs"], "lr": v["pt_lr"],
-                       "train_size": v["pt_train_size"]},
-        "finetune": {"lr": v["lr"], "epochs": v["epochs"], "weight_decay": v["wd"],
-                     "batch_size": v["bs"], "lr_step": v["lr_step"]},
+        "pretrained": {
+            "source": v["source"],
+            "epochs": v["pt_epochs"],
+            "lr": v["pt_lr"],
+            "train_size": v["pt_train_size"],
+        },
+        "finetune": {
+            "lr": v["lr"],
+            "epochs": v["epochs"],
+            "weight_decay": v["wd"],
+            "batch_size": v["bs"],
+            "lr_step": v["lr_step"],
+        },
     }
 
 
@@ -118,7 +159,7 @@ def parse_grid(text: str) -> list[dict]:
     out = []
     for combo in itertools.product(*values):
         v = dict(DEFAULTS)
-        v.update(zip(keys, combo))
+        v.update(zip(keys, combo, strict=False))
         out.append(v)
     return out
 
@@ -128,12 +169,24 @@ def main() -> None:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--tag", required=True, help="experiment label written in every row")
     parser.add_argument("--out", default="experiments/task_probe.csv")
-    parser.add_argument("--test", action="store_true", help="also record test accuracy (never selected on)")
+    parser.add_argument(
+        "--test", action="store_true", help="also record test accuracy (never selected on)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
-    fields = ["tag", *DEFAULTS, "val_acc", "val_nll", "train_acc", "train_nll", "test_acc", "steps",
-              "setup_s", "finetune_s"]
+    fields = [
+        "tag",
+        *DEFAULTS,
+        "val_acc",
+        "val_nll",
+        "train_acc",
+        "train_nll",
+        "test_acc",
+        "steps",
+        "setup_s",
+        "finetune_s",
+    ]
     for v in parse_grid(args.grid):
         row = {"tag": args.tag, **run_one(v, args.test)}
         print({k: (round(x, 4) if isinstance(x, float) else x) for k, x in row.items()}, flush=True)

@@ -31,26 +31,49 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=float, default=3)
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
-    splits = {"src5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]), "src0-4": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])}
+    splits = {
+        "src5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
+        "src0-4": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]),
+    }
     rows = []
     grid = itertools.product(
-        args.splits.split(","), map(int, args.train_sizes.split(",")), map(float, args.lrs.split(",")),
-        map(float, args.epochs.split(",")), ("embedded", "scratch"), map(int, args.seeds.split(",")),
+        args.splits.split(","),
+        map(int, args.train_sizes.split(",")),
+        map(float, args.lrs.split(",")),
+        map(float, args.epochs.split(",")),
+        ("embedded", "scratch"),
+        map(int, args.seeds.split(",")),
     )
     for split, size, lr, epochs, source, seed in grid:
         src, tgt = splits[split]
         cfg = {
-            "method": "local_de", "num_members": 1, "seed": seed, "device": "cpu",
-            "data": {"source_classes": src, "target_classes": tgt, "train_size": size,
-                     "ood": {"corruptions": []}},
+            "method": "local_de",
+            "num_members": 1,
+            "seed": seed,
+            "device": "cpu",
+            "data": {
+                "source_classes": src,
+                "target_classes": tgt,
+                "train_size": size,
+                "ood": {"corruptions": []},
+            },
             "pretrained": {"source": source, "epochs": args.pretrain_epochs},
             "finetune": {"lr": lr, "epochs": epochs},
         }
         t = time.perf_counter()
         rec = run_job(cfg)[0]
-        row = {"split": split, "train_size": size, "lr": lr, "epochs": epochs, "source": source,
-               "seed": seed, "val_acc": rec["ind_val_acc"], "val_nll": rec["ind_val_nll"],
-               "test_acc": rec["ind_test_acc"], "seconds": round(time.perf_counter() - t, 1)}
+        row = {
+            "split": split,
+            "train_size": size,
+            "lr": lr,
+            "epochs": epochs,
+            "source": source,
+            "seed": seed,
+            "val_acc": rec["ind_val_acc"],
+            "val_nll": rec["ind_val_nll"],
+            "test_acc": rec["ind_test_acc"],
+            "seconds": round(time.perf_counter() - t, 1),
+        }
         print(row, flush=True)
         rows.append(row)
         with open(args.out, "w", newline="") as f:
