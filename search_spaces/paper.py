@@ -73,8 +73,18 @@ def baseline_trials(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every trial of a `paper_grid` / `values` sweep: grid cells first, then baselines."""
-    return cyclic_trials(spec) + baseline_trials(spec)
+    """Every trial of a `paper_grid` / `values` sweep, in the order Tune starts them.
+
+    Baselines first: Global DE fine-tunes from every pre-trained checkpoint (and,
+    on the embedded task, pre-trains them), so starting it first overlaps that
+    long trial with grid cells instead of leaving it alone at the end. Then the
+    cells longest-first (largest cycle length), which packs concurrent trials
+    tightly (the LPT rule); the order within equal lengths is the grid's.
+    """
+    cells = cyclic_trials(spec)
+    key = "cycle_epochs_ratio" if isinstance(spec.search, PaperGridSearch) else "cycle_epochs"
+    cells.sort(key=lambda t: -t[key])
+    return baseline_trials(spec) + cells
 
 
 def paper_param_space(

@@ -139,12 +139,12 @@ def test_dry_run_output_numbers():
     out = proc.stdout
     # 2 methods x 3 lr x 2 cycle ratios + Local DE + Global DE
     assert "grid: 14 trials" in out
-    assert "trials: 14 (sse 6, star_sse 6, local_de 1, global_de 1)" in out
+    assert "trials: 14 (local_de 1, global_de 1, sse 6, star_sse 6)" in out  # baselines start first
     assert "snapshots (reports, one per checkpoint): 66" in out  # 12 x 5 + 2 x 3
-    # sse/star_sse: 5 + 4 x {2.5, 5}; baselines 3 x 5 -> 6 x 15 + 6 x 25 + 2 x 15
-    assert "training epochs without sharing fine-tunes: 270" in out
-    # one fine-tune each of (0,0) (0,1) (0,2) (1,0) (2,0): 5 x 5 = 25 plus 12 x 4 x {2.5, 5} = 180
-    assert "distinct (pre-trained checkpoint, seed): 5 x 5 epochs" in out
-    assert "training epochs with shared fine-tunes:     205" in out
-    assert "shared fine-tunes save 65 epochs (24%)" in out
+    # sse/star_sse: 40 + 4 x {20, 40}; baselines 3 x 40 -> 6 x 120 + 6 x 200 + 2 x 120
+    assert "training epochs without sharing fine-tunes: 2160" in out
+    # one fine-tune each of (0,0) (0,1) (0,2) (1,0) (2,0): 5 x 40 = 200 plus 12 x 4 x {20, 40} = 1440
+    assert "distinct (pre-trained checkpoint, seed): 5 x 40 epochs" in out
+    assert "training epochs with shared fine-tunes:     1640" in out
+    assert "shared fine-tunes save 520 epochs (24%)" in out
     assert out.count("\n") > 20 and "star_sse" in out and "(0,1) (0,2)" in out
