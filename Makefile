@@ -30,6 +30,16 @@ demo: setup
 	@echo "open runs/quickstart/report/index.html; browse trials with:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/quickstart/mlflow.db"
 
+# The paper's experiment on the embedded task (under an hour on 2 cores): a new sweep,
+# then its table and report under results/paper_cpu/ (FINDINGS.md cites them).
+PAPER_STORAGE := runs/paper_cpu-$(shell date +%Y%m%d-%H%M%S)
+paper-cpu: setup
+	$(PY) -m sweep run specs/paper_cpu.yaml --storage $(PAPER_STORAGE)
+	mkdir -p results/paper_cpu
+	cp $(PAPER_STORAGE)/paper_cpu/results.parquet results/paper_cpu/results.parquet
+	$(PY) -m analysis report results/paper_cpu/results.parquet --out results/paper_cpu/report
+	$(PY) experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
+
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.
 BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency gpu
 bench: setup

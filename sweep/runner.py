@@ -40,6 +40,7 @@ from sweep.spec import (
     custom_search_path,
     parse_spec,
 )
+from trainables.memo import atomic_write_bytes
 
 log = logging.getLogger("starsweep.sweep")
 MANIFEST = "sweep.json"
@@ -81,6 +82,24 @@ def check_resources(spec: SweepSpec) -> None:
     check_cluster_resources(spec, ray.cluster_resources(), nodes)
 
 
+def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> None:
+    """Before a local Ray starts: raise SpecError if one trial needs more CPUs/GPUs than
+    the local instance will have (`--num-cpus`, else this machine's CPUs; its GPUs).
+    A no-op when joining a cluster (RAY_ADDRESS) or an already running Ray: the check
+    against the real cluster follows `init_ray`."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    cpus = float(num_cpus or len(os.sched_getaffinity(0)))
+    gpus = 0.0
+    if spec.resources.gpu > 0:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+    check_cluster_resources(spec, {"CPU": cpus, "GPU": gpus}, where="the local Ray instance (this machine)")
+
+
 # Manifest --------------------------------------------------------------------------
 def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) -> dict[str, Any]:
     sweep_dir = Path(spec.sweep_dir)
@@ -102,22 +121,71 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
         "tracking_uri": spec.tracking_uri,
         "mlflow_experiment": spec.mlflow_experiment if spec.mlflow.enabled else None,
     }
-    tmp = sweep_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, sweep_dir / MANIFEST)
+    atomic_write_bytes(sweep_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
     if spec_text is not None:
-        (sweep_dir / "spec.yaml").write_text(spec_text)
+        atomic_write_bytes(sweep_dir / "spec.yaml", spec_text.encode())
     return manifest
 
 
 def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(sweep_dir) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{sweep_dir} is not a sweep directory (no {MANIFEST})") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise SpecError(f"cannot read {path}: {exc}") from None
+        raise SpecError(f"cannot read {path}: {exc}; it is not a sweep this version can continue "
+                        "(start a new sweep with another name or storage)") from None
+    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION or \
+            not isinstance(manifest.get("spec"), dict):
+        version = manifest.get("version") if isinstance(manifest, dict) else None
+        raise SpecError(
+            f"{path}: not a sweep manifest of this starsweep version (version {version!r}, expected "
+            f"{MANIFEST_VERSION}); start a new sweep with another name or storage"
+        )
+    return manifest
+
+
+#: What a sweep directory may hold before its manifest exists (a start interrupted
+#: between creating the directory and writing sweep.json).
+SWEEP_ENTRIES = {"finetunes", "pretrained", "mlflow.db", "mlartifacts", "spec.yaml", "results.parquet",
+                 "custom_search.py"}
+
+
+def check_output_dir(sweep_dir: str | os.PathLike) -> None:
+    """Raise SpecError if a new sweep cannot start in `sweep_dir`: a sweep is there
+    already, or something that is not a sweep (a file, another program's directory)."""
+    sweep_dir = Path(sweep_dir)
+    if (sweep_dir / MANIFEST).exists():
+        raise SpecError(
+            f"name: a sweep {sweep_dir.name!r} already exists in {sweep_dir}; continue it with "
+            f"`python -m sweep resume {sweep_dir}` (or `run --if-exists resume`), see it with "
+            f"`python -m sweep status {sweep_dir}`, or start another with `run --if-exists new` "
+            "or another name"
+        )
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise SpecError(f"name: {sweep_dir} exists and is a file, not a sweep directory; "
+                        "choose another name or storage")
+    if sweep_dir.is_dir():
+        foreign = sorted(
+            p.name for p in sweep_dir.iterdir()
+            if p.name not in SWEEP_ENTRIES and not (p / "tuner.pkl").exists()
+            and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # an interrupted write
+        )
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise SpecError(
+                f"name: {sweep_dir} exists and is not a starsweep sweep (no {MANIFEST}; holds "
+                f"{shown}); choose another name or storage, or remove that directory"
+            )
+
+
+def sweep_dir_taken(sweep_dir: str | os.PathLike) -> bool:
+    try:
+        check_output_dir(sweep_dir)
+    except SpecError:
+        return True
+    return False
 
 
 def spec_from_manifest(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> SweepSpec:
@@ -230,6 +298,32 @@ def _prepare_environment() -> None:
     # Tune's own JSON/CSV loggers stay on: `export` rebuilds the table from result.json.
 
 
+def prepare_pretrained(spec: SweepSpec) -> None:
+    """Pre-train the embedded checkpoints the sweep needs, in parallel Ray tasks, before
+    any trial starts. Otherwise the first trials that need a checkpoint compute it
+    one after another while the others wait on its lock (Global DE needs them all).
+    Cached checkpoints make this a no-op."""
+    import ray
+
+    from sweep.plan import make_plan
+
+    base = spec.base_config()
+    if base["pretrained"]["source"] != "embedded":
+        return
+    plan = make_plan(spec, load_custom=False)
+    needed = sorted({k[0] for t in plan.trials for k in t.finetunes} | set(spec.pretrained_indices))
+    config = {**base, "method": "local_de"}
+
+    @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
+    def pretrain(index: int) -> str:
+        from trainables.pretrained import prepare
+
+        return prepare(config, index, num_cpus=spec.resources.cpu)
+
+    print(f"pre-trained checkpoints {needed}: computing the missing ones in parallel", flush=True)
+    ray.get([pretrain.remote(i) for i in needed])
+
+
 def _setup_mlflow(spec: SweepSpec) -> bool:
     if not (spec.mlflow.enabled and spec.tracking_uri):
         return False
@@ -247,14 +341,10 @@ def _fit(tuner, phase: str) -> None:
 def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None) -> int:
     """Run a new sweep. Returns the process exit code."""
     sweep_dir = Path(spec.sweep_dir)
-    if (sweep_dir / MANIFEST).exists():
-        raise SpecError(
-            f"name: a sweep {spec.name!r} already exists in {sweep_dir}; continue it with "
-            f"`python -m sweep resume {sweep_dir}`, see it with `python -m sweep status {sweep_dir}`, "
-            "or choose another name"
-        )
+    check_output_dir(sweep_dir)
     _prepare_environment()
     phases = build_phases(spec)
+    check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     check_resources(spec)
     if os.environ.get("RAY_ADDRESS") and not os.path.isabs(os.path.expanduser(spec.storage)):
@@ -262,6 +352,7 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
                     "give a directory every node mounts so workers share fine-tunes and results",
                     spec.storage, spec.sweep_dir)
     write_manifest(spec, phases, spec_text)
+    prepare_pretrained(spec)
     mlflow_ok = _setup_mlflow(spec)
     n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
     print(f"sweep {spec.name!r}: {n_trials}"
@@ -280,8 +371,10 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     spec = spec_from_manifest(sweep_dir, manifest)
     _prepare_environment()
     phases = build_phases(spec)
+    check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     check_resources(spec)
+    prepare_pretrained(spec)
     mlflow_ok = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     for phase in phases:
@@ -305,8 +398,14 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
 
     rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
     path = write_table(rows, os.path.join(spec.sweep_dir, "results.parquet"))
-    counts = Counter(statuses.values())
+    # A diverged trial finished: its rows say DIVERGED (a result, not a failure: exit 0).
+    final = dict(statuses)
+    final.update({r["trial_id"]: r["status"] for r in rows if r["trial_id"] in statuses})
+    counts = Counter(final.values())
     print(f"\nsweep {spec.name!r} done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if counts.get("DIVERGED"):
+        print(f"{counts['DIVERGED']} trial(s) diverged (their last record is flagged `diverged`; "
+              "the analysis shows their cells as diverged)")
     print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
     if spec.mlflow.enabled and spec.tracking_uri:
         from sweep.mlflow_logging import close_orphan_runs

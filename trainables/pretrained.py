@@ -134,3 +134,18 @@ def load_pretrained(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) 
     path = root / f"{identity(cfg, index).split(':', 1)[1]}.pt"
     blob, _ = compute_once(path, lambda: pretrain_embedded(cfg, index, task, runtime))
     return unwrap_state_dict(blob, str(path))
+
+
+def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
+    """Make sure pre-trained checkpoint `index` of `config` exists (computing it if
+    it is embedded and missing); returns a description. The sweep runs one of these
+    per checkpoint in parallel before its trials start."""
+    from trainables.data.task import load_task
+    from trainables.device import pick_runtime
+
+    cfg = TrialConfig.from_dict(config)
+    runtime = pick_runtime(cfg.device, num_cpus)
+    source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
+    task = load_task(cfg.data, source_size)
+    load_pretrained(cfg, index, task, runtime)
+    return identity(cfg, index)

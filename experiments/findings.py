@@ -1,0 +1,145 @@
+"""The numbers behind results/paper_cpu/FINDINGS.md, computed from a results table.
+
+    python experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
+
+Answers the four questions of issue 7 with means ± sample std over runs
+(seeds, and for the baselines independent member sets). Cells of SSE/StarSSE
+are chosen on the validation metric (`ens_val_acc`, or `soup_val_acc` for
+soups), never on test. Reads records only (analysis.load / analysis.aggregate).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.aggregate import baseline_stats, metric_grid, rows_at_size  # noqa: E402
+from analysis.load import load_results  # noqa: E402
+
+LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
+
+
+def md(table: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (index = lr ratio, columns = cycle ratio)."""
+    head = "| lr ratio \\ cycle ratio | " + " | ".join(f"{c:g}" for c in table.columns) + " |"
+    rule = "|---" * (len(table.columns) + 1) + "|"
+    rows = [
+        f"| {i:g} | " + " | ".join("" if v != v else f"{v:.2f}" for v in r) + " |"
+        for i, r in zip(table.index, table.to_numpy(), strict=True)
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std == std else f"{100 * mean:.2f}"
+
+
+def best_cell(df: pd.DataFrame, method: str, select: str, k: int) -> tuple[float, float]:
+    grid = metric_grid(df, method, select, k).mean.stack().dropna()
+    return tuple(float(v) for v in grid.idxmax())
+
+
+def at_cell(df: pd.DataFrame, method: str, cell, k: int) -> pd.DataFrame:
+    sub = df[(df["method"] == method) & df[LR].eq(cell[0]) & df[CYCLE].eq(cell[1])]
+    return rows_at_size(sub, k)
+
+
+def stat(rows: pd.DataFrame, metric: str) -> str:
+    return pct(rows[metric].mean(), rows[metric].std(ddof=1))
+
+
+def main(path: str) -> None:
+    df = load_results(path)
+    k = int(df["num_snapshots"].max())
+    out = [
+        f"# Numbers from {path}",
+        "",
+        f"Ensemble/soup size K = {k}; test accuracy in %, mean ± std over runs.",
+        "",
+    ]
+
+    out += ["## 1. Global DE vs Local DE (ensemble of K)", ""]
+    base = baseline_stats(df, "ens_test_acc", k)
+    soups = baseline_stats(df, "soup_test_acc", k)
+    for m in base.index:
+        out.append(
+            f"- {m}: ensemble {pct(base.loc[m, 'mean'], base.loc[m, 'std'])} "
+            f"(n={base.loc[m, 'count']}), soup {pct(soups.loc[m, 'mean'], soups.loc[m, 'std'])}"
+        )
+    single = df[(df["method"] == "local_de") & (df["snapshot"] == 1)]["ind_test_acc"]
+    out += [f"- a single fine-tuned model: {pct(single.mean(), single.std(ddof=1))}", ""]
+
+    out += ["## 2. Best StarSSE vs best SSE vs Local DE (cells chosen on ens_val_acc)", ""]
+    for m in ("sse", "star_sse"):
+        cell = best_cell(df, m, "ens_val_acc", k)
+        rows = at_cell(df, m, cell, k)
+        out.append(
+            f"- {m} best cell lr×{cell[0]:g}, cycle×{cell[1]:g}: ensemble "
+            f"{stat(rows, 'ens_test_acc')}, soup {stat(rows, 'soup_test_acc')}, "
+            f"OOD ensemble {stat(rows, 'ens_ood_acc')}, NLL "
+            f"{rows['ens_test_nll'].mean():.3f}, ECE {100 * rows['ens_test_ece'].mean():.2f} "
+            f"(n={len(rows)})"
+        )
+    local = rows_at_size(df[df["method"] == "local_de"], k)
+    out += [
+        f"- local_de: ensemble {stat(local, 'ens_test_acc')}, OOD {stat(local, 'ens_ood_acc')}",
+        "",
+    ]
+
+    out += [
+        "## 3. Individual accuracy of snapshots 2..K as lr_max grows",
+        "",
+        "Mean ind_test_acc of the cycle snapshots minus the fine-tuned model's (points), "
+        "and the mean L2 distance from the fine-tuned model; per method, lr ratio (rows) and "
+        "cycle ratio (columns).",
+        "",
+    ]
+    for m in ("sse", "star_sse"):
+        sub = df[df["method"] == m]
+        first = sub[sub["snapshot"] == 1].set_index("trial_id")["ind_test_acc"]
+        later = sub[sub["snapshot"] > 1].copy()
+        later["delta"] = 100 * (later["ind_test_acc"] - later["trial_id"].map(first))
+        table = later.pivot_table(index=LR, columns=CYCLE, values="delta", aggfunc="mean")
+        dist = later.pivot_table(index=LR, columns=CYCLE, values="dist_first", aggfunc="mean")
+        out += [
+            f"### {m}: Δ individual accuracy (points)",
+            "",
+            md(table),
+            "",
+            f"### {m}: distance from the fine-tuned model",
+            "",
+            md(dist),
+            "",
+        ]
+
+    out += ["## 4. StarSSE soups vs SSE soups", ""]
+    for m in ("sse", "star_sse"):
+        cell = best_cell(df, m, "soup_val_acc", k)
+        rows = at_cell(df, m, cell, k)
+        out.append(
+            f"- {m} best soup cell (on soup_val_acc) lr×{cell[0]:g}, cycle×{cell[1]:g}: "
+            f"soup {stat(rows, 'soup_test_acc')} (ensemble there {stat(rows, 'ens_test_acc')})"
+        )
+    sse = metric_grid(df, "sse", "soup_test_acc", k).mean
+    star = metric_grid(df, "star_sse", "soup_test_acc", k).mean
+    diff = (star - sse).stack().dropna()
+    out += [
+        f"- cells where the StarSSE soup beats the SSE soup: {(diff > 0).sum()} of {len(diff)}; "
+        f"mean difference {100 * diff.mean():+.2f} points",
+        "",
+        "### soup_test_acc, StarSSE − SSE (points)",
+        "",
+        md(100 * (star - sse)),
+        "",
+    ]
+    diverged = df[df["diverged"].fillna(False).astype(bool)]
+    out.append(f"Diverged trials: {diverged['trial_id'].nunique()}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/paper_cpu/results.parquet")
