@@ -71,6 +71,9 @@ def init_ray(num_cpus: float | None = None) -> str:
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
+        # A local sweep needs no dashboard (the live table and `sweep status` show
+        # progress); it saves start-up time and keeps no port open.
+        kwargs["include_dashboard"] = False
     ray.init(address=address or None, **kwargs)
     return f"the Ray cluster at {address}" if address else "a local Ray instance"
 
