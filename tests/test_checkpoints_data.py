@@ -144,3 +144,53 @@ def test_crop_content_is_a_shifted_window():
 def test_resnet50_imagenet_layout():
     model = build_model("resnet50", 3, 7)
     assert model.fc.out_features == 7 and model.conv1.kernel_size == (7, 7)
+
+
+def _write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(20, 30)):
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
+                write_png(img, str(folder / f"{i}.png"))
+
+
+def test_image_folder_task_decodes_once_and_caches(tmp_path):
+    from trainables.config import DataConfig
+    from trainables.data.task import load_task
+
+    _write_image_folder(tmp_path / "sun")
+    cfg = DataConfig(
+        dataset="imagefolder", data_dir=str(tmp_path / "sun"), image_size=16, train_size=None,
+        val_size=2, ood={"corruptions": ["contrast"], "severities": [2], "max_images": 4},
+    )
+    task = load_task(cfg)
+    assert task.num_classes == 2 and task.train.images.shape[1:] == (3, 16, 16)
+    assert len(task.train) + len(task.val) == 6 and len(task.test) == 6
+    assert task.ood[("contrast", 2)].images.shape == (4, 3, 16, 16)
+    assert list((tmp_path / "sun" / "train").glob(".starsweep-16px-*.pt"))  # decoded once, cached
+
+
+def test_image_folder_errors_name_the_path(tmp_path):
+    from trainables.data.sources import read_image_folder
+
+    with pytest.raises(DataError, match="does not exist"):
+        read_image_folder(str(tmp_path / "none"), 16)
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class folders"):
+        read_image_folder(str(tmp_path / "empty"), 16)
+    (tmp_path / "bad" / "a").mkdir(parents=True)
+    (tmp_path / "bad" / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"x\.png"):
+        read_image_folder(str(tmp_path / "bad"), 16)
+
+
+def test_missing_cifar_says_how_to_provide_it(tmp_path):
+    from trainables.data.sources import read_cifar
+
+    with pytest.raises(DataError, match="data.download: true"):
+        read_cifar("cifar100", str(tmp_path), "train", download=False)
