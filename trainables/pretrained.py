@@ -142,7 +142,9 @@ def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
     per checkpoint in parallel before its trials start."""
     from trainables.data.task import load_task
     from trainables.device import pick_runtime
+    from trainables.logs import configure_logging
 
+    configure_logging()
     cfg = TrialConfig.from_dict(config)
     runtime = pick_runtime(cfg.device, num_cpus)
     source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
