@@ -17,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.aggregate import CYCLIC, METHODS, methods_present, summary_table
+from analysis.aggregate import (
+    CYCLIC,
+    METHODS,
+    diverged_snapshot,
+    methods_present,
+    summary_table,
+    trial_keys,
+)
 from analysis.curves import ensemble_size_curves, individual_curves, soup_vs_ensemble_curves
 from analysis.heatmaps import diff_heatmap, metric_heatmaps
 from analysis.load import load_results
@@ -108,6 +115,39 @@ def plan_figures(df: pd.DataFrame, k: int | None = None) -> tuple[list[ReportFig
     return figures, omitted
 
 
+def diverged_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial that diverged: method, cell, seed, checkpoint and the snapshot."""
+    columns = ["method", "lr_max_ratio", "cycle_epochs_ratio", "seed", "pretrained_index", "snapshot"]
+    if df.empty or "status" not in df.columns:
+        return pd.DataFrame(columns=columns)
+    at = diverged_snapshot(df)
+    rows = df[at.notna()].assign(snapshot=at[at.notna()]).drop_duplicates(trial_keys(df))
+    return rows.reindex(columns=columns).sort_values(columns[:5]).reset_index(drop=True)
+
+
+def _diverged_html(df: pd.DataFrame) -> list[str]:
+    trials = diverged_trials(df)
+    if trials.empty:
+        return []
+
+    def num(x) -> str:
+        return "—" if pd.isna(x) else f"{x:g}"
+
+    items = [
+        f"<li>{html.escape(method_label(str(r.method)))}: lr_max ×{num(r.lr_max_ratio)}, cycle "
+        f"×{num(r.cycle_epochs_ratio)}, seed {num(r.seed)}, checkpoint {num(r.pretrained_index)} — "
+        f"diverged at snapshot {int(r.snapshot)}</li>"
+        for r in trials.itertuples(index=False)
+    ]
+    return [
+        '<h2 id="diverged">Diverged trials</h2>',
+        f"<p>{len(trials)} trial(s) diverged (a training loss that was NaN, infinite or huge); "
+        "they are results, not failures: heatmap cells where every run diverged read “div”, "
+        "and the metrics of a diverged trial are left out from that snapshot on.</p>",
+        '<ul class="diverged">', *items, "</ul>",
+    ]
+
+
 def _index_html(
     source: str,
     df: pd.DataFrame,
@@ -132,6 +172,7 @@ def _index_html(
         "test metrics are mean ± std over seeds × pre-trained checkpoints. "
         'Also as <a href="summary.md">Markdown</a> and <a href="summary.csv">CSV</a>.</p>',
         summary_html(summary),
+        *_diverged_html(df),
         "<h2>Figures</h2>",
         "<p>Heatmap cells show the mean and n = runs that reached size K; "
         "“div” (hatched) marks cells whose runs diverged; blank cells have no data.</p>",

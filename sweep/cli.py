@@ -5,12 +5,20 @@
     python -m sweep status quickstart               # progress (name under ./runs, or a path)
     python -m sweep resume quickstart               # finish unfinished / errored trials
     python -m sweep export quickstart -o out.parquet
+    python -m sweep mlflow-sync quickstart          # log the records to MLflow afterwards
 
 On a cluster: ray job submit --address http://HEAD:8265 --working-dir . -- \\
                   python -m sweep run specs/cifar100_resnet50.yaml
 
-User errors (a bad spec, an unknown sweep) print one message and exit with
-code 2; a sweep with failed trials exits with 1.
+Before Ray starts, `run`, `dry-run` and `resume` check what a trial would
+otherwise trip over later (`trainables.preflight`: the data files and their
+format, `pretrained.source: files` checkpoints, writable storage with free
+space; `run` also the output directory and, for a local Ray, the resources).
+
+User errors (a bad spec, bad data or checkpoints, unwritable storage, an
+unknown sweep) print one message and exit with code 2, having written nothing;
+a sweep with failed trials exits with 1. Diverged trials are results, not
+failures: the sweep exits with 0.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "  python -m sweep status quickstart\n"
         "  python -m sweep resume quickstart\n"
         "  python -m sweep export quickstart -o quickstart.parquet\n"
+        "  python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000\n"
         "on a cluster:\n"
         "  ray job submit --address http://HEAD:8265 --working-dir . -- \\\n"
         "      python -m sweep run specs/cifar100_resnet50.yaml\n"
@@ -48,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(target, help=target_help, metavar=metavar)
         return p
 
+    no_preflight = (
+        "skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
+        "cluster whose files are not here)"
+    )
     p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
     p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
     p.add_argument(
         "--if-exists", choices=("error", "resume", "new"), default="error",
         help="when a sweep of this name exists: stop (default), resume it (the spec must be "
@@ -61,12 +75,14 @@ def _parser() -> argparse.ArgumentParser:
             "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
     p.add_argument("--storage", help="override the spec's storage directory")
     p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
+    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
 
     target_help = "a sweep name (under --storage) or a sweep directory"
     p = add("resume", "finish a sweep: resume unfinished and errored trials from their last "
             "checkpoint (finished trials are never re-run)", "sweep", target_help)
     p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
     p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
 
     p = add("export", "rebuild the Parquet table (one row per trial x snapshot) from the "
             "experiment directories", "sweep", target_help)
@@ -75,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("status", "progress of a running or finished sweep", "sweep", target_help)
     p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+
+    p = add("mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
+            "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
+            "again logs nothing twice", "sweep", target_help)
+    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
+                   "sqlite:///<sweep>/mlflow.db when it ran without MLflow)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
     return parser
 
 
@@ -90,10 +114,32 @@ def _load(args) -> tuple:
     return spec, text
 
 
+def _preflight(spec, args, hint: bool = False) -> None:
+    """Cheap checks before Ray starts (`trainables.preflight`): storage writable with free
+    space, the data files and their format, `files` checkpoints load and fit the model."""
+    from trainables.config import TrialConfig
+    from trainables.errors import StarsweepError
+    from trainables.preflight import check_writable, preflight
+
+    if getattr(args, "no_preflight", False):
+        return
+    check_writable(spec.sweep_dir, "storage",
+                   "choose a writable directory with free space (--storage or the spec's storage:)")
+    trial = TrialConfig.model_validate({**spec.base_config(), "method": "local_de"})
+    try:
+        preflight(trial)
+    except StarsweepError as exc:
+        if hint and not os.environ.get("RAY_ADDRESS"):
+            raise type(exc)(f"{exc}\n(checked on this machine; for a spec meant for a cluster whose "
+                            "files are not here, add --no-preflight)") from None
+        raise
+
+
 def _dry_run(args) -> int:
     from sweep.plan import format_plan, make_plan
 
     spec, _ = _load(args)
+    _preflight(spec, args, hint=True)
     plan = make_plan(spec)
     print(format_plan(plan, max_rows=None if args.all else 60))
     if os.environ.get("RAY_ADDRESS"):
@@ -119,12 +165,32 @@ def _dry_run(args) -> int:
 
 
 def _run(args) -> int:
-    from sweep.runner import MANIFEST, read_manifest, resume_sweep, run_sweep
+    from sweep.runner import (
+        MANIFEST,
+        check_output_dir,
+        read_manifest,
+        resume_sweep,
+        run_sweep,
+        sweep_dir_taken,
+    )
     from sweep.spec import SpecError, parse_spec
 
     spec, text = _load(args)
     sweep_dir = Path(spec.sweep_dir)
-    if args.if_exists == "resume" and (sweep_dir / MANIFEST).exists():
+    resuming = args.if_exists == "resume" and (sweep_dir / MANIFEST).exists()
+    if args.if_exists == "new" and sweep_dir_taken(sweep_dir):
+        n = 2
+        while sweep_dir_taken(sweep_dir.parent / f"{spec.name}-{n}"):
+            n += 1
+        data = spec.to_yaml_dict()
+        data["name"] = f"{spec.name}-{n}"
+        spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
+        print(f"sweep {sweep_dir.name!r} exists: starting {spec.name!r}", flush=True)
+        sweep_dir = Path(spec.sweep_dir)
+    if not resuming:
+        check_output_dir(sweep_dir)
+    _preflight(spec, args)
+    if resuming:
         started = dict(read_manifest(sweep_dir)["spec"])
         wanted = spec.to_yaml_dict()
         started["storage"] = wanted["storage"] = None
@@ -139,21 +205,15 @@ def _run(args) -> int:
             )
         print(f"sweep {spec.name!r} exists: resuming it", flush=True)
         return resume_sweep(sweep_dir, num_cpus=args.num_cpus)
-    if args.if_exists == "new" and (sweep_dir / MANIFEST).exists():
-        n = 2
-        while (sweep_dir.parent / f"{spec.name}-{n}" / MANIFEST).exists():
-            n += 1
-        data = spec.to_yaml_dict()
-        data["name"] = f"{spec.name}-{n}"
-        spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
-        print(f"sweep {sweep_dir.name!r} exists: starting {spec.name!r}", flush=True)
     return run_sweep(spec, text, num_cpus=args.num_cpus)
 
 
 def _resume(args) -> int:
-    from sweep.runner import find_sweep_dir, resume_sweep
+    from sweep.runner import find_sweep_dir, read_manifest, resume_sweep, spec_from_manifest
 
-    return resume_sweep(find_sweep_dir(args.sweep, args.storage), num_cpus=args.num_cpus)
+    sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    _preflight(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), args)
+    return resume_sweep(sweep_dir, num_cpus=args.num_cpus)
 
 
 def _export(args) -> int:
@@ -177,7 +237,27 @@ def _status(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "dry-run": _dry_run, "resume": _resume, "export": _export, "status": _status}
+def _mlflow_sync(args) -> int:
+    from sweep.mlflow_logging import mlflow_ui_command, sync_sweep
+    from sweep.results import rebuild_rows
+    from sweep.runner import find_sweep_dir, read_manifest
+
+    sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    manifest = read_manifest(sweep_dir)
+    uri = args.tracking_uri or manifest.get("tracking_uri") or "sqlite:///" + str(sweep_dir / "mlflow.db")
+    experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
+    rows, _ = rebuild_rows(str(sweep_dir), manifest["name"], [p["name"] for p in manifest["phases"]])
+    artifacts = str(sweep_dir / "mlartifacts") if uri.startswith("sqlite:") else None
+    counts = sync_sweep(rows, uri, experiment, artifacts)
+    print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
+          f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
+          f"{counts['snapshots_skipped']} already there")
+    print(f"MLflow:  {mlflow_ui_command(uri)}")
+    return 0
+
+
+COMMANDS = {"run": _run, "dry-run": _dry_run, "resume": _resume, "export": _export, "status": _status,
+            "mlflow-sync": _mlflow_sync}
 
 
 def main(argv: list[str] | None = None) -> int:

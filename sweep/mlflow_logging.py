@@ -14,20 +14,28 @@ writer for SQLite), creates the experiment before the Tuner starts, finds a
 trial's run again by its `trial_id` tag after a resume, skips snapshots
 already logged, and on any tracking error warns once and stops logging: an
 unreachable server never fails the sweep.
+
+`sync_sweep` logs a sweep's records afterwards (`python -m sweep mlflow-sync`),
+for sweeps that ran while the server was unreachable or with MLflow off. It
+uses the same run lookup (tag `trial_id`) and skips snapshots already logged,
+so running it again, or after the live callback, adds nothing twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shlex
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ray import tune
 
-from sweep.results import record_of
+from sweep.results import CONFIG_COLUMNS, ID_COLUMNS, TAIL_COLUMNS, record_of
+from trainables.errors import StarsweepError
 
 log = logging.getLogger("starsweep.sweep")
 MAX_PARAM_LEN = 6000
@@ -72,9 +80,54 @@ def ensure_experiment(tracking_uri: str, experiment: str, artifact_dir: str | No
             location = "file://" + os.path.abspath(artifact_dir)
         return client.create_experiment(experiment, artifact_location=location)
     except Exception as exc:
-        log.warning("MLflow tracking at %s is unavailable (%s: %s); the sweep continues without MLflow",
+        log.warning("MLflow tracking at %s is unavailable (%s: %s); the sweep continues without MLflow "
+                    "(log its records later with `python -m sweep mlflow-sync <sweep>`)",
                     tracking_uri, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return None
+
+
+# Runs of trials, shared by the live callback and the later sync ------------------------
+def find_trial_run(client, experiment_id: str, trial_id: str):
+    """The MLflow run of a trial (tag `trial_id`), or None."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.trial_id = '{trial_id}'", max_results=1
+    )
+    return found[0] if found else None
+
+
+def logged_snapshots(client, run_id: str) -> set[int]:
+    """Snapshots whose metrics the run already has (steps of its `snapshot` metric)."""
+    return {int(m.step) for m in client.get_metric_history(run_id, "snapshot")}
+
+
+def create_trial_run(client, experiment_id: str, trial_id: str, sweep: str, phase: str,
+                     config: dict[str, Any], trial_name: str) -> str:
+    """A new run for a trial: tags (trial_id, sweep, phase, method) and the flattened config."""
+    from mlflow.entities import Param
+
+    tags = {
+        "trial_id": trial_id, "sweep": sweep, "phase": phase,
+        "method": str(config.get("method", "")), "trial_name": trial_name,
+    }
+    run = client.create_run(experiment_id, tags=tags, run_name=f"{config.get('method', 'trial')}_{trial_id}")
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i:i + 100])
+    return run.info.run_id
+
+
+def log_snapshot(client, run_id: str, record: dict[str, Any], step: int, timestamp_ms: int) -> None:
+    """Every finite number of one snapshot's record as a metric at `step`."""
+    from mlflow.entities import Metric
+
+    metrics = []
+    for key, value in record.items():
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            metrics.append(Metric(key, float(value), timestamp_ms, step))
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
@@ -114,7 +167,8 @@ class MLflowTrialCallback(tune.Callback):
         if not self.disabled:
             first = str(exc).splitlines()[0] if str(exc) else ""
             log.warning("MLflow %s failed at %s (%s: %s); MLflow logging is off for the rest of "
-                        "this sweep, results still go to the Parquet table",
+                        "this sweep, results still go to the Parquet table (log them later with "
+                        "`python -m sweep mlflow-sync <sweep>`)",
                         what, self.tracking_uri, type(exc).__name__, first)
         self.disabled = True
 
@@ -135,28 +189,14 @@ class MLflowTrialCallback(tune.Callback):
         tid = trial.trial_id
         if tid in self._runs:
             return self._runs[tid]
-        found = client.search_runs(
-            [self._experiment_id], filter_string=f"tags.trial_id = '{tid}'", max_results=1
-        )
-        if found:
-            run_id = found[0].info.run_id
-            history = client.get_metric_history(run_id, "snapshot")
-            self._logged[tid] = {int(m.step) for m in history}
+        found = find_trial_run(client, self._experiment_id, tid)
+        if found is not None:
+            run_id = found.info.run_id
+            self._logged[tid] = logged_snapshots(client, run_id)
             client.update_run(run_id, status="RUNNING")
         else:
-            config = trial.config
-            tags = {
-                "trial_id": tid, "sweep": self.sweep, "phase": self.phase,
-                "method": str(config.get("method", "")), "trial_name": str(trial),
-            }
-            run_name = f"{config.get('method', 'trial')}_{tid}"
-            run = client.create_run(self._experiment_id, tags=tags, run_name=run_name)
-            run_id = run.info.run_id
-            from mlflow.entities import Param
-
-            params = [Param(k, v) for k, v in flatten(config).items()]
-            for i in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[i:i + 100])
+            run_id = create_trial_run(client, self._experiment_id, tid, self.sweep, self.phase,
+                                      trial.config, str(trial))
             self._logged[tid] = set()
         self._runs[tid] = run_id
         return run_id
@@ -174,23 +214,12 @@ class MLflowTrialCallback(tune.Callback):
         if self.disabled or "snapshot" not in result:
             return
         try:
-            from mlflow.entities import Metric
-
             run_id = self._run_for(trial)
             step = int(result["snapshot"])
             logged = self._logged.setdefault(trial.trial_id, set())
             if step in logged:
                 return
-            now = int(time.time() * 1000)
-            metrics = []
-            for key, value in record_of(result).items():
-                if isinstance(value, bool):
-                    value = float(value)
-                if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                    metrics.append(Metric(key, float(value), now, step))
-            client = self._get_client()
-            for i in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            log_snapshot(self._get_client(), run_id, record_of(result), step, int(time.time() * 1000))
             logged.add(step)
         except Exception as exc:
             self._fail("metric logging", exc)
@@ -240,3 +269,72 @@ def close_orphan_runs(tracking_uri: str, experiment: str, sweep: str, known_tria
     except Exception as exc:
         log.warning("could not tidy MLflow runs at %s: %s", tracking_uri, exc)
         return 0
+
+
+# Later sync ---------------------------------------------------------------------
+#: Table columns that are not part of a trial's record (they are tags and params).
+NOT_RECORD = set(ID_COLUMNS) | set(CONFIG_COLUMNS) | set(TAIL_COLUMNS)
+RUN_STATUS = {"TERMINATED": "FINISHED", "DIVERGED": "FINISHED", "ERROR": "FAILED"}
+
+
+def sync_sweep(rows: Iterable[dict[str, Any]], tracking_uri: str, experiment: str,
+               artifact_dir: str | None = None) -> dict[str, int]:
+    """Log table rows (one per trial x snapshot) to MLflow: one run per trial, found
+    again by its `trial_id` tag, metrics of each snapshot not logged yet with
+    step = snapshot and the time the record arrived; finished trials' runs are
+    closed (FINISHED, or FAILED for errors) with a `status` tag. Idempotent.
+    Returns counts: runs_created, runs_found, snapshots_logged, snapshots_skipped."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_trial.setdefault(str(row["trial_id"]), []).append(row)
+    counts = dict.fromkeys(("runs_created", "runs_found", "snapshots_logged", "snapshots_skipped"), 0)
+    if ensure_experiment(tracking_uri, experiment, artifact_dir) is None:
+        raise StarsweepError(
+            f"MLflow tracking at {tracking_uri} is unavailable (see the warning above); start the "
+            "server, or pass another --tracking-uri (e.g. sqlite:///path/mlflow.db), and run this again"
+        )
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        for tid, trial_rows in sorted(by_trial.items()):
+            trial_rows.sort(key=lambda r: int(r["snapshot"]))
+            first = trial_rows[0]
+            found = find_trial_run(client, experiment_id, tid)
+            if found is None:
+                config = json.loads(first.get("config_json") or "{}")
+                run_id = create_trial_run(client, experiment_id, tid, str(first.get("sweep", "")),
+                                          str(first.get("phase", "")), config,
+                                          f"{first.get('method', 'trial')}_{tid}")
+                logged: set[int] = set()
+                counts["runs_created"] += 1
+            else:
+                run_id = found.info.run_id
+                logged = logged_snapshots(client, run_id)
+                counts["runs_found"] += 1
+            for row in trial_rows:
+                step = int(row["snapshot"])
+                if step in logged:
+                    counts["snapshots_skipped"] += 1
+                    continue
+                record = {k: v for k, v in row.items() if k not in NOT_RECORD}
+                stamp = int(float(row.get("timestamp") or time.time()) * 1000)
+                log_snapshot(client, run_id, record, step, stamp)
+                logged.add(step)
+                counts["snapshots_logged"] += 1
+            status = str(trial_rows[-1].get("status", ""))
+            run = client.get_run(run_id)
+            if status in RUN_STATUS and (run.info.status != RUN_STATUS[status]
+                                         or run.data.tags.get("status") != status):
+                client.set_tag(run_id, "status", status)
+                client.set_terminated(run_id, status=RUN_STATUS[status])
+    except StarsweepError:
+        raise
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise StarsweepError(
+            f"MLflow sync to {tracking_uri} failed ({type(exc).__name__}: {first_line}); what was "
+            "logged stays, run the command again to log the rest"
+        ) from None
+    return counts

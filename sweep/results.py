@@ -13,7 +13,9 @@ trial's `result.json` and the experiment state) and merges what is already in
 the table, so it also completes the table after a driver crash. Rows are
 unique on (trial_id, snapshot): a snapshot reported again after a resume
 replaces the older row. Every write goes to a temporary file in the same
-directory and is `os.replace`d into place, so a reader never sees half a file.
+directory, is fsynced and `os.replace`d into place, so a reader never sees
+half a file; a write that fails (a full disk) leaves the previous table intact
+and the sweep goes on (the table is rebuilt from the experiments at the end).
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write rows to Parquet atomically (temp file in the same directory + os.replace)."""
+    """Write rows to Parquet atomically (temp file in the same directory, fsync, os.replace):
+    a failed write (a full disk) leaves the previous table as it was and no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = rows_to_table(dedupe(rows))
@@ -182,6 +185,8 @@ def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the table
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

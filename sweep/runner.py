@@ -106,7 +106,13 @@ def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> Non
 # Manifest --------------------------------------------------------------------------
 def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) -> dict[str, Any]:
     sweep_dir = Path(spec.sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from trainables.errors import StorageError
+
+        raise StorageError(f"storage: cannot create {sweep_dir} ({exc.strerror}); choose a writable "
+                           "directory with free space (--storage or the spec's storage:)") from None
     data = spec.to_yaml_dict()
     data["storage"] = os.path.dirname(spec.sweep_dir)
     if isinstance(spec.search, CustomSearch):

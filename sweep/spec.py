@@ -641,7 +641,8 @@ def custom_search_path(spec: SweepSpec) -> Path:
 
 
 def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
-                            nodes: list[dict[str, float]] | None = None) -> None:
+                            nodes: list[dict[str, float]] | None = None,
+                            where: str | None = None) -> None:
     """Raise SpecError if one trial asks for more CPUs/GPUs than any node has.
 
     `cluster` is `ray.cluster_resources()`; `nodes` the per-node resource dicts of
@@ -656,14 +657,21 @@ def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
         largest = max((float(n.get(key, 0.0)) for n in pools), default=0.0)
         total = float(cluster.get(key, 0.0))
         if asked > largest + 1e-9:
-            where = "any single node" if nodes and len(nodes) > 1 else "the Ray cluster"
+            if where:
+                errors.append(
+                    f"resources.{field}: each trial asks for {asked:g} {key}(s), but {where} has "
+                    f"{largest:g}; lower resources.{field}, or submit the sweep to a Ray cluster "
+                    f"that has them (RAY_ADDRESS, or ray job submit)"
+                )
+                continue
+            place = "any single node" if nodes and len(nodes) > 1 else "the Ray cluster"
             errors.append(
-                f"resources.{field}: each trial asks for {asked:g} {key}(s), but {where} "
+                f"resources.{field}: each trial asks for {asked:g} {key}(s), but {place} "
                 f"has {largest:g} (cluster total {total:g}); lower resources.{field} "
                 f"or add {key} nodes"
             )
     if errors:
-        raise SpecError("the spec does not fit the Ray cluster:\n  " + "\n  ".join(errors))
+        raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))
 
 
 def fmt_num(x: float | None) -> str:

@@ -141,6 +141,24 @@ def test_corrupted_shared_fine_tune_is_recomputed(tmp_path):
     assert again[0]["ind_test_acc"] == first[0]["ind_test_acc"]
 
 
+def test_corrupted_pre_trained_checkpoint_is_recomputed(tmp_path, caplog):
+    from trainables.data.task import load_task
+    from trainables.device import pick_runtime
+    from trainables.pretrained import load_pretrained
+
+    cfg = TrialConfig.from_dict(tiny_config(tmp_path))
+    task, runtime = load_task(cfg.data, cfg.pretrained.train_size), pick_runtime("cpu", 1)
+    first = load_pretrained(cfg, 0, task, runtime)  # pre-trains embedded checkpoint 0
+    (path,) = (tmp_path / "pre").glob("*.pt")
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # cut by a crash or a bad copy
+    with caplog.at_level("WARNING", logger="trainables.memo"):
+        again = load_pretrained(cfg, 0, task, runtime)
+    assert any(path.name in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
+    assert path.read_bytes() == good  # recomputed (bit for bit), not loaded
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

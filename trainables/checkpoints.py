@@ -14,6 +14,7 @@ error naming the file and the keys.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -30,21 +31,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The backbone+head state dict stored in `path`, unwrapped and de-prefixed."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; fix the path")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a weights-only checkpoint (it pickles arbitrary "
-            f"objects, refused for safety: {str(exc).splitlines()[0][:200]}); re-save it as "
+            f"objects, refused for safety: {_first_sentence(exc)}); re-save it as "
             "torch.save(model.state_dict(), path)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or truncated ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); re-download or re-save it"
+            f"{_first_sentence(exc)}); re-download or re-save it"
         ) from None
     return unwrap_state_dict(blob, str(path))
+
+
+def _first_sentence(exc: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(". ")[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def unwrap_state_dict(blob, name: str) -> dict[str, torch.Tensor]:

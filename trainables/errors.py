@@ -1,8 +1,9 @@
 """User-facing errors: each names the bad field or file and how to fix it.
 
-Everything a user can get wrong (a config value, a data path, a checkpoint)
-raises one of these *before* compute is spent. The sweep CLI turns them into
-a short message and exit code 2, with no traceback.
+Everything a user can get wrong (a config value, a data path, a checkpoint, a
+storage directory) raises one of these *before* compute is spent
+(`trainables.preflight`). The sweep CLI turns them into a short message and
+exit code 2, with no traceback.
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ class DataError(StarsweepError):
 
 class CheckpointError(StarsweepError):
     """A pre-trained or saved checkpoint cannot be loaded."""
+
+
+class StorageError(StarsweepError):
+    """A directory the sweep or trial writes to is read-only, full, or not a directory."""

@@ -3,69 +3,72 @@
 `fine_tune_then_explore(config)` is a Tune *function trainable*: it resumes
 from `ray.tune.get_checkpoint()` when Ray restarts a trial, runs the job, and
 after every snapshot calls `ray.tune.report(record, checkpoint=...)` with a
-checkpoint holding the resumable state (`state.pt`, weights-only loadable).
+checkpoint holding the resumable state (`state.pt`, weights-only loadable,
+written atomically with a `state.pt.sha256` sidecar: a checkpoint cut short
+by a full disk or a crash is not loaded: the trial starts over instead, with a
+warning, and reports the same records again since the job is deterministic).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 
 from trainables.config import TrialConfig
 from trainables.device import allocated_cpus
+from trainables.errors import CheckpointError
 from trainables.job import run_job
+from trainables.logs import configure_logging
+from trainables.memo import atomic_torch_save, atomic_write_bytes, sha256_file
 
 STATE_FILE = "state.pt"
 
 
-class _CurrentStdout(logging.StreamHandler):
-    """Writes to whatever `sys.stdout` is *now*: Tune swaps it for a per-trial log
-    file and closes it when the trial ends, so a handler that kept the old
-    stream would fail on the next trial in the same worker."""
-
-    @property
-    def stream(self):
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value):
-        pass
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("starsweep")
-    if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
-        handler = _CurrentStdout()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+def save_state(state: dict, directory: str | Path) -> None:
+    path = Path(directory) / STATE_FILE
+    digest = atomic_torch_save(state, path)
+    atomic_write_bytes(path.with_name(STATE_FILE + ".sha256"), digest.encode())
 
 
 def load_state(directory: str | Path) -> dict:
-    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    path = Path(directory) / STATE_FILE
+    sidecar = path.with_name(STATE_FILE + ".sha256")
+    if not path.is_file() or (sidecar.is_file() and sidecar.read_text().strip() != sha256_file(path)):
+        raise CheckpointError(
+            f"trial checkpoint {str(directory)!r} is incomplete or corrupt ({STATE_FILE} missing or "
+            "its SHA-256 differs from the sidecar)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"trial checkpoint {str(directory)!r} cannot be read ({exc})") from None
 
 
 def fine_tune_then_explore(config: dict) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
     from ray import tune
 
-    _configure_logging()
+    configure_logging()
     cfg = TrialConfig.from_dict(config)
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_state(directory)
-        logging.getLogger("starsweep").info("resuming after snapshot %d", state["snapshot"])
+            try:
+                state = load_state(directory)
+            except CheckpointError as exc:
+                logging.getLogger("starsweep").warning("%s: starting the trial over", exc)
+        if state is not None:
+            logging.getLogger("starsweep").info("resuming after snapshot %d", state["snapshot"])
 
     def report(record: dict, st: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(st, Path(directory) / STATE_FILE)
+            save_state(st, directory)
             tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
 
     run_job(cfg, report, state, num_cpus=allocated_cpus())

@@ -1,0 +1,196 @@
+"""Faults during a real sweep (local Ray, 2 CPUs, one session for the module).
+
+- A trial's worker process is killed with SIGKILL in the middle of a cycle:
+  Ray retries the trial from its last snapshot checkpoint, its final metrics
+  equal an uninterrupted run's, and the results table and MLflow hold every
+  snapshot once.
+- A cell with a huge lr_max diverges: the trial ends with a record flagged
+  `diverged`, its rows say DIVERGED, the sweep goes on and exits 0 (a result,
+  not a failure), and `python -m analysis report` lists the trial as diverged.
+- The same sweep ran with an unreachable MLflow server; `python -m sweep
+  mlflow-sync` logs its records afterwards, and again without duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import signal
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.__main__ import main as analysis_main
+from sweep.cli import main as cli_main
+
+TINY_TRIAL = {
+    "device": "cpu",
+    "model": {"arch": "small_cnn", "width": 8},
+    "data": {"train_size": 200, "val_size": 50, "test_size": 200,
+             "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]}},
+    "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
+    "finetune": {"epochs": 2, "batch_size": 50},
+    "eval": {"batch_size": 256, "bn_update_images": 100},
+}
+
+
+def _write_spec(tmp_path, **fields) -> str:
+    spec = {"storage": str(tmp_path / "runs"), "resources": {"cpu": 1}, **fields}
+    path = tmp_path / f"{fields['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _metrics(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "wall_time_s"}
+
+
+def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_session, tmp_path, monkeypatch):
+    from ray import tune
+
+    import sweep.runner as runner
+    from trainables import run_job
+
+    seen: list[tuple[int, int]] = []  # (worker pid, snapshot) in the order the driver got them
+    configs: dict[str, dict] = {}
+    recovered: list[str] = []
+
+    class KillWorkerAfterSnapshot2(tune.Callback):
+        """Driver side: SIGKILL the trial's worker process as soon as Tune has registered
+        the checkpoint of snapshot 2, i.e. while the worker trains cycle 2 (seconds long)."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seen.append((result["pid"], result["snapshot"]))
+            configs[trial.trial_id] = trial.config
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            if len(seen) == 2 and seen[-1][1] == 2:
+                os.kill(seen[-1][0], signal.SIGKILL)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            recovered.append(trial.trial_id)
+
+    make_callbacks = runner.make_callbacks
+    monkeypatch.setattr(runner, "make_callbacks",
+                        lambda *a, **k: [*make_callbacks(*a, **k), KillWorkerAfterSnapshot2()])
+    trial = copy.deepcopy(TINY_TRIAL) | {"num_cycles": 3}
+    spec = _write_spec(tmp_path, name="killed_worker", trial=trial, methods=["sse"], max_failures=1,
+                       search={"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [12]})
+    assert cli_main(["run", spec]) == 0
+
+    # The worker died after snapshot 2; a new worker resumed from the snapshot-2 checkpoint
+    # (it reported 3 and 4 only: no snapshot was recomputed, none was lost).
+    assert len(recovered) == 1
+    (p1, _), (p1b, _), (p2, s3), (p2b, s4) = seen
+    assert p1 == p1b and p2 == p2b and p2 != p1 and (s3, s4) == (3, 4), seen
+    (trial_id, config), = configs.items()
+    sweep_dir = tmp_path / "runs" / "killed_worker"
+    df = pd.read_parquet(sweep_dir / "results.parquet")
+    assert not df.duplicated(["trial_id", "snapshot"]).any()
+    assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
+    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/stdout"))
+    assert "resuming after snapshot 2" in logs
+
+    # The same trial uninterrupted (in this process, the same single CPU thread, its own
+    # fine-tune cache so it trains the fine-tune too) ends with exactly the same metrics.
+    reference = run_job({**config, "cache_dir": str(tmp_path / "ref_finetunes")}, num_cpus=1)
+    last = df[df.snapshot == 4].iloc[0]
+    want = _metrics(reference[-1])
+    got = {k: last[k] for k in want}
+    assert got == want
+
+    # MLflow: one run, every snapshot logged once.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri="sqlite:///" + str(sweep_dir / "mlflow.db"))
+    (run,) = client.search_runs([client.get_experiment_by_name("killed_worker").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["trial_id"] == trial_id
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "ens_test_acc")]
+    assert sorted(steps) == [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def diverging_sweep(ray_session, tmp_path_factory):
+    """sse at lr_max = 1 x and 1e5 x the fine-tune lr, with an MLflow server nobody runs."""
+    tmp_path = tmp_path_factory.mktemp("diverge")
+    trial = copy.deepcopy(TINY_TRIAL) | {"num_cycles": 2}
+    spec = _write_spec(tmp_path, name="diverge", trial=trial, methods=["sse"],
+                       search={"kind": "paper_grid", "lr_max_ratios": [1, 100000],
+                               "cycle_epochs_ratios": [0.5]},
+                       mlflow={"tracking_uri": "http://127.0.0.1:9"}, max_concurrent_trials=2)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(["run", spec])
+    return tmp_path, tmp_path / "runs" / "diverge", code, out.getvalue()
+
+
+def test_divergence_is_a_result_not_a_failure(diverging_sweep):
+    tmp_path, sweep_dir, code, output = diverging_sweep
+    assert code == 0
+    assert "sweep 'diverge' done: 1 DIVERGED, 1 TERMINATED" in output
+    df = pd.read_parquet(sweep_dir / "results.parquet")
+    assert not df.duplicated(["trial_id", "snapshot"]).any()
+    status = df.groupby("lr_max_ratio").status.agg(set).to_dict()
+    assert status == {1.0: {"TERMINATED"}, 100000.0: {"DIVERGED"}}
+    ok, bad = df[df.lr_max_ratio == 1].sort_values("snapshot"), df[df.lr_max_ratio == 1e5]
+    assert list(ok.snapshot) == [1, 2, 3] and not ok.diverged.any()
+    # The diverged trial: snapshot 1 (the fine-tune) is ordinary, cycle 1 diverged and
+    # its record, the last one, is flagged and carries the epochs spent so far.
+    bad = bad.sort_values("snapshot")
+    assert list(bad.snapshot) == [1, 2] and list(bad.diverged) == [False, True]
+    assert bad.iloc[1].epochs_done == 2 and pd.isna(bad.iloc[1].ens_test_acc)
+
+    out = tmp_path / "report"
+    assert analysis_main(["report", str(sweep_dir), "--out", str(out)]) == 0
+    index = (out / "index.html").read_text()
+    assert "Diverged trials" in index
+    assert "lr_max ×100000, cycle ×0.5, seed 0, checkpoint 0 — diverged at snapshot 2" in index
+    from analysis.aggregate import metric_grid
+
+    grid = metric_grid(df, "sse", "ens_test_acc")
+    assert grid.diverged.loc[1e5, 0.5] == 1 and grid.count.loc[1e5, 0.5] == 0
+    assert grid.count.loc[1.0, 0.5] == 1 and grid.diverged.loc[1.0, 0.5] == 0
+    assert "div" in (out / "heatmap_ens_test_acc.svg").read_text()
+
+
+def test_mlflow_sync_after_an_unreachable_server(diverging_sweep, capsys):
+    tmp_path, sweep_dir, _, _ = diverging_sweep
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert manifest["tracking_uri"] == "http://127.0.0.1:9"
+    df = pd.read_parquet(sweep_dir / "results.parquet")
+    uri = "sqlite:///" + str(tmp_path / "later" / "mlflow.db")
+    capsys.readouterr()
+    assert cli_main(["mlflow-sync", str(sweep_dir), "--tracking-uri", uri]) == 0
+    assert "2 run(s) created, 0 found; 5 snapshot(s) logged, 0 already there" in capsys.readouterr().out
+    assert cli_main(["mlflow-sync", "diverge", "--storage", str(sweep_dir.parent),
+                     "--tracking-uri", uri]) == 0
+    assert "0 run(s) created, 2 found; 0 snapshot(s) logged, 5 already there" in capsys.readouterr().out
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id])
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(df.trial_id.unique())
+    for run in runs:
+        rows = df[df.trial_id == run.data.tags["trial_id"]].set_index("snapshot", drop=False)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["status"] == rows.status.iloc[0]
+        assert run.data.params["method"] == "sse" and run.data.params["finetune.epochs"] == "2.0"
+        for metric in ("snapshot", "ens_test_acc", "diverged"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            steps = sorted(m.step for m in history)
+            assert len(steps) == len(set(steps)), (metric, steps)  # nothing twice
+            for m in history:
+                assert m.value == float(rows.loc[m.step, metric])
+                assert m.timestamp == int(rows.loc[m.step, "timestamp"] * 1000)
+        # NaN metrics of the diverged record are not logged; every snapshot is.
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "snapshot")) == \
+            sorted(rows.index)
+    # The unreachable server itself is a clear error (exit 2), not a traceback.
+    assert cli_main(["mlflow-sync", str(sweep_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9" in err and "--tracking-uri" in err

@@ -1,0 +1,274 @@
+"""Preflight: cheap checks of a trial's inputs before any compute is spent.
+
+`preflight(cfg)` reads only what tells whether a trial can start, and raises
+the error a trial would meet minutes (or GPU-hours) later, now:
+
+- **data**: `data.data_dir` exists and is not empty, and holds the dataset in
+  the expected format. Fashion-MNIST: the four idx files, their headers
+  (magic, dimensions) and sizes (the gzip trailer gives the unpacked size, so
+  a truncated download is caught without unpacking it), image and label
+  counts agreeing, and enough target images for `val_size`. CIFAR: the
+  python-version batches with torchvision's MD5 check (unless
+  `data.download: true`). ImageFolder: `train/` and `test/` (or `val/`)
+  with the same class folders holding images.
+- **pre-trained checkpoints** (`pretrained.source: files`): each file loads
+  weights-only (`torch.load(..., weights_only=True)`: a pickle of arbitrary
+  objects is refused, never run) and fits the model
+  (`trainables.checkpoints.read_state_dict` + `load_backbone`); a torchvision
+  weights name exists; embedded pre-training has its source classes.
+- **storage**: the directories the trial writes to (`cache_dir`,
+  `pretrained.cache_dir`, `save_snapshots_dir`) are writable and not full.
+
+Each problem raises a `DataError`, `CheckpointError`, `ConfigError` or
+`StorageError` (all `StarsweepError`s: the CLIs print them and exit with code
+2) whose message names the field or file and the fix. The checks take well
+under a second on the embedded data (a few seconds for a list of ResNet-50
+checkpoints, which are loaded one at a time).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from trainables.config import TrialConfig
+from trainables.errors import CheckpointError, ConfigError, DataError, StorageError
+
+#: Below this much free space a storage directory counts as full.
+MIN_FREE_BYTES = 64 * 2**20
+
+_IDX = {  # stem -> (ndim, what)
+    "train-images-idx3-ubyte": (3, "train images"),
+    "train-labels-idx1-ubyte": (1, "train labels"),
+    "t10k-images-idx3-ubyte": (3, "test images"),
+    "t10k-labels-idx1-ubyte": (1, "test labels"),
+}
+_IMG_EXT = {".jpg", ".jpeg", ".png"}
+
+
+def preflight(config: TrialConfig | dict, check_storage: bool = True) -> None:
+    """Raise a StarsweepError if the trial of `config` could not start; else return."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    check_data(cfg)
+    check_pretrained(cfg)
+    if check_storage:
+        for field, path in (("cache_dir", cfg.cache_dir), ("save_snapshots_dir", cfg.save_snapshots_dir)):
+            if path:
+                check_writable(path, field)
+        if cfg.pretrained.source == "embedded":
+            # trainables.pretrained.default_cache_root(), without importing torchvision
+            default = Path(os.environ.get("STARSWEEP_CACHE", Path.home() / ".cache" / "starsweep"))
+            check_writable(cfg.pretrained.cache_dir or default / "pretrained", "pretrained.cache_dir")
+
+
+# Storage -------------------------------------------------------------------------
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    return exc.strerror or type(exc).__name__
+
+
+def check_writable(path: str | os.PathLike, field: str, fix: str | None = None) -> None:
+    """Raise StorageError unless `path` is (or can be created as) a writable directory
+    with at least MIN_FREE_BYTES free. Writes nothing but a probe file it deletes."""
+    target = Path(path).expanduser().absolute()
+    fix = fix or f"set {field} to a writable directory with free space"
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StorageError(f"{field}: {str(target)!r} cannot be a directory: {str(probe)!r} is a file; {fix}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".starsweep-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "" if probe == target else f" (its existing parent {str(probe)!r})"
+        raise StorageError(
+            f"{field}: {str(target)!r}{where} is not writable ({_reason(exc)}); {fix}"
+        ) from None
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(
+            f"{field}: {str(target)!r} is full ({free / 2**20:.0f} MB free on its file system); "
+            f"free space or {fix}"
+        )
+
+
+# Data ----------------------------------------------------------------------------
+def check_data(cfg: TrialConfig) -> None:
+    d = cfg.data
+    root = Path(d.data_dir).expanduser()
+    if d.dataset in ("cifar10", "cifar100") and d.download:
+        check_writable(root, "data.data_dir", "set data.data_dir to a writable directory for the download")
+        return
+    if not root.is_dir():
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise DataError(f"data.data_dir={d.data_dir!r} {what}; {_data_hint(cfg)}")
+    if not any(root.iterdir()):
+        raise DataError(f"data.data_dir={d.data_dir!r} is empty; {_data_hint(cfg)}")
+    if d.dataset == "fashion_mnist_transfer":
+        _check_fashion_mnist(cfg, root)
+    elif d.dataset in ("cifar10", "cifar100"):
+        _check_cifar(d.dataset, root)
+    else:
+        _check_image_folder(root)
+
+
+def _data_hint(cfg: TrialConfig) -> str:
+    from trainables.data.sources import FMNIST_HINT
+
+    if cfg.data.dataset == "fashion_mnist_transfer":
+        return FMNIST_HINT
+    if cfg.data.dataset in ("cifar10", "cifar100"):
+        return (f"put the {cfg.data.dataset} python-version archive's folder there, or set "
+                "data.download: true where the internet is reachable")
+    return "set data.data_dir to an ImageFolder root with train/<class>/*.jpg and test/ (or val/)"
+
+
+def _idx_header(path: Path) -> tuple[list[int], int]:
+    """Dimensions of an idx file and its unpacked size in bytes, from the header and
+    (for .gz) the gzip trailer; DataError if it is not an idx file of unsigned bytes."""
+    from trainables.data.sources import FMNIST_HINT
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 8 or not 1 <= head[3] <= 4:
+                raise DataError(f"{path}: not an idx file of unsigned bytes (bad magic); {FMNIST_HINT}")
+            raw = f.read(4 * head[3])
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read idx file ({exc}); {FMNIST_HINT}") from None
+    if len(raw) < 4 * head[3]:
+        raise DataError(f"{path}: truncated idx header; {FMNIST_HINT}")
+    dims = [int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+    if path.suffix == ".gz":
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            size = int.from_bytes(f.read(4), "little")  # ISIZE: unpacked size mod 2**32
+    else:
+        size = path.stat().st_size
+    return dims, size
+
+
+def _check_fashion_mnist(cfg: TrialConfig, root: Path) -> None:
+    from trainables.data.sources import FMNIST_HINT, _find_idx
+
+    dims = {}
+    for stem, (ndim, what) in _IDX.items():
+        path = _find_idx(root, stem)
+        shape, size = _idx_header(path)
+        expected = 4 + 4 * len(shape)
+        count = 1
+        for n in shape:
+            count *= n
+        expected += count
+        if len(shape) != ndim:
+            raise DataError(f"{path}: {what} should have {ndim} dimension(s), the header says {shape}; "
+                            f"{FMNIST_HINT}")
+        if size != expected % 2**32:
+            raise DataError(f"{path}: truncated or corrupt (its size does not match the {shape[0]} "
+                            f"{what} its header announces); re-download it; {FMNIST_HINT}")
+        dims[stem] = (path, shape)
+    for part in ("train", "t10k"):
+        (ipath, ishape), (_, lshape) = dims[f"{part}-images-idx3-ubyte"], dims[f"{part}-labels-idx1-ubyte"]
+        if ishape[0] != lshape[0]:
+            raise DataError(f"{ipath}: {ishape[0]} images but {lshape[0]} labels; {FMNIST_HINT}")
+    # Labels are small (60 KB): count the target pool the validation hold-out comes from.
+    from trainables.data.sources import _read_idx
+
+    labels = _read_idx(dims["train-labels-idx1-ubyte"][0])
+    pool = int(sum((labels == c).sum() for c in cfg.data.target_classes))
+    if cfg.data.val_size >= pool:
+        raise DataError(
+            f"data.val_size={cfg.data.val_size} leaves no training images out of the {pool} "
+            f"target-class images in {root}; lower data.val_size"
+        )
+
+
+def _check_cifar(dataset: str, root: Path) -> None:
+    import torchvision
+    from torchvision.datasets.utils import check_integrity
+
+    cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
+    folder = root / cls.base_folder
+    for name, md5 in cls.train_list + cls.test_list:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(
+                f"data.data_dir={str(root)!r}: {dataset} file {str(path)!r} not found (expected the "
+                f"python-version archive unpacked there); put it there or set data.download: true"
+            )
+        if not check_integrity(str(path), md5):
+            raise DataError(
+                f"{path}: not the {dataset} python-version file (MD5 mismatch: corrupt, truncated or "
+                "another format); re-download it (data.download: true) or unpack the original archive"
+            )
+
+
+def _check_image_folder(root: Path) -> None:
+    splits = {}
+    for name in ("train", "test|val"):
+        choices = [root / n for n in name.split("|")]
+        found = next((p for p in choices if p.is_dir()), None)
+        if found is None:
+            raise DataError(
+                f"data.data_dir={str(root)!r}: no {' or '.join(c.name for c in choices)}/ folder "
+                "(an ImageFolder root needs train/<class>/*.jpg and test/ or val/)"
+            )
+        classes = sorted(c.name for c in found.iterdir() if c.is_dir())
+        has_images = any(
+            f.suffix.lower() in _IMG_EXT for c in classes for f in (found / c).iterdir()
+        )
+        if not classes or not has_images:
+            raise DataError(
+                f"{found}: no class folders with .jpg/.png images (wrong format? an ImageFolder "
+                "root needs train/<class>/*.jpg and test/ or val/)"
+            )
+        splits[name] = (found, classes)
+    (train, train_classes), (test, test_classes) = splits["train"], splits["test|val"]
+    if train_classes != test_classes:
+        raise DataError(f"{test}: class folders differ from {train}; use the same class names")
+
+
+# Pre-trained checkpoints ------------------------------------------------------------
+def check_pretrained(cfg: TrialConfig) -> None:
+    p = cfg.pretrained
+    if p.source == "embedded" and cfg.data.dataset != "fashion_mnist_transfer":
+        raise ConfigError(
+            f"pretrained.source: embedded needs data.dataset: fashion_mnist_transfer, got "
+            f"{cfg.data.dataset!r}; use pretrained.source: files or torchvision"
+        )
+    if p.source == "torchvision":
+        import torchvision
+
+        if cfg.model.arch != "resnet50":
+            raise CheckpointError(
+                f"pretrained.weights={p.weights!r} needs model.arch: resnet50, got {cfg.model.arch!r}"
+            )
+        names = [w.name for w in torchvision.models.ResNet50_Weights]
+        if p.weights not in names:
+            raise CheckpointError(f"pretrained.weights={p.weights!r} unknown; allowed: {', '.join(names)}")
+    if p.source != "files":
+        return
+    from trainables.checkpoints import load_backbone, read_state_dict
+    from trainables.models import build_model
+
+    channels = 1 if cfg.data.dataset == "fashion_mnist_transfer" else 3
+    model = build_model(cfg.model.arch, channels, 2, cfg.model.width)
+    for i, path in enumerate(p.paths):
+        try:
+            state = read_state_dict(path)
+            load_backbone(model, state, path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"pretrained.paths[{i}]: {exc}") from None
+        del state
