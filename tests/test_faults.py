@@ -26,16 +26,9 @@ import yaml
 
 from analysis.__main__ import main as analysis_main
 from sweep.cli import main as cli_main
+from tiny import tiny_trial
 
-TINY_TRIAL = {
-    "device": "cpu",
-    "model": {"arch": "small_cnn", "width": 8},
-    "data": {"train_size": 200, "val_size": 50, "test_size": 200,
-             "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]}},
-    "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
-    "finetune": {"epochs": 2, "batch_size": 50},
-    "eval": {"batch_size": 256, "bn_update_images": 100},
-}
+TINY_TRIAL = tiny_trial(finetune={"epochs": 2})
 
 
 def _write_spec(tmp_path, **fields) -> str:

@@ -21,20 +21,13 @@ import uuid
 import pandas as pd
 import yaml
 
+from tiny import tiny_trial
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAG = "STARSWEEP_SOAK_RUN"
 SPEC = {
     "name": "soak",
-    "trial": {
-        "device": "cpu",
-        "num_cycles": 1,
-        "model": {"arch": "small_cnn", "width": 8},
-        "data": {"train_size": 200, "val_size": 50, "test_size": 200,
-                 "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]}},
-        "pretrained": {"epochs": 0.5, "num_checkpoints": 1, "train_size": 1000},
-        "finetune": {"epochs": 1, "batch_size": 50},
-        "eval": {"batch_size": 256, "bn_update_images": 100},
-    },
+    "trial": tiny_trial(num_cycles=1, pretrained={"num_checkpoints": 1}),
     "methods": ["sse"],
     "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [0.5]},
     "resources": {"cpu": 1},

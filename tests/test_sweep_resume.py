@@ -19,20 +19,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from tiny import tiny_trial
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SPEC = {
     "name": "killed",
-    "trial": {
-        "device": "cpu",
-        "num_cycles": 2,
-        "model": {"arch": "small_cnn", "width": 8},
-        "data": {"train_size": 200, "val_size": 50, "test_size": 200,
-                 "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]}},
-        "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
-        "finetune": {"epochs": 1, "batch_size": 50},
-        "eval": {"batch_size": 256, "bn_update_images": 100},
-    },
+    "trial": tiny_trial(num_cycles=2),
     "methods": ["sse", "star_sse", "local_de", "global_de"],
     "search": {"kind": "paper_grid", "lr_max_ratios": [0.5, 1, 2], "cycle_epochs_ratios": [0.5]},
     "baselines": {"num_members": 2},

@@ -36,3 +36,23 @@ def tiny_config(tmp_path, **overrides) -> dict:
         else:
             cfg[key] = value
     return copy.deepcopy(cfg)
+
+
+def tiny_trial(**overrides) -> dict:
+    """The `trial:` block of a tiny sweep spec (the same sizes as `tiny_config`),
+    with nested `overrides` merged in, e.g. `tiny_trial(num_cycles=2,
+    pretrained={"num_checkpoints": 1})`."""
+    block = {
+        "device": "cpu",
+        "model": {"arch": "small_cnn", "width": 8},
+        "data": {
+            "train_size": 200, "val_size": 50, "test_size": 200,
+            "ood": {"max_images": 20, "severities": [1], "corruptions": ["contrast"]},
+        },
+        "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
+        "finetune": {"epochs": 1, "batch_size": 50},
+        "eval": {"batch_size": 256, "bn_update_images": 100},
+    }
+    for key, value in overrides.items():
+        block[key] = {**block[key], **value} if isinstance(value, dict) and key in block else value
+    return copy.deepcopy(block)
