@@ -1,0 +1,129 @@
+"""The search kinds of a sweep spec (`search:`): the paper grid, explicit values,
+Optuna, or a user's own space; and the small strict-model helpers they share
+with `sweep.spec`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+METRIC_RE = re.compile(
+    r"^((ind|ens|soup)_(val|test|ood)_(acc|nll|ece|brier)|div_disagree_first|div_fort"
+    r"|dist_pretrained|dist_first)$"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+def _unique(values: list, what: str) -> list:
+    seen, dups = set(), []
+    for v in values:
+        if v in seen and v not in dups:
+            dups.append(v)
+        seen.add(v)
+    if dups:
+        raise ValueError(f"{what} must not repeat, but {dups} appear more than once")
+    return values
+
+
+def _non_empty_unique(values: list) -> list:
+    if not values:
+        raise ValueError("must list at least one value")
+    return _unique(values, "values")
+
+
+# Search kinds ----------------------------------------------------------------
+class PaperGridSearch(_Strict):
+    """The paper's grid: cycle lr and length as ratios of the fine-tune lr and epochs."""
+
+    kind: Literal["paper_grid"] = "paper_grid"
+    lr_max_ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    cycle_epochs_ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+
+    _check = field_validator("lr_max_ratios", "cycle_epochs_ratios")(_non_empty_unique)
+
+
+class ValuesSearch(_Strict):
+    """A grid of explicit, absolute cycle hyperparameters."""
+
+    kind: Literal["values"]
+    lr_max: list[PositiveFloat]
+    cycle_epochs: list[PositiveFloat]
+
+    _check = field_validator("lr_max", "cycle_epochs")(_non_empty_unique)
+
+
+class RatioRange(_Strict):
+    low: PositiveFloat
+    high: PositiveFloat
+
+    @model_validator(mode="after")
+    def _check_order(self) -> RatioRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high (got low={self.low}, high={self.high})")
+        return self
+
+
+class OptunaSearchSpec(_Strict):
+    """Optuna TPE over lr_max_ratio (log scale) x cycle_epochs_ratio, one Tuner per method."""
+
+    kind: Literal["optuna"]
+    num_samples: int = Field(gt=0, description="Trials per method.")
+    lr_max_ratio: RatioRange = Field(default_factory=lambda: RatioRange(low=0.25, high=4.0))
+    cycle_epochs_ratio: RatioRange = Field(default_factory=lambda: RatioRange(low=0.5, high=4.0))
+    metric: str = "ens_val_acc"
+    mode: Literal["max", "min"] | None = Field(
+        None, description="None = max for accuracies, min for nll/ece/brier."
+    )
+    sampler_seed: int = 0
+
+    @field_validator("metric")
+    @classmethod
+    def _check_metric(cls, v: str) -> str:
+        if not METRIC_RE.match(v):
+            raise ValueError(
+                "must be a snapshot metric such as ens_val_acc, soup_val_nll or "
+                "ind_test_acc ({ind,ens,soup}_{val,test,ood}_{acc,nll,ece,brier}, div_fort, "
+                "div_disagree_first, dist_pretrained, dist_first)"
+            )
+        return v
+
+    @property
+    def resolved_mode(self) -> str:
+        if self.mode:
+            return self.mode
+        return "max" if self.metric.endswith("_acc") else "min"
+
+
+class CustomSearch(_Strict):
+    """A user's Python function `fn(base_config, spec) -> (param_space, search_alg, scheduler)`."""
+
+    kind: Literal["custom"]
+    path: str = Field(description="The .py file (relative paths: to the spec's directory).")
+    function: str = "build_search"
+    num_samples: int = Field(1, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("function")
+    @classmethod
+    def _check_function(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError("must be a Python function name")
+        return v
+
+
+SEARCH_MODELS: dict[str, type[BaseModel]] = {
+    "paper_grid": PaperGridSearch,
+    "values": ValuesSearch,
+    "optuna": OptunaSearchSpec,
+    "custom": CustomSearch,
+}
+SearchSpec = PaperGridSearch | ValuesSearch | OptunaSearchSpec | CustomSearch
