@@ -32,22 +32,16 @@ def bare_loop(cfg: TrialConfig) -> int:
     model = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
     load_backbone(model, state, "pretrained")
     model = runtime.prepare_model(replace_head(model, task.num_classes, 0))
-    aug = engine.Augmentation(
-        task.mean, task.std, cfg.data.augment, cfg.data.crop_padding, cfg.data.input_size
-    )
+    aug = engine.Augmentation.for_task(task, cfg.data)
     ft = cfg.finetune
     spe = engine.steps_per_epoch(len(task.train), ft.batch_size)
-    phases = [(ft.epochs, ft.lr)] + [
-        (cfg.resolved_cycle_epochs, cfg.resolved_lr_max)
-    ] * cfg.num_cycles
+    phases = [(ft.epochs, ft.lr)] + [(cfg.resolved_cycle_epochs, cfg.resolved_lr_max)] * cfg.num_cycles
     gen, steps = torch.Generator().manual_seed(0), 0
     first = None
     for epochs, lr in phases:
         if first is not None:
             model.load_state_dict(first)
-        opt = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=ft.momentum, weight_decay=ft.weight_decay
-        )
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=ft.momentum, weight_decay=ft.weight_decay)
         model.train()
         for step, step_lr in enumerate(phase_lrs(epochs, spe, lr, ft.lr_step)):
             if step % spe == 0:

@@ -44,6 +44,10 @@ class SweepPlan:
     def finetune_epochs(self) -> float:
         return float(self.spec.base_trial().finetune.epochs)
 
+    def pretrained_needed(self) -> list[int]:
+        """Indices of the pre-trained checkpoints some trial fine-tunes from."""
+        return sorted({k[0] for t in self.trials for k in t.finetunes} | set(self.spec.pretrained_indices))
+
     def distinct_finetunes(self) -> set[tuple[int, int]]:
         keys = {k for t in self.trials for k in t.finetunes}
         if isinstance(self.spec.search, OptunaSearchSpec):
@@ -200,7 +204,7 @@ def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
         f"  shared fine-tunes save {_range(saved_lo, saved_hi)} epochs ({pct:.0f}%)",
     ]
     if base.pretrained.source == "embedded":
-        needed = {k[0] for t in plan.trials for k in t.finetunes} | set(spec.pretrained_indices)
+        needed = plan.pretrained_needed()
         out.append(
             f"  plus embedded pre-training: {len(needed)} checkpoint(s) x {fmt_num(base.pretrained.epochs)} "
             f"epochs on the source classes (computed once, cached in {base_cache(spec)})"

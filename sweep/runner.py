@@ -319,8 +319,7 @@ def prepare_pretrained(spec: SweepSpec) -> None:
     base = spec.base_config()
     if base["pretrained"]["source"] != "embedded":
         return
-    plan = make_plan(spec, load_custom=False)
-    needed = sorted({k[0] for t in plan.trials for k in t.finetunes} | set(spec.pretrained_indices))
+    needed = make_plan(spec, load_custom=False).pretrained_needed()
     config = {**base, "method": "local_de"}
 
     @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)

@@ -41,6 +41,11 @@ class Augmentation:
     padding: int = 2
     input_size: int | None = None
 
+    @classmethod
+    def for_task(cls, task, data_cfg) -> Augmentation:
+        """The pipeline of a `Task` (its mean/std) as a `DataConfig` describes it."""
+        return cls(task.mean, task.std, data_cfg.augment, data_cfg.crop_padding, data_cfg.input_size)
+
     def train(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return augment.train_batch(
             images, self.mean, self.std, self.augment, self.padding, self.input_size, gen

@@ -82,9 +82,7 @@ class Job:
     def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task):
         self.cfg, self.runtime = cfg, runtime
         self.task = task.to(runtime.device)
-        self.aug = engine.Augmentation(
-            self.task.mean, self.task.std, cfg.data.augment, cfg.data.crop_padding, cfg.data.input_size
-        )
+        self.aug = engine.Augmentation.for_task(self.task, cfg.data)
         self.plan = plan_snapshots(cfg)
         self.eval_bs = cfg.eval.batch_size or runtime.eval_batch_size
         self.spe = engine.steps_per_epoch(len(self.task.train), cfg.finetune.batch_size)
@@ -95,6 +93,8 @@ class Job:
         }
         for p, state in self.pretrained.items():
             load_backbone(self._fresh_model(0), state, self._pretrained_name(p))
+        # What each checkpoint is, for fine-tune cache keys (a file's SHA-256 is read once per job).
+        self.pretrained_ids = {p: pretrained.identity(cfg, p) for p in self.pretrained}
         g = torch.Generator().manual_seed(engine.seed_for("bn-subset", cfg.data.split_seed))
         n_bn = min(cfg.eval.bn_update_images, len(self.task.train))
         self.bn_images = self.task.train.images[
@@ -144,7 +144,7 @@ class Job:
         return pretrained.content_key(
             {
                 "kind": "finetune-v1",
-                "pretrained": pretrained.identity(self.cfg, p),
+                "pretrained": self.pretrained_ids[p],
                 "data": data,
                 "model": self.cfg.model.model_dump(),
                 "finetune": self.cfg.finetune.model_dump(),

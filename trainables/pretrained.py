@@ -77,9 +77,7 @@ def pretrain_embedded(cfg: TrialConfig, index: int, task: Task, runtime: Runtime
     src = task.source_train
     spe = engine.steps_per_epoch(len(src), cfg.pretrained.batch_size)
     lrs = phase_lrs(cfg.pretrained.epochs, spe, cfg.pretrained.lr, "iteration")
-    aug = engine.Augmentation(
-        task.mean, task.std, cfg.data.augment, cfg.data.crop_padding, cfg.data.input_size
-    )
+    aug = engine.Augmentation.for_task(task, cfg.data)
     log.info("pre-training checkpoint %d on %d source images (%d steps)", index, len(src), len(lrs))
     start = time.perf_counter()
     result = engine.train_phase(
