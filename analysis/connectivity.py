@@ -75,7 +75,11 @@ def connectivity(path: str | Path, points: int = 11) -> list[dict]:
         raise ValueError(f"--points must be >= 2, got {points}")
     config, snapshots = read_snapshots(path)
     cfg = TrialConfig.from_dict(config)
-    job = Job(cfg, pick_runtime(cfg.device), load_task(cfg.data, cfg.pretrained.train_size))
+    job = Job(
+        cfg,
+        pick_runtime(cfg.device, eval_precision=cfg.eval.precision),
+        load_task(cfg.data, cfg.pretrained.train_size),
+    )
     train = job.task.train
     train_images, train_labels = train.images[:MAX_TRAIN_IMAGES], train.labels[:MAX_TRAIN_IMAGES]
     bs = job.eval_bs

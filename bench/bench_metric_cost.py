@@ -2,10 +2,11 @@
 
 The ensemble part (add cached probabilities, compute metrics) must be flat in k
 (running sums, old members never re-run); the soup part must be one BN pass plus
-one evaluation pass whatever k is. Snapshots here are perturbed copies of one
-model, so only metric time is measured.
+one evaluation pass whatever k >= 2 is (a soup of one model is that model: no
+pass at all). Snapshots here are perturbed copies of one model, so only metric
+time is measured.
 
-    python bench/bench_metric_cost.py                 # target: time(k=8)/time(k=1) <= 1.2
+    python bench/bench_metric_cost.py                 # target: late k / early k <= 1.2
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def main() -> int:
     args = parser(__doc__).parse_args()
     cfg = TrialConfig.from_dict(bench_config(args.tiny, method="local_de", num_members=8))
     print(f"machine: {machine()}")
-    job = Job(cfg, pick_runtime(cfg.device), load_task(cfg.data, cfg.pretrained.train_size))
+    job = Job(
+        cfg,
+        pick_runtime(cfg.device, eval_precision=cfg.eval.precision),
+        load_task(cfg.data, cfg.pretrained.train_size),
+    )
     base = job._fresh_model(0).state_dict()
     ens, soup = RunningEnsemble(), RunningSoup()
     ens_t, soup_t = [], []
@@ -42,20 +47,19 @@ def main() -> int:
             job.metrics("ens", {s: ens.mean(s) for s in probs})
         with Timer() as t_soup:
             soup.add(weights)
-            job.metrics("soup", job.soup_probs(soup))
+            job.metrics("soup", job.soup_probs(soup, probs))
         ens_t.append(t_ens.seconds)
         soup_t.append(t_soup.seconds)
-        print(
-            f"k={k}: ensemble {1000 * t_ens.seconds:7.1f} ms   soup {1000 * t_soup.seconds:7.1f} ms"
-        )
+        print(f"k={k}: ensemble {1000 * t_ens.seconds:7.1f} ms   soup {1000 * t_soup.seconds:7.1f} ms")
 
     # medians of the first and last three sizes, to damp scheduler noise
     def med(xs):
         return sorted(xs)[len(xs) // 2]
 
+    # a soup of one model is that model (no BN pass, no evaluation): soups start at k = 2
     ens_ratio = med(ens_t[-3:]) / med(ens_t[:3])
-    soup_ratio = med(soup_t[-3:]) / med(soup_t[:3])
-    print(f"ensemble k=6..8 / k=1..3: {ens_ratio:.3f}; soup k=6..8 / k=1..3: {soup_ratio:.3f}")
+    soup_ratio = med(soup_t[-3:]) / med(soup_t[1:4])
+    print(f"ensemble k=6..8 / k=1..3: {ens_ratio:.3f}; soup k=6..8 / k=2..4: {soup_ratio:.3f}")
     ratio = max(ens_ratio, soup_ratio)
     return verdict("metric cost vs k", ratio, "<= 1.2", ratio <= 1.2, args.tiny)
 

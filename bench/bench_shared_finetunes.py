@@ -70,9 +70,7 @@ def main() -> int:
     )
     print(f"wall time unshared {unshared_s:.1f}s, shared {shared_s:.1f}s")
     ok = ratio <= 0.8 and abs(ratio - predicted) <= 0.1 * predicted
-    return verdict(
-        "shared fine-tunes", ratio, f"<= 0.8 and within 10% of {predicted:.3f}", ok, args.tiny
-    )
+    return verdict("shared fine-tunes", ratio, f"<= 0.8 and within 10% of {predicted:.3f}", ok, args.tiny)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,11 @@ def test_connectivity_of_a_star_sse_trial(tmp_path):
         (3, 0.5),
         (3, 1.0),
     ]
-    # alpha = 0 is the first model with BN re-estimated: exactly the soup of size 1
-    assert rows[0]["test_acc"] == pytest.approx(records[0]["soup_test_acc"])
-    assert rows[3]["test_acc"] == pytest.approx(records[0]["soup_test_acc"])
+    # alpha = 0 is the first model (BN re-estimated) on both segments; a soup of one
+    # model is that model, so the record's soup equals the individual at k = 1
+    assert rows[0]["test_acc"] == pytest.approx(rows[3]["test_acc"])
+    assert rows[0]["test_loss"] == pytest.approx(rows[3]["test_loss"])
+    assert records[0]["soup_test_acc"] == records[0]["ind_test_acc"]
     out = tmp_path / "out"
     assert main(["connectivity", str(snaps), "--out", str(out), "--points", "3"]) == 0
     assert (out / "connectivity.png").stat().st_size > 0 and (out / "connectivity.csv").exists()

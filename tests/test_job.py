@@ -131,6 +131,23 @@ def test_shared_fine_tunes_are_computed_once(tmp_path):
     assert local[0]["epochs_trained"] == 0 and local[1]["epochs_trained"] == 2
 
 
+def test_a_de_job_computes_the_fine_tunes_nobody_else_is_computing_first(tmp_path):
+    from trainables.data.task import load_task
+    from trainables.device import pick_runtime
+    from trainables.memo import file_lock
+
+    cfg = TrialConfig.from_dict(tiny_config(tmp_path, method="local_de", cache_dir=str(tmp_path / "ft")))
+    job = Job(cfg, pick_runtime("cpu"), load_task(cfg.data, cfg.pretrained.train_size))
+    first, second = (job.finetune_path(0, seed) for seed in (0, 1))
+    with file_lock(first.with_name(first.name + ".lock")):  # another trial is computing member 1
+        job.finetune_free_ones_first(job.plan)
+        assert second.exists() and not first.exists()
+    records = job.run(lambda r, s: None)  # member 1 now; member 2 from the cache
+    assert [r["epochs_trained"] for r in records] == [2, 4]  # both trained by this job
+    alone = run_job(tiny_config(tmp_path, method="local_de"))  # no cache, plan order
+    assert _metrics(records) == _metrics(alone)
+
+
 def test_corrupted_shared_fine_tune_is_recomputed(tmp_path):
     shared = tmp_path / "finetunes"
     first = run_job(tiny_config(tmp_path, method="star_sse", num_cycles=1, cache_dir=str(shared)))

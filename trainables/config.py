@@ -187,7 +187,14 @@ class FineTuneConfig(_Strict):
 
 class EvalConfig(_Strict):
     batch_size: int | None = Field(
-        None, gt=0, description="Inference batch size; None = the device's best (64 CPU, 1024 CUDA)."
+        None,
+        gt=0,
+        description="Inference batch size; None = the device's best (CPU 64, or 256 in bf16; CUDA 1024).",
+    )
+    precision: Literal["auto", "float32", "bf16"] = Field(
+        "auto",
+        description="Inference precision; auto = bf16 autocast where the hardware has it natively "
+        "(CUDA, AVX512-BF16/AMX CPUs), else float32.",
     )
     bn_update_images: int = Field(
         1024, gt=0, description="Training images used to re-estimate soup BatchNorm statistics."

@@ -36,7 +36,7 @@ from trainables.data.splits import Task
 from trainables.data.task import load_task
 from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningEnsemble, RunningSoup, reestimate_bn
-from trainables.memo import atomic_torch_save, compute_once
+from trainables.memo import Busy, atomic_torch_save, compute_once
 from trainables.metrics import classification_metrics, disagreement, fort_diversity, l2_distance
 from trainables.models import build_model, is_head_key, replace_head
 from trainables.schedules import phase_lrs
@@ -100,6 +100,7 @@ class Job:
         self.bn_images = self.task.train.images[
             torch.randperm(len(self.task.train), generator=g)[:n_bn].to(runtime.device)
         ]
+        self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
         self.labels = {"val": self.task.val.labels, "test": self.task.test.labels}
         self.labels.update({f"ood/{c}/{s}": v.labels for (c, s), v in self.task.ood.items()})
 
@@ -152,9 +153,13 @@ class Job:
             }
         )
 
-    def finetune(self, p: int, seed: int) -> tuple[dict[str, torch.Tensor], bool]:
+    def finetune_path(self, p: int, seed: int) -> Path:
+        return Path(self.cfg.cache_dir) / f"finetune-{self.finetune_key(p, seed)}.pt"
+
+    def finetune(self, p: int, seed: int, wait: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
         """Fine-tuned weights of (pretrained p, seed), shared through cache_dir. Returns
-        (state, computed_here)."""
+        (state, computed_here); with `wait=False` raises `memo.Busy` if another trial
+        is computing it right now."""
 
         def compute():
             model = replace_head(self._fresh_model(0), self.task.num_classes, engine.seed_for("head", seed))
@@ -166,11 +171,36 @@ class Job:
 
         if self.cfg.cache_dir is None:
             return compute()["model_state"], True
-        path = Path(self.cfg.cache_dir) / f"finetune-{self.finetune_key(p, seed)}.pt"
-        blob, computed = compute_once(path, compute)
-        if not computed:
-            log.info("fine-tune (pretrained %d, seed %d) reused from %s", p, seed, path)
+        blob, computed = compute_once(self.finetune_path(p, seed), compute, wait)
+        computed = computed or (p, seed) in self.finetuned_here
+        if computed:
+            self.finetuned_here.add((p, seed))
+        else:
+            log.info("fine-tune (pretrained %d, seed %d) reused from the cache", p, seed)
         return blob["model_state"], computed
+
+    def finetune_free_ones_first(self, plans: list[SnapshotPlan]) -> None:
+        """For jobs of several fine-tunes (the DE baselines): compute, into the shared
+        cache, those no other trial is computing right now, so that two trials that
+        need the same fine-tune do not idle a core waiting for each other. The
+        snapshots are still reported in plan order."""
+        todo = [s for s in plans if s.kind == "finetune"]
+        if self.cfg.cache_dir is None or len(todo) < 2:
+            return
+        for plan in todo:
+            if self.finetune_path(plan.pretrained_index, plan.seed).exists():
+                continue  # done (validated when the snapshot loads it)
+            try:
+                self.finetune(plan.pretrained_index, plan.seed, wait=False)
+            except Busy:
+                log.info(
+                    "fine-tune (pretrained %d, seed %d) is being computed by another trial: "
+                    "doing the others first",
+                    plan.pretrained_index,
+                    plan.seed,
+                )
+            except _Diverged:
+                return  # the snapshot loop meets it again and reports the divergence
 
     def cycle(self, start: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
         model = self._model_from(start)
@@ -185,14 +215,10 @@ class Job:
 
     # -- evaluation ---------------------------------------------------------
     def predict_all(self, model) -> dict[str, torch.Tensor]:
-        bs = self.eval_bs
-        out = {
-            "val": engine.predict_probs(model, self.task.val.images, self.aug, self.runtime, bs),
-            "test": engine.predict_probs(model, self.task.test.images, self.aug, self.runtime, bs),
-        }
-        for (c, s), split in self.task.ood.items():
-            out[f"ood/{c}/{s}"] = engine.predict_probs(model, split.images, self.aug, self.runtime, bs)
-        return out
+        """Probabilities on validation, test and every OOD set, in one inference pass."""
+        sets = {"val": self.task.val.images, "test": self.task.test.images}
+        sets.update({f"ood/{c}/{s}": split.images for (c, s), split in self.task.ood.items()})
+        return engine.predict(model, sets, self.aug, self.runtime, self.eval_bs)
 
     def metrics(self, kind: str, probs: dict[str, torch.Tensor]) -> dict[str, float]:
         rec = {}
@@ -210,7 +236,11 @@ class Job:
                     rec[f"{kind}_ood_{m}__{c}"] = sum(v[m] for v in per) / len(per)
         return rec
 
-    def soup_probs(self, soup: RunningSoup) -> dict[str, torch.Tensor]:
+    def soup_probs(self, soup: RunningSoup, latest: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Probabilities of the soup; a soup of one model is that model (`latest`), whose
+        BatchNorm statistics already match its weights: no BN pass, no second evaluation."""
+        if soup.count == 1:
+            return latest
         model = self._model_from(soup.average())
         reestimate_bn(
             model,
@@ -241,6 +271,7 @@ class Job:
         )
         soup = RunningSoup(st["soup_sums"], st["snapshot"])
         t0 = time.perf_counter() - st["elapsed_s"]
+        self.finetune_free_ones_first(self.plan[st["snapshot"] :])
         for k in range(st["snapshot"] + 1, len(self.plan) + 1):
             plan = self.plan[k - 1]
             try:
@@ -279,7 +310,7 @@ class Job:
             record = {"snapshot": k, "num_snapshots": len(self.plan), "diverged": False}
             record.update(self.metrics("ind", probs))
             record.update(self.metrics("ens", {s: ens.mean(s) for s in probs}))
-            record.update(self.metrics("soup", self.soup_probs(soup)))
+            record.update(self.metrics("soup", self.soup_probs(soup, probs)))
             params = {n for n, _ in model.named_parameters()}
             only_params = {n: v for n, v in weights.items() if n in params}
             record["div_disagree_first"] = disagreement(preds, st["test_preds"][0])
@@ -326,7 +357,7 @@ def run_job(
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     if state is not None:
         check_state(state, cfg)
-    runtime = pick_runtime(cfg.device, num_cpus)
+    runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
     source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
     task = load_task(cfg.data, source_size)
     job = Job(cfg, runtime, task)

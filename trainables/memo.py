@@ -3,7 +3,8 @@
 Used for the embedded pre-trained checkpoints and for the fine-tunes shared by
 every trial of a sweep. `compute_once(path, fn)`:
 1. takes an exclusive `fcntl` lock on `path.lock` (other trials that need the
-   same file wait here instead of computing it again);
+   same file wait here instead of computing it again, or, with `wait=False`,
+   get `Busy` and do other work first);
 2. returns the file if it exists and its SHA-256 matches the `.sha256`
    sidecar; a corrupt or half-copied file is deleted and recomputed;
 3. otherwise calls `fn()`, writes the result to a temporary file in the same
@@ -64,11 +65,18 @@ def atomic_torch_save(obj: Any, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class Busy(Exception):
+    """Another process holds the lock (raised only when not waiting)."""
+
+
 @contextlib.contextmanager
-def file_lock(path: Path):
+def file_lock(path: Path, wait: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(str(path)) from None
         try:
             yield
         finally:
@@ -82,11 +90,13 @@ def _is_valid(path: Path) -> bool:
     return sidecar.read_text().strip() == sha256_file(path)
 
 
-def compute_once(path: Path, compute: Callable[[], Any]) -> tuple[Any, bool]:
-    """Load `path` or compute, save and return it. Returns (object, was_computed)."""
+def compute_once(path: Path, compute: Callable[[], Any], wait: bool = True) -> tuple[Any, bool]:
+    """Load `path` or compute, save and return it. Returns (object, was_computed).
+
+    With `wait=False`, raises `Busy` at once when another process is computing it."""
     path = Path(path)
     try:
-        with file_lock(path.with_name(path.name + ".lock")):
+        with file_lock(path.with_name(path.name + ".lock"), wait):
             if path.exists() or path.with_name(path.name + ".sha256").exists():
                 if _is_valid(path):
                     return torch.load(path, map_location="cpu", weights_only=True), False

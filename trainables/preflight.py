@@ -129,8 +129,10 @@ def _data_hint(cfg: TrialConfig) -> str:
     if cfg.data.dataset == "fashion_mnist_transfer":
         return FMNIST_HINT
     if cfg.data.dataset in ("cifar10", "cifar100"):
-        return (f"put the {cfg.data.dataset} python-version archive's folder there, or set "
-                "data.download: true where the internet is reachable")
+        return (
+            f"put the {cfg.data.dataset} python-version archive's folder there, or set "
+            "data.download: true where the internet is reachable"
+        )
     return "set data.data_dir to an ImageFolder root with train/<class>/*.jpg and test/ (or val/)"
 
 
@@ -173,11 +175,14 @@ def _check_fashion_mnist(cfg: TrialConfig, root: Path) -> None:
             count *= n
         expected += count
         if len(shape) != ndim:
-            raise DataError(f"{path}: {what} should have {ndim} dimension(s), the header says {shape}; "
-                            f"{FMNIST_HINT}")
+            raise DataError(
+                f"{path}: {what} should have {ndim} dimension(s), the header says {shape}; {FMNIST_HINT}"
+            )
         if size != expected % 2**32:
-            raise DataError(f"{path}: truncated or corrupt (its size does not match the {shape[0]} "
-                            f"{what} its header announces); re-download it; {FMNIST_HINT}")
+            raise DataError(
+                f"{path}: truncated or corrupt (its size does not match the {shape[0]} "
+                f"{what} its header announces); re-download it; {FMNIST_HINT}"
+            )
         dims[stem] = (path, shape)
     for part in ("train", "t10k"):
         (ipath, ishape), (_, lshape) = dims[f"{part}-images-idx3-ubyte"], dims[f"{part}-labels-idx1-ubyte"]
@@ -226,9 +231,7 @@ def _check_image_folder(root: Path) -> None:
                 "(an ImageFolder root needs train/<class>/*.jpg and test/ or val/)"
             )
         classes = sorted(c.name for c in found.iterdir() if c.is_dir())
-        has_images = any(
-            f.suffix.lower() in _IMG_EXT for c in classes for f in (found / c).iterdir()
-        )
+        has_images = any(f.suffix.lower() in _IMG_EXT for c in classes for f in (found / c).iterdir())
         if not classes or not has_images:
             raise DataError(
                 f"{found}: no class folders with .jpg/.png images (wrong format? an ImageFolder "

@@ -144,7 +144,7 @@ def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
 
     configure_logging()
     cfg = TrialConfig.from_dict(config)
-    runtime = pick_runtime(cfg.device, num_cpus)
+    runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
     source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
     task = load_task(cfg.data, source_size)
     load_pretrained(cfg, index, task, runtime)

@@ -1,0 +1,70 @@
+"""The inference path: device/precision choice, Conv+BN folding, batches across sets."""
+
+import pytest
+import torch
+
+from trainables import engine
+from trainables.device import cpu_has_native_bf16, pick_runtime
+from trainables.errors import ConfigError
+from trainables.models import build_model
+
+
+def _model_with_bn_stats(arch="small_cnn"):
+    torch.manual_seed(0)
+    model = build_model(arch, 1, 4, 8)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial statistics to fold
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+    return model
+
+
+def _aug():
+    return engine.Augmentation(torch.tensor([0.3]), torch.tensor([0.3]), "crop_flip", 2, None)
+
+
+def test_eval_precision_is_decided_in_one_place():
+    assert pick_runtime("cpu", eval_precision="float32").eval_dtype is None
+    assert pick_runtime("cpu", eval_precision="bf16").eval_dtype is torch.bfloat16
+    auto = pick_runtime("cpu")
+    assert auto.eval_dtype is (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert auto.amp_dtype is None  # CPU training stays float32 whatever the inference precision
+    with pytest.raises(ConfigError, match="eval.precision"):
+        pick_runtime("cpu", eval_precision="fp8")
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18_cifar"])
+def test_folding_conv_bn_keeps_the_outputs(arch):
+    model = _model_with_bn_stats(arch).eval()
+    runtime = pick_runtime("cpu", eval_precision="float32")
+    folded = engine.inference_model(model, runtime)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4)
+
+
+def test_batches_across_sets_give_each_set_its_own_probabilities():
+    runtime = pick_runtime("cpu", eval_precision="float32")
+    model, aug = _model_with_bn_stats(), _aug()
+    g = torch.Generator().manual_seed(1)
+    sets = {
+        name: torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+        for name, n in [("val", 37), ("empty", 0), ("test", 70), ("ood/a/1", 5)]
+    }
+    together = engine.predict(model, sets, aug, runtime, batch_size=32)
+    assert {k: len(v) for k, v in together.items()} == {"val": 37, "empty": 0, "test": 70, "ood/a/1": 5}
+    for name, images in sets.items():
+        if len(images):
+            alone = engine.predict_probs(model, images, aug, runtime, batch_size=len(images))
+            assert torch.allclose(together[name], alone, atol=1e-5)
+
+
+def test_bf16_inference_moves_probabilities_little():
+    model, aug = _model_with_bn_stats(), _aug()
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    exact = engine.predict_probs(model, images, aug, pick_runtime("cpu", eval_precision="float32"), 64)
+    bf16 = engine.predict_probs(model, images, aug, pick_runtime("cpu", eval_precision="bf16"), 64)
+    assert torch.allclose(bf16.sum(1), torch.ones(64), atol=1e-5)
+    assert (bf16 - exact).abs().max() < 0.05
