@@ -165,14 +165,8 @@ def _dry_run(args) -> int:
 
 
 def _run(args) -> int:
-    from sweep.runner import (
-        MANIFEST,
-        check_output_dir,
-        read_manifest,
-        resume_sweep,
-        run_sweep,
-        sweep_dir_taken,
-    )
+    from sweep.manifest import MANIFEST, check_output_dir, read_manifest, sweep_dir_taken
+    from sweep.runner import resume_sweep, run_sweep
     from sweep.spec import SpecError, parse_spec
 
     spec, text = _load(args)
@@ -209,7 +203,8 @@ def _run(args) -> int:
 
 
 def _resume(args) -> int:
-    from sweep.runner import find_sweep_dir, read_manifest, resume_sweep, spec_from_manifest
+    from sweep.manifest import find_sweep_dir, read_manifest, spec_from_manifest
+    from sweep.runner import resume_sweep
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     _preflight(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), args)
@@ -217,8 +212,8 @@ def _resume(args) -> int:
 
 
 def _export(args) -> int:
+    from sweep.manifest import find_sweep_dir, read_manifest
     from sweep.results import rebuild_results
-    from sweep.runner import find_sweep_dir, read_manifest
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     manifest = read_manifest(sweep_dir)
@@ -229,7 +224,7 @@ def _export(args) -> int:
 
 
 def _status(args) -> int:
-    from sweep.runner import find_sweep_dir, read_manifest
+    from sweep.manifest import find_sweep_dir, read_manifest
     from sweep.status import sweep_status
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
@@ -238,9 +233,9 @@ def _status(args) -> int:
 
 
 def _mlflow_sync(args) -> int:
+    from sweep.manifest import find_sweep_dir, read_manifest
     from sweep.mlflow_logging import mlflow_ui_command, sync_sweep
     from sweep.results import rebuild_rows
-    from sweep.runner import find_sweep_dir, read_manifest
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     manifest = read_manifest(sweep_dir)
