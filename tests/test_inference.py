@@ -68,3 +68,18 @@ def test_bf16_inference_moves_probabilities_little():
     bf16 = engine.predict_probs(model, images, aug, pick_runtime("cpu", eval_precision="bf16"), 64)
     assert torch.allclose(bf16.sum(1), torch.ones(64), atol=1e-5)
     assert (bf16 - exact).abs().max() < 0.05
+
+
+def test_a_model_fx_cannot_trace_is_evaluated_as_it_is():
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            return h.flatten(1) if h.sum() > 0 else -h.flatten(1)  # control flow on values
+
+    model = DataDependent()
+    assert engine.inference_model(model, pick_runtime("cpu", eval_precision="float32")) is model
+    assert not model.training
