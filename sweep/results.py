@@ -297,8 +297,26 @@ def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
     return out
 
 
+def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
+    """Rename Tune state files that are not valid JSON (a driver killed while Tune
+    wrote one leaves it empty or cut) to `*.unreadable`, so that restoring and
+    reading the experiment use the newest readable state instead of failing or
+    silently finding no trials. Returns the files set aside."""
+    moved = []
+    for path in sorted(Path(exp_dir).glob("experiment_state-*.json")):
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            target = path.with_name(path.name + ".unreadable")
+            os.replace(path, target)
+            log.warning("%s is not readable (cut by a crash?): set aside as %s", path, target.name)
+            moved.append(target)
+    return moved
+
+
 def experiment_trials(exp_dir: str) -> list[Any] | None:
     """Trials of one Tune experiment (None if it has no readable state yet)."""
+    set_aside_unreadable_states(exp_dir)
     if not any(Path(exp_dir).glob("experiment_state-*.json")):
         return None
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")

@@ -255,6 +255,8 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
     from ray import tune
 
+    from sweep.results import set_aside_unreadable_states
+
     sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
@@ -268,6 +270,7 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     for phase in phases:
         exp_dir = os.path.join(spec.sweep_dir, phase.name)
+        set_aside_unreadable_states(exp_dir)
         if tune.Tuner.can_restore(exp_dir):
             tuner = tune.Tuner.restore(
                 exp_dir, make_trainable(spec), resume_unfinished=True, resume_errored=True,

@@ -187,3 +187,20 @@ def test_mlflow_sync_after_an_unreachable_server(diverging_sweep, capsys):
     assert cli_main(["mlflow-sync", str(sweep_dir)]) == 2
     err = capsys.readouterr().err
     assert "http://127.0.0.1:9" in err and "--tracking-uri" in err
+
+
+def test_a_tune_state_file_cut_by_a_kill_is_set_aside(tmp_path):
+    """A driver killed while Tune writes its state leaves an empty or cut JSON file;
+    restoring and reading the experiment must use the newest readable one."""
+    from sweep.results import set_aside_unreadable_states
+
+    good = tmp_path / "experiment_state-2026-11-22_04-39-10.json"
+    good.write_text(json.dumps({"trial_data": []}))
+    cut = tmp_path / "experiment_state-2026-11-22_04-39-20.json"
+    cut.write_text('{"trial_data": [{"tri')
+    empty = tmp_path / "experiment_state-2026-11-22_04-39-30.json"
+    empty.write_text("")
+    moved = set_aside_unreadable_states(tmp_path)
+    assert sorted(p.name for p in moved) == [cut.name + ".unreadable", empty.name + ".unreadable"]
+    assert sorted(p.name for p in tmp_path.glob("experiment_state-*.json")) == [good.name]
+    assert set_aside_unreadable_states(tmp_path) == []  # nothing left to set aside
