@@ -92,8 +92,10 @@ def connectivity(path: str | Path, points: int = 11) -> list[dict]:
             alpha = i / (points - 1)
             model = job._model_from(interpolate(first, weights, alpha))
             reestimate_bn(model, engine.bn_batches(job.bn_images, job.aug, job.runtime, bs), job.runtime)
-            train_probs = engine.predict_probs(model, train_images, job.aug, job.runtime, bs)
-            test_probs = engine.predict_probs(model, job.task.test.images, job.aug, job.runtime, bs)
+            probs = engine.predict(
+                model, {"train": train_images, "test": job.task.test.images}, job.aug, job.runtime, bs
+            )
+            train_probs, test_probs = probs["train"], probs["test"]
             train_loss, train_acc = _loss_acc(train_probs, train_labels)
             test_loss, test_acc = _loss_acc(test_probs, job.task.test.labels)
             rows.append(
