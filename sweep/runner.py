@@ -271,7 +271,9 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     for phase in phases:
         exp_dir = os.path.join(spec.sweep_dir, phase.name)
         set_aside_unreadable_states(exp_dir)
-        if tune.Tuner.can_restore(exp_dir):
+        # Without a readable experiment state Tune cannot know the phase's trials:
+        # start the phase again (finished fine-tunes still come from the cache).
+        if tune.Tuner.can_restore(exp_dir) and any(Path(exp_dir).glob("experiment_state-*.json")):
             tuner = tune.Tuner.restore(
                 exp_dir, make_trainable(spec), resume_unfinished=True, resume_errored=True,
             )
