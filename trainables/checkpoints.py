@@ -3,16 +3,22 @@
 - a torchvision `state_dict` (flat `{name: tensor}`);
 - `{'state_dict': ...}`, keys possibly prefixed `module.` (Ashukha et al.);
 - `{'model_state': ...}` (and `{'model': ...}`);
+- self-supervised checkpoints that keep the backbone under a prefix, beside
+  projection heads and momentum networks: `backbone.` (solo-learn, mmselfsup,
+  lightly; BYOL checkpoints come from them), `encoder.` (SimCLR/BYOL ports),
+  MoCo's `encoder_q.`: only the tensors under that prefix are used;
 - a torchvision weights name such as `IMAGENET1K_V2` (downloaded where possible).
 
 Everything is read with `torch.load(..., weights_only=True)`: a pickle of
 arbitrary objects is refused, never executed. The classification head (`fc`)
 is dropped; the target head is new. Any other missing or unexpected key is an
-error naming the file and the keys.
+error naming the file and the keys; keys under an unknown prefix get the one
+line that converts the file.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import zipfile
@@ -24,11 +30,21 @@ from torch import nn
 from trainables.errors import CheckpointError
 from trainables.models import is_head_key
 
+log = logging.getLogger("starsweep")
 _WRAPPERS = ("state_dict", "model_state", "model", "model_state_dict")
+#: Prefixes under which self-supervised libraries save the backbone (after `module.`).
+BACKBONE_PREFIXES = ("backbone.", "encoder.", "encoder_q.")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The backbone+head state dict stored in `path`, unwrapped and de-prefixed."""
+    """The backbone+head state dict stored in `path`, unwrapped and de-prefixed (`module.`,
+    and a self-supervised backbone prefix)."""
+    return select_backbone(read_raw(path), str(path))
+
+
+def read_raw(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint at `path`, unwrapped (`state_dict`, `model_state`, ...)
+    and without `module.` prefixes, weights-only; CheckpointError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; fix the path")
@@ -45,7 +61,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint {str(path)!r} is corrupt or truncated ({type(exc).__name__}: "
             f"{_first_sentence(exc)}); re-download or re-save it"
         ) from None
-    return unwrap_state_dict(blob, str(path))
+    return unwrap_state_dict(blob, str(path), select=False)
 
 
 def _first_sentence(exc: BaseException, limit: int = 160) -> str:
@@ -55,7 +71,9 @@ def _first_sentence(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def unwrap_state_dict(blob, name: str) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(blob, name: str, select: bool = True) -> dict[str, torch.Tensor]:
+    """The `{name: tensor}` dict inside `blob` without `module.` prefixes (and, with
+    `select`, reduced to the self-supervised backbone when there is one)."""
     for key in _WRAPPERS:
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]
@@ -65,7 +83,49 @@ def unwrap_state_dict(blob, name: str) -> dict[str, torch.Tensor]:
             f"checkpoint {name!r} holds no state dict (expected {{name: tensor}} or one of the "
             f"keys {', '.join(_WRAPPERS)})"
         )
-    return {k.removeprefix("module."): v for k, v in blob.items()}
+    state = {k.removeprefix("module."): v for k, v in blob.items()}
+    return select_backbone(state, name) if select else state
+
+
+def select_backbone(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The tensors under the self-supervised backbone prefix (`backbone.`, `encoder.`,
+    `encoder_q.`), de-prefixed, when the state has exactly one of them; `state` when none."""
+    found = [p for p in BACKBONE_PREFIXES if any(k.startswith(p) for k in state)]
+    if not found:
+        return state
+    if len(found) > 1:
+        raise CheckpointError(
+            f"checkpoint {name!r} holds several networks ({', '.join(p + '*' for p in found)}): "
+            f"re-save the one to fine-tune as a plain state dict, e.g. "
+            f"{_convert_command(name, found[0])}"
+        )
+    prefix = found[0]
+    picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    dropped = sorted({k.split(".")[0] + ".*" for k in state if not k.startswith(prefix)})
+    log.info("checkpoint %s: using the %d tensors under %r%s", name, len(picked), prefix,
+             f" (ignoring {', '.join(dropped)})" if dropped else "")
+    return picked
+
+
+def _convert_command(name: str, prefix: str) -> str:
+    return (
+        "python -c \"import torch; from trainables.checkpoints import read_raw; "
+        f"sd = read_raw('{name}'); torch.save({{k[{len(prefix)}:]: v for k, v in sd.items() "
+        f"if k.startswith('{prefix}')}}, 'backbone.pth')\" and set pretrained.paths to backbone.pth"
+    )
+
+
+def _prefix_hint(name: str, keys: list[str], own: set[str]) -> str:
+    """If the backbone keys sit under an unknown prefix (e.g. `online_net.`), how to convert."""
+    for k in keys:
+        parts = k.split(".")
+        for depth in range(1, min(4, len(parts))):
+            prefix = ".".join(parts[:depth]) + "."
+            under = {x[len(prefix) :] for x in keys if x.startswith(prefix)}
+            if under and sum(x in own for x in under) >= 0.9 * len(under):
+                return (f"; its backbone seems to be under the prefix {prefix!r} (e.g. {k!r}): convert it "
+                        f"with {_convert_command(name, prefix)}")
+    return "; is it for another architecture? check model.arch"
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
@@ -92,7 +152,8 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], name: str) -
         raise CheckpointError(
             f"checkpoint {name!r} does not fit model {type(model).__name__} ("
             + "; ".join(p for p in parts if p)
-            + "); is it for another architecture? check model.arch"
+            + ")"
+            + _prefix_hint(name, unexpected, set(own))
         )
     model.load_state_dict(backbone, strict=False)
 

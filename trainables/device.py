@@ -17,6 +17,13 @@ is 1.9x the float32 throughput for the embedded CNN with Conv+BN folded
 native bf16 keep float32 (emulated bf16 would be slower). Training stays
 float32 on CPU, as the paper's protocol was run.
 
+Where CUDA is absent although the scheduler allocated a GPU (Ray sets
+`CUDA_VISIBLE_DEVICES` for a trial with `resources.gpu > 0`, also for the
+logical GPUs of `ray start --num-gpus` on a machine without any; or torch is
+a CPU-only build, or the driver is missing): `device: cuda` is a
+`ConfigError` naming the field, what was seen and the fix, before any data is
+read; `device: auto` runs on the CPU with a warning in the trial's log.
+
 Everything else in the trainable asks a `Runtime` for `autocast()`,
 `inference_autocast()`, `to_model_format(x)` and `device`, and never checks
 CUDA itself.
@@ -25,12 +32,15 @@ CUDA itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
 from trainables.errors import ConfigError
+
+log = logging.getLogger("starsweep")
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,8 @@ def pick_runtime(
     if eval_precision not in ("auto", "float32", "bf16"):
         raise ConfigError(f"eval.precision must be auto, float32 or bf16, got {eval_precision!r}")
     has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        raise ConfigError(
-            "device: 'cuda' was requested but no GPU is visible to this trial "
-            "(set resources.gpu > 0 in the spec, or device: auto / cpu)"
-        )
+    if not has_cuda and requested in ("auto", "cuda"):
+        _no_cuda(requested, assigned_gpus())
     if num_cpus is not None and num_cpus >= 1:
         torch.set_num_threads(max(1, int(num_cpus)))
     if has_cuda and requested in ("auto", "cuda"):
@@ -104,6 +111,45 @@ def pick_runtime(
     # Inference batches on CPU: 64 in float32 (they stay in cache: 1.5x faster than 256),
     # 256 in bf16 (measured 15.8k vs 14.5k img/s at 64 on the CI machine).
     return Runtime(torch.device("cpu"), None, True, 256 if bf16 else 64, torch.bfloat16 if bf16 else None)
+
+
+def assigned_gpus() -> str | None:
+    """The GPU ids the scheduler gave this process (`CUDA_VISIBLE_DEVICES`, which Ray sets
+    for a trial with resources.gpu > 0), None when none were given."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return value if value and value not in ("-1", "NoDevFiles") else None
+
+
+def _why_no_cuda() -> str:
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU: no NVIDIA driver "
+            "or device here (Ray's GPUs may be logical only, e.g. ray start --num-gpus on a CPU machine)")
+
+
+def _no_cuda(requested: str, gpus: str | None) -> None:
+    """`device: cuda` without CUDA is an error; `auto` falls back to the CPU, with a
+    warning when a GPU was allocated (the sweep reserved GPUs it cannot use)."""
+    gpu_fix = ("install a CUDA build of torch and the NVIDIA driver on the GPU workers "
+               "(check: python -c 'import torch; print(torch.cuda.is_available())')")
+    if requested == "cuda":
+        if gpus is None:
+            raise ConfigError(
+                "trial.device: 'cuda' but no GPU was allocated to this trial (CUDA_VISIBLE_DEVICES is "
+                "not set) and torch sees none; set resources.gpu > 0 in the spec, or trial.device: "
+                "auto / cpu"
+            )
+        raise ConfigError(
+            f"trial.device: 'cuda' but CUDA is absent in this trial: Ray allocated GPU(s) "
+            f"CUDA_VISIBLE_DEVICES={gpus!r}, yet {_why_no_cuda()}; {gpu_fix}, or set trial.device: auto "
+            "(runs on the CPU with a warning) or cpu (with resources.gpu: 0)"
+        )
+    if gpus is not None:
+        log.warning(
+            "trial.device: auto and GPU(s) CUDA_VISIBLE_DEVICES=%r were allocated to this trial, but %s: "
+            "running on the CPU (far slower). Fix: %s; or set resources.gpu: 0 and trial.device: cpu "
+            "to stop reserving GPUs.", gpus, _why_no_cuda(), gpu_fix,
+        )
 
 
 def allocated_cpus() -> float | None:

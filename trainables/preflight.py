@@ -7,9 +7,11 @@ the error a trial would meet minutes (or GPU-hours) later, now:
   the expected format. Fashion-MNIST: the four idx files, their headers
   (magic, dimensions) and sizes (the gzip trailer gives the unpacked size, so
   a truncated download is caught without unpacking it), image and label
-  counts agreeing, and enough target images for `val_size`. CIFAR: the
-  python-version batches with torchvision's MD5 check (unless
-  `data.download: true`). ImageFolder: `train/` and `test/` (or `val/`)
+  counts agreeing, and enough target images for `val_size`. CIFAR: every
+  python-version batch is present (else, with `data.download: true`, the
+  directory is writable for the download) and is the official file (MD5) or
+  else parses as a batch, with a warning that it is not the official one
+  (`trainables.data.cifar.check_cifar`). ImageFolder: `train/` and `test/` (or `val/`)
   with the same class folders holding images.
 - **pre-trained checkpoints** (`pretrained.source: files`): each file loads
   weights-only (`torch.load(..., weights_only=True)`: a pickle of arbitrary
@@ -108,8 +110,12 @@ def check_data(cfg: TrialConfig) -> None:
     d = cfg.data
     root = Path(d.data_dir).expanduser()
     if d.dataset in ("cifar10", "cifar100") and d.download:
-        check_writable(root, "data.data_dir", "set data.data_dir to a writable directory for the download")
-        return
+        from trainables.data.cifar import batch_folder
+
+        if batch_folder(d.dataset, root) is None:  # torchvision downloads the missing files
+            fix = "set data.data_dir to a writable directory for the download"
+            check_writable(root, "data.data_dir", fix)
+            return
     if not root.is_dir():
         what = "is a file, not a directory" if root.exists() else "does not exist"
         raise DataError(f"data.data_dir={d.data_dir!r} {what}; {_data_hint(cfg)}")
@@ -118,7 +124,14 @@ def check_data(cfg: TrialConfig) -> None:
     if d.dataset == "fashion_mnist_transfer":
         _check_fashion_mnist(cfg, root)
     elif d.dataset in ("cifar10", "cifar100"):
-        _check_cifar(d.dataset, root)
+        from trainables.data.cifar import check_cifar
+
+        pool = check_cifar(d.dataset, str(root))
+        if d.val_size >= pool:
+            raise DataError(
+                f"data.val_size={d.val_size} leaves no training images out of the {pool} in {root}; "
+                "lower data.val_size"
+            )
     else:
         _check_image_folder(root)
 
@@ -198,26 +211,6 @@ def _check_fashion_mnist(cfg: TrialConfig, root: Path) -> None:
             f"data.val_size={cfg.data.val_size} leaves no training images out of the {pool} "
             f"target-class images in {root}; lower data.val_size"
         )
-
-
-def _check_cifar(dataset: str, root: Path) -> None:
-    import torchvision
-    from torchvision.datasets.utils import check_integrity
-
-    cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
-    folder = root / cls.base_folder
-    for name, md5 in cls.train_list + cls.test_list:
-        path = folder / name
-        if not path.is_file():
-            raise DataError(
-                f"data.data_dir={str(root)!r}: {dataset} file {str(path)!r} not found (expected the "
-                f"python-version archive unpacked there); put it there or set data.download: true"
-            )
-        if not check_integrity(str(path), md5):
-            raise DataError(
-                f"{path}: not the {dataset} python-version file (MD5 mismatch: corrupt, truncated or "
-                "another format); re-download it (data.download: true) or unpack the original archive"
-            )
 
 
 def _check_image_folder(root: Path) -> None:

@@ -2,7 +2,8 @@
 
 - Fashion-MNIST idx files (`*-idx?-ubyte[.gz]`), as Debian's
   `dataset-fashion-mnist` installs them or under `FashionMNIST/raw`.
-- CIFAR-10 / CIFAR-100 through torchvision (downloaded only if asked).
+- CIFAR-10 / CIFAR-100 from the python-pickle batches (`trainables.data.cifar`,
+  re-exported here as `read_cifar`; torchvision downloads them only if asked).
 - ImageFolder trees (e.g. SUN-397): decoded once with torchvision.io,
   resized to a fixed side and cached as a tensor file beside the data.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.data.cifar import read_cifar  # noqa: F401 - re-exported: one import site for readers
 from trainables.data.splits import ImageSplit
 from trainables.errors import DataError
 
@@ -68,22 +70,6 @@ def read_fashion_mnist(data_dir: str, part: str) -> ImageSplit:
     if images.ndim != 3 or len(images) != len(labels):
         raise DataError(f"{data_dir}: {part} images {images.shape} do not match labels {labels.shape}")
     return ImageSplit(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64)))
-
-
-def read_cifar(dataset: str, data_dir: str, part: str, download: bool) -> ImageSplit:
-    """CIFAR-10/100 via torchvision's reader (its `.data` array; no PIL per image)."""
-    import torchvision
-
-    cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
-    try:
-        ds = cls(data_dir, train=(part == "train"), download=download)
-    except RuntimeError as exc:
-        raise DataError(
-            f"data.data_dir={data_dir!r}: {dataset} not found or corrupt ({exc}); put the "
-            f"python-version archive there or set data.download: true where the internet is reachable"
-        ) from None
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return ImageSplit(images, torch.tensor(ds.targets, dtype=torch.long))
 
 
 _IMG_EXT = {".jpg", ".jpeg", ".png"}
