@@ -2,6 +2,7 @@
 
     python -m sweep dry-run specs/quickstart.yaml   # trials, epochs, what sharing saves
     python -m sweep run specs/quickstart.yaml       # locally, or on the cluster in RAY_ADDRESS
+    python -m sweep run SPEC --set trial.data.train_size=8 resources.gpu=0   # fields overridden
     python -m sweep status quickstart               # progress (name under ./runs, or a path)
     python -m sweep resume quickstart               # finish unfinished / errored trials
     python -m sweep export quickstart -o out.parquet
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python -m sweep dry-run specs/quickstart.yaml\n"
         "  python -m sweep run specs/quickstart.yaml\n"
+        "  python -m sweep run specs/quickstart.yaml --set trial.finetune.epochs=2 storage=/tmp/runs\n"
         "  python -m sweep status quickstart\n"
         "  python -m sweep resume quickstart\n"
         "  python -m sweep export quickstart -o quickstart.parquet\n"
@@ -61,8 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         "skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
         "cluster whose files are not here)"
     )
+    set_help = (
+        "override spec fields: dotted KEY=VALUE pairs, VALUE in YAML (e.g. --set "
+        "trial.data.train_size=8 search.lr_max_ratios=[1] resources.gpu=0); repeatable; see "
+        "sweep/overrides.py"
+    )
     p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
     p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                   metavar="KEY=VALUE", help=set_help)
     p.add_argument("--no-preflight", action="store_true", help=no_preflight)
     p.add_argument(
         "--if-exists", choices=("error", "resume", "new"), default="error",
@@ -75,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
             "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
     p.add_argument("--storage", help="override the spec's storage directory")
     p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                   metavar="KEY=VALUE", help=set_help)
     p.add_argument("--no-preflight", action="store_true", help=no_preflight)
 
     target_help = "a sweep name (under --storage) or a sweep directory"
@@ -103,14 +114,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> tuple:
+    """The validated spec with `--set` overrides and `--storage` applied, and its text (the
+    file as written, plus the overrides as comment lines)."""
+    from sweep.overrides import apply_overrides, describe
     from sweep.spec import load_spec, parse_spec
 
     spec = load_spec(args.spec)
     text = Path(args.spec).read_text()
-    if getattr(args, "storage", None):
-        data = spec.to_yaml_dict()
-        data["storage"] = args.storage
-        spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
+    overrides = getattr(args, "overrides", None) or []
+    storage = getattr(args, "storage", None)
+    if overrides or storage:
+        data = apply_overrides(spec.to_yaml_dict(), overrides)
+        if storage:
+            data["storage"] = storage
+        source = args.spec + (f" (with --set {' '.join(overrides)})" if overrides else "")
+        spec = parse_spec(data, source=source, spec_dir=spec.spec_dir)
+        text += describe(overrides)
     return spec, text
 
 
