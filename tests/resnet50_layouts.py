@@ -52,9 +52,9 @@ def wrap(state: dict[str, torch.Tensor], layout: str, seed: int) -> dict:
     if layout == "model_state":
         return {"model_state": state, "epoch": 90}
     if layout == "ssl_backbone":
-        decoy = source_state(seed + 1000)
+        decoy = {k: v for k, v in source_state(seed + 1000).items() if not k.startswith("fc.")}
         return {"state_dict": {**{f"backbone.{k}": v for k, v in backbone.items()},
-                               **{f"momentum_backbone.{k}": v for k, v in decoy.items() if not k.startswith("fc.")},
+                               **{f"momentum_backbone.{k}": v for k, v in decoy.items()},
                                **_mlp(seed, "projector"), **_mlp(seed + 1, "predictor")},
                 "epoch": 1000, "global_step": 5000}
     if layout == "ssl_encoder":

@@ -13,8 +13,6 @@ The unit tests at the end check the same decisions of trainables/device.py witho
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -26,9 +24,7 @@ from sweep.cli import main as cli_main
 from tiny import tiny_trial
 from trainables.device import pick_runtime
 from trainables.errors import ConfigError
-from trial_probe import BARRIER_ACTOR, PROBE_DIR, Barrier, read_events
-
-ROOT = Path(__file__).resolve().parents[1]
+from trial_probe import BARRIER_ACTOR, Barrier, ray_init_with_probe, read_events
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +34,7 @@ def gpu_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpus")
     probe = root / "probe"
     probe.mkdir()
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray-gpus-"),
-             runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", PROBE_DIR: str(probe)},
-                          "worker_process_setup_hook": "trial_probe.install"})
+    ray_init_with_probe(probe, num_cpus=2, num_gpus=2)
     yield root, probe
     ray.shutdown()
 
@@ -49,7 +42,8 @@ def gpu_cluster(tmp_path_factory):
 def _write_spec(root: Path, name: str, device: str, lr_ratios: list[float]) -> Path:
     spec = {
         "name": name, "storage": str(root / "runs"),
-        "trial": tiny_trial(device=device, num_cycles=1, pretrained={"source": "scratch", "num_checkpoints": 1}),
+        "trial": tiny_trial(device=device, num_cycles=1,
+                            pretrained={"source": "scratch", "num_checkpoints": 1}),
         "methods": ["sse", "star_sse"],
         "search": {"kind": "paper_grid", "lr_max_ratios": lr_ratios, "cycle_epochs_ratios": [1]},
         "resources": {"cpu": 0.5, "gpu": 0.5}, "max_failures": 0, "mlflow": {"enabled": False},
@@ -137,7 +131,7 @@ def test_auto_with_an_allocated_gpu_warns_and_uses_the_cpu(no_cuda, caplog):
 
 def test_cuda_without_an_allocated_gpu_says_set_resources_gpu(no_cuda):
     no_cuda.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with pytest.raises(ConfigError, match=r"trial\.device: 'cuda' but no GPU was allocated.*resources\.gpu > 0"):
+    with pytest.raises(ConfigError, match=r"'cuda' but no GPU was allocated.*resources\.gpu > 0"):
         pick_runtime("cuda")
     no_cuda.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ConfigError, match=r"CUDA_VISIBLE_DEVICES='0'.*trial\.device: auto"):

@@ -13,10 +13,7 @@ sweep's own outputs (Parquet, manifest). ResNet-50 at 224 px on CPU: ~2 min, mar
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,10 +21,9 @@ import torch
 
 from paper_toy import SPEC, toy_overrides, write_toy
 from sweep.cli import main as cli_main
-from trial_probe import PROBE_DIR, read_events
+from trial_probe import ray_init_with_probe, read_events
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 METRIC_PREFIXES = ("ind_", "ens_", "soup_", "div_", "dist_")
 
 
@@ -38,16 +34,13 @@ def paper_run(tmp_path_factory):
     toy = write_toy(tmp_path_factory.mktemp("paper"))
     probe = toy["root"] / "probe"
     probe.mkdir()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray-paper-"),
-             runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", PROBE_DIR: str(probe)},
-                          "worker_process_setup_hook": "trial_probe.install"})
+    ray_init_with_probe(probe, num_cpus=2)
     try:
         code = cli_main(["run", str(SPEC), "--set", *toy_overrides(toy)])
     finally:
         ray.shutdown()
     sweep_dir = toy["root"] / "runs" / "cifar100_resnet50_byol"
-    table = pd.read_parquet(sweep_dir / "results.parquet") if (sweep_dir / "results.parquet").exists() else None
+    table = pd.read_parquet(sweep_dir / "results.parquet") if code == 0 else None
     return {"code": code, "toy": toy, "events": read_events(probe), "probe": probe,
             "sweep_dir": sweep_dir, "table": table}
 

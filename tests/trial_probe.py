@@ -42,6 +42,20 @@ def emit(event: str, **fields) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def ray_init_with_probe(probe_dir, **kwargs) -> None:
+    """`ray.init` for a test module: its own temp dir, no dashboard, this checkout and
+    tests/ on the workers' path, and the spy installed in every worker."""
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}", PROBE_DIR: str(probe_dir)}
+    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-probe-"),
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "trial_probe.install"}, **kwargs)
+
+
 def read_events(directory) -> list[dict]:
     events = []
     for name in sorted(os.listdir(directory)):

@@ -146,9 +146,9 @@ def _no_cuda(requested: str, gpus: str | None) -> None:
         )
     if gpus is not None:
         log.warning(
-            "warning: trial.device: auto and GPU(s) CUDA_VISIBLE_DEVICES=%r were allocated to this trial, but %s: "
-            "running on the CPU (far slower). Fix: %s; or set resources.gpu: 0 and trial.device: cpu "
-            "to stop reserving GPUs.", gpus, _why_no_cuda(), gpu_fix,
+            "warning: trial.device: auto and GPU(s) CUDA_VISIBLE_DEVICES=%r were allocated to this trial, "
+            "but %s: running on the CPU (far slower). Fix: %s; or set resources.gpu: 0 and trial.device: "
+            "cpu to stop reserving GPUs.", gpus, _why_no_cuda(), gpu_fix,
         )
 
 
