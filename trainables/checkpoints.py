@@ -123,8 +123,9 @@ def _prefix_hint(name: str, keys: list[str], own: set[str]) -> str:
             prefix = ".".join(parts[:depth]) + "."
             under = {x[len(prefix) :] for x in keys if x.startswith(prefix)}
             if under and sum(x in own for x in under) >= 0.9 * len(under):
-                return (f"; its backbone seems to be under the prefix {prefix!r} (e.g. {k!r}): convert it "
-                        f"with {_convert_command(name, prefix)}")
+                example = prefix + min(x for x in under if x in own)
+                return (f"; its backbone seems to be under the prefix {prefix!r} (e.g. {example!r}): convert "
+                        f"it, from the starsweep checkout, with {_convert_command(name, prefix)}")
     return "; is it for another architecture? check model.arch"
 
 
