@@ -88,7 +88,7 @@ def test_an_unknown_prefix_gets_the_command_that_converts_the_file(tmp_path, cnn
     message = str(err.value)
     assert str(path) in message and "missing keys" in message
     assert "under the prefix 'online_net.'" in message and "python -c" in message
-    command = message.split("convert it with ", 1)[1].split(" and set pretrained.paths")[0]
+    command = message.split("from the starsweep checkout, with ", 1)[1].split(" and set pretrained.paths")[0]
     assert command.startswith('python -c "') and command.endswith('"')
     subprocess.run([sys.executable, "-c", command[len('python -c "'):-1]], cwd=tmp_path, check=True,
                    env={"PYTHONPATH": str(ROOT)})
