@@ -77,7 +77,9 @@ class DataConfig(_Strict):
         description="Directory with the dataset files (idx .gz files, CIFAR batches, "
         "or an ImageFolder root with train/ and test/ (or val/)).",
     )
-    download: bool = Field(False, description="Let torchvision download CIFAR into data_dir.")
+    download: bool = Field(
+        False, description="Let torchvision download CIFAR into data_dir when its files are missing."
+    )
     source_classes: list[int] = Field(
         default_factory=lambda: [0, 1, 2, 5, 7, 9],
         description="Embedded task only: classes used for pre-training.",
