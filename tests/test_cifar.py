@@ -128,8 +128,8 @@ def test_missing_files_are_downloaded_only_when_missing(tmp_path, monkeypatch):
         read_cifar("cifar100", str(tmp_path), "train")
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", _FakeDownload)
     _FakeDownload.calls = []
-    assert len(read_cifar("cifar100", str(tmp_path), "train", download_missing=True)) == 100
-    assert len(read_cifar("cifar100", str(tmp_path), "test", download_missing=True)) == 20
+    assert len(read_cifar("cifar100", str(tmp_path), "train", download=True)) == 100
+    assert len(read_cifar("cifar100", str(tmp_path), "test", download=True)) == 20
     assert _FakeDownload.calls == [str(tmp_path)]  # present files are not downloaded again
 
     def offline(root, train=True, download=False):
@@ -137,7 +137,7 @@ def test_missing_files_are_downloaded_only_when_missing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
     with pytest.raises(DataError, match=r"downloading cifar100 failed \(OSError: network unreachable\)"):
-        read_cifar("cifar100", str(tmp_path / "elsewhere"), "train", download_missing=True)
+        read_cifar("cifar100", str(tmp_path / "elsewhere"), "train", download=True)
 
 
 def test_task_uses_cifar_100_c_npy_files_when_present(tmp_path):

@@ -57,6 +57,7 @@ def _trial_events(probe: Path, prefix: str) -> list[dict]:
     return [e for e in read_events(probe) if e.get("trial", "").endswith(prefix)]
 
 
+@pytest.mark.slow
 def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
     import ray
 
@@ -92,6 +93,7 @@ def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
     assert len(df) == 4 * 2 and set(df.status) == {"TERMINATED"}
 
 
+@pytest.mark.slow
 def test_device_cuda_without_cuda_fails_the_trial_with_the_fix(gpu_cluster):
     root, probe = gpu_cluster
     code = cli_main(["run", str(_write_spec(root, "cuda_only", "cuda", [1]))])

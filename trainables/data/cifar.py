@@ -243,10 +243,11 @@ def locate(dataset: str, data_dir: str, download_missing: bool) -> Path:
     return folder
 
 
-def read_cifar(dataset: str, data_dir: str, part: str, download_missing: bool = False) -> ImageSplit:
-    """The `part` ("train" or "test") of CIFAR-10/100 as uint8 N x 3 x 32 x 32 tensors."""
+def read_cifar(dataset: str, data_dir: str, part: str, download: bool = False) -> ImageSplit:
+    """The `part` ("train" or "test") of CIFAR-10/100 as uint8 N x 3 x 32 x 32 tensors;
+    `download`: let torchvision fetch the files that are missing."""
     layout = LAYOUTS[dataset]
-    folder = locate(dataset, data_dir, download_missing)
+    folder = locate(dataset, data_dir, download)
     images, labels = [], []
     for name, md5 in layout.parts[part]:
         path = folder / name
