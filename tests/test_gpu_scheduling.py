@@ -35,7 +35,8 @@ def gpu_cluster(tmp_path_factory):
     probe = root / "probe"
     probe.mkdir()
     ray_init_with_probe(probe, num_cpus=2, num_gpus=2)
-    yield root, probe
+    handles = []  # actors the tests keep alive until the module ends
+    yield root, probe, handles
     ray.shutdown()
 
 
@@ -61,12 +62,10 @@ def _trial_events(probe: Path, prefix: str) -> list[dict]:
 def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
     import ray
 
-    root, probe = gpu_cluster
-    barrier = ray.remote(Barrier).options(name=BARRIER_ACTOR, num_cpus=0).remote(4)
-    try:
-        code = cli_main(["run", str(_write_spec(root, "half_gpus", "auto", [1, 2]))])
-    finally:
-        ray.kill(barrier)
+    root, probe, handles = gpu_cluster
+    # Once four have met, later trials pass the barrier at once (it stays until the module ends).
+    handles.append(ray.remote(Barrier).options(name=BARRIER_ACTOR, num_cpus=0).remote(4))
+    code = cli_main(["run", str(_write_spec(root, "half_gpus", "auto", [1, 2]))])
     assert code == 0
     events = _trial_events(probe, "-auto")
     starts = {e["trial"]: e for e in events if e["event"] == "trial_start"}
@@ -95,7 +94,7 @@ def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
 
 @pytest.mark.slow
 def test_device_cuda_without_cuda_fails_the_trial_with_the_fix(gpu_cluster):
-    root, probe = gpu_cluster
+    root, probe, _ = gpu_cluster
     code = cli_main(["run", str(_write_spec(root, "cuda_only", "cuda", [1]))])
     assert code == 1
     errors = list((root / "runs" / "cuda_only" / "grid").glob("*/error.txt"))
@@ -104,7 +103,7 @@ def test_device_cuda_without_cuda_fails_the_trial_with_the_fix(gpu_cluster):
         text = path.read_text()
         assert "trial.device: 'cuda' but CUDA is absent in this trial" in text
         assert "CUDA_VISIBLE_DEVICES=" in text and "set trial.device: auto" in text
-    events = _trial_events(probe, "-cuda")
+    events = [e for e in _trial_events(probe, "-cuda") if e["event"] != "barrier_passed"]
     assert Counter(e["event"] for e in events) == {"trial_start": 2, "trial_end": 2}  # no data, no training
 
 
