@@ -24,20 +24,17 @@ from sweep.cli import main as cli_main
 from tiny import tiny_trial
 from trainables.device import pick_runtime
 from trainables.errors import ConfigError
-from trial_probe import BARRIER_ACTOR, Barrier, ray_init_with_probe, read_events
+from trial_probe import BARRIER_ACTOR, Barrier, ray_with_probe, read_events
 
 
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory):
-    import ray
-
     root = tmp_path_factory.mktemp("gpus")
     probe = root / "probe"
     probe.mkdir()
-    ray_init_with_probe(probe, num_cpus=2, num_gpus=2)
-    handles = []  # actors the tests keep alive until the module ends
-    yield root, probe, handles
-    ray.shutdown()
+    with ray_with_probe(probe, num_cpus=2, num_gpus=2):
+        handles = []  # actors the tests keep alive until the module ends
+        yield root, probe, handles
 
 
 def _write_spec(root: Path, name: str, device: str, lr_ratios: list[float]) -> Path:

@@ -13,6 +13,7 @@ sweep's own outputs (Parquet, manifest). ResNet-50 at 224 px on CPU: ~2 min, mar
 from __future__ import annotations
 
 import math
+import shutil
 from collections import Counter, defaultdict
 
 import pandas as pd
@@ -21,7 +22,7 @@ import torch
 
 from paper_toy import SPEC, toy_overrides, write_toy
 from sweep.cli import main as cli_main
-from trial_probe import ray_init_with_probe, read_events
+from trial_probe import ray_with_probe, read_events
 
 pytestmark = pytest.mark.slow
 METRIC_PREFIXES = ("ind_", "ens_", "soup_", "div_", "dist_")
@@ -29,20 +30,18 @@ METRIC_PREFIXES = ("ind_", "ens_", "soup_", "div_", "dist_")
 
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
-    import ray
-
     toy = write_toy(tmp_path_factory.mktemp("paper"))
     probe = toy["root"] / "probe"
     probe.mkdir()
-    ray_init_with_probe(probe, num_cpus=2)
-    try:
+    with ray_with_probe(probe, num_cpus=2):
         code = cli_main(["run", str(SPEC), "--set", *toy_overrides(toy)])
-    finally:
-        ray.shutdown()
     sweep_dir = toy["root"] / "runs" / "cifar100_resnet50_byol"
     table = pd.read_parquet(sweep_dir / "results.parquet") if code == 0 else None
-    return {"code": code, "toy": toy, "events": read_events(probe), "probe": probe,
-            "sweep_dir": sweep_dir, "table": table}
+    yield {"code": code, "toy": toy, "events": read_events(probe), "probe": probe,
+           "sweep_dir": sweep_dir, "table": table}
+    # ~3 GB of ResNet-50 checkpoints and trial states: not kept in pytest's last three temp dirs
+    for big in ("runs", "checkpoints"):
+        shutil.rmtree(toy["root"] / big, ignore_errors=True)
 
 
 def _events(run, name):

@@ -25,6 +25,7 @@ proven by the trials themselves, not by timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -42,9 +43,11 @@ def emit(event: str, **fields) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def ray_init_with_probe(probe_dir, **kwargs) -> None:
-    """`ray.init` for a test module: its own temp dir, no dashboard, this checkout and
-    tests/ on the workers' path, and the spy installed in every worker."""
+@contextlib.contextmanager
+def ray_with_probe(probe_dir, **kwargs):
+    """A local Ray for a test module: its own temp dir (removed afterwards), no dashboard,
+    this checkout and tests/ on the workers' path, and the spy installed in every worker."""
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -52,8 +55,14 @@ def ray_init_with_probe(probe_dir, **kwargs) -> None:
 
     root = Path(__file__).resolve().parents[1]
     env = {"PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}", PROBE_DIR: str(probe_dir)}
-    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-probe-"),
+    temp_dir = tempfile.mkdtemp(prefix="ray-probe-")
+    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "trial_probe.install"}, **kwargs)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def read_events(directory) -> list[dict]:
