@@ -37,12 +37,12 @@ def gpu_cluster(tmp_path_factory):
         yield root, probe, handles
 
 
-def _write_spec(root: Path, name: str, device: str, lr_ratios: list[float]) -> Path:
+def _write_spec(root: Path, name: str, device: str, methods: list[str], lr_ratios: list[float]) -> Path:
     spec = {
         "name": name, "storage": str(root / "runs"),
         "trial": tiny_trial(device=device, num_cycles=1,
                             pretrained={"source": "scratch", "num_checkpoints": 1}),
-        "methods": ["sse", "star_sse"],
+        "methods": methods,
         "search": {"kind": "paper_grid", "lr_max_ratios": lr_ratios, "cycle_epochs_ratios": [1]},
         "resources": {"cpu": 0.5, "gpu": 0.5}, "max_failures": 0, "mlflow": {"enabled": False},
     }
@@ -62,7 +62,7 @@ def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
     root, probe, handles = gpu_cluster
     # Once four have met, later trials pass the barrier at once (it stays until the module ends).
     handles.append(ray.remote(Barrier).options(name=BARRIER_ACTOR, num_cpus=0).remote(4))
-    code = cli_main(["run", str(_write_spec(root, "half_gpus", "auto", [1, 2]))])
+    code = cli_main(["run", str(_write_spec(root, "half_gpus", "auto", ["sse", "star_sse"], [1, 2]))])
     assert code == 0
     events = _trial_events(probe, "-auto")
     starts = {e["trial"]: e for e in events if e["event"] == "trial_start"}
@@ -92,16 +92,16 @@ def test_four_half_gpu_trials_run_at_once_on_cpu_with_a_warning(gpu_cluster):
 @pytest.mark.slow
 def test_device_cuda_without_cuda_fails_the_trial_with_the_fix(gpu_cluster):
     root, probe, _ = gpu_cluster
-    code = cli_main(["run", str(_write_spec(root, "cuda_only", "cuda", [1]))])
+    code = cli_main(["run", str(_write_spec(root, "cuda_only", "cuda", ["star_sse"], [1]))])
     assert code == 1
     errors = list((root / "runs" / "cuda_only" / "grid").glob("*/error.txt"))
-    assert len(errors) == 2  # sse and star_sse, no retries (max_failures: 0)
+    assert len(errors) == 1  # one trial, no retries (max_failures: 0)
     for path in errors:
         text = path.read_text()
         assert "trial.device: 'cuda' but CUDA is absent in this trial" in text
         assert "CUDA_VISIBLE_DEVICES=" in text and "set trial.device: auto" in text
     events = [e for e in _trial_events(probe, "-cuda") if e["event"] != "barrier_passed"]
-    assert Counter(e["event"] for e in events) == {"trial_start": 2, "trial_end": 2}  # no data, no training
+    assert Counter(e["event"] for e in events) == {"trial_start": 1, "trial_end": 1}  # no data, no training
 
 
 # trainables/device.py without Ray ------------------------------------------------------

@@ -7,7 +7,8 @@ checkpoints, one per layout (torchvision state_dict, `module.`-prefixed `state_d
 `model_state`, a BYOL-style `backbone.` checkpoint with a momentum decoy, an `encoder.`
 one). Global DE fine-tunes from all five. A spy in the workers (tests/trial_probe.py)
 records what the real trainable did, and the checks are made on those records and on the
-sweep's own outputs (Parquet, manifest). ResNet-50 at 224 px on CPU: ~2 min, marked slow.
+sweep's own outputs (Parquet, manifest). ResNet-50 at 224 px on CPU: 103-161 s in ten runs on
+the shared 2-core machine (most of it writing ~300 MB trial states per snapshot), marked slow.
 """
 
 from __future__ import annotations
