@@ -8,7 +8,7 @@ checkpoints, one per layout (torchvision state_dict, `module.`-prefixed `state_d
 one). Global DE fine-tunes from all five. A spy in the workers (tests/trial_probe.py)
 records what the real trainable did, and the checks are made on those records and on the
 sweep's own outputs (Parquet, manifest). ResNet-50 at 224 px on CPU: 103-161 s in ten runs on
-the shared 2-core machine (most of it writing ~300 MB trial states per snapshot), marked slow.
+the shared 2-core machine (much of it saving a ~300 MB trial state per snapshot), marked slow.
 """
 
 from __future__ import annotations
