@@ -5,14 +5,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pydantic import BaseModel  # noqa: E402
-
-from trainables.config import TrialConfig  # noqa: E402
+from trainables.config import TrialConfig
 
 
 def rows(model: type[BaseModel], prefix: str = "") -> list[str]:

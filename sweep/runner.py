@@ -61,10 +61,6 @@ def init_ray(num_cpus: float | None = None) -> str:
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": True}
     if not address:
-        repo = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
-        # Local workers import trainables/ and search_spaces/ from this checkout.
-        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
         # A local sweep needs no dashboard (the live table and `sweep status` show

@@ -330,7 +330,7 @@ def test_full_storage(tmp_path, capsys, monkeypatch, no_ray):
 def test_missing_data_dir_through_a_real_cli_process(tmp_path):
     """`python -m sweep run` end to end: exit 2, one line, no Ray started, nothing written."""
     spec = _write(tmp_path, _spec(tmp_path, trial={"data": {**TRIAL["data"], "data_dir": "/no/data"}}))
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "sweep", "run", spec], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -130,7 +130,7 @@ def test_custom_search_loads_only_the_given_file(tmp_path):
 
 
 def test_dry_run_output_numbers():
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "sweep", "dry-run", "specs/quickstart.yaml",
                            "--storage", "/tmp/starsweep-dry"], cwd=ROOT, env=env,

@@ -128,7 +128,7 @@ CLI_CASES = [c for c in BAD_SPECS if c[0] in {
 
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     procs = {}
     for case_id, spec, _ in CLI_CASES:
