@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 
 from sweep.spec import OptunaSearchSpec, SweepSpec
+from trainables.methods import CYCLIC_METHODS
 
 
 def optuna_param_space(spec: SweepSpec, method: str) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def make_optuna_search(spec: SweepSpec, method: str):
 
     search = spec.search
     assert isinstance(search, OptunaSearchSpec)
-    offset = {"sse": 0, "star_sse": 1}.get(method, 0)
+    offset = CYCLIC_METHODS.index(method)  # each method's own TPE stream
     return OptunaSearch(
         metric=search.metric,
         mode=search.resolved_mode,

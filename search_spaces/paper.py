@@ -28,7 +28,8 @@ from typing import Any
 
 from ray import tune
 
-from sweep.spec import CYCLIC_METHODS, PaperGridSearch, SweepSpec, ValuesSearch
+from sweep.spec import PaperGridSearch, SweepSpec, ValuesSearch
+from trainables.methods import CYCLIC_METHODS
 
 PAPER_LR_MAX_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
 PAPER_CYCLE_EPOCHS_RATIOS = (0.5, 1.0, 2.0, 4.0)

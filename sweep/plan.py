@@ -18,6 +18,7 @@ from typing import Any
 from search_spaces import Phase, build_phases
 from sweep.spec import CustomSearch, OptunaSearchSpec, SweepSpec, fmt_num
 from trainables.config import TrialConfig
+from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
 
 
 @dataclass
@@ -89,16 +90,9 @@ class SweepPlan:
 
 def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     cfg = TrialConfig.model_validate(config)
-    if cfg.method == "local_de":
-        keys = [(cfg.pretrained_index, cfg.seed + i) for i in range(cfg.num_members)]
-        cycles = 0.0
-    elif cfg.method == "global_de":
-        keys = [(i, cfg.seed) for i in range(cfg.num_members)]
-        cycles = 0.0
-    else:
-        keys = [(cfg.pretrained_index, cfg.seed)]
-        cycles = cfg.num_cycles * cfg.resolved_cycle_epochs
-    return TrialPlan(phase, cfg, keys, cycles)
+    snapshots = plan_snapshots(cfg)
+    cycles = num_cycles_of(snapshots) * (cfg.resolved_cycle_epochs or 0.0)
+    return TrialPlan(phase, cfg, finetunes_of(snapshots), cycles)
 
 
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
@@ -162,15 +156,14 @@ def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
         shown = plan.trials if max_rows is None else plan.trials[:max_rows]
         for i, t in enumerate(shown, 1):
             c = t.config
-            cyclic = c.method in ("sse", "star_sse")
+            cyclic = is_cyclic(c.method)
             ft_keys = " ".join(f"({p},{s})" for p, s in t.finetunes)
+            one_checkpoint = BY_NAME[c.method].members_differ_in != "checkpoint"
             rows.append([
                 str(i), t.phase, c.method,
-                fmt_num(c.resolved_lr_max / c.finetune.lr) if cyclic else "-",
-                fmt_num(c.resolved_lr_max) if cyclic else "-",
-                fmt_num(c.resolved_cycle_epochs / c.finetune.epochs) if cyclic else "-",
-                fmt_num(c.resolved_cycle_epochs) if cyclic else "-",
-                str(c.seed), str(c.pretrained_index) if c.method != "global_de" else "-",
+                fmt_num(c.resolved_lr_max_ratio), fmt_num(c.resolved_lr_max),
+                fmt_num(c.resolved_cycle_epochs_ratio), fmt_num(c.resolved_cycle_epochs),
+                str(c.seed), str(c.pretrained_index) if one_checkpoint else "-",
                 str(c.num_members) if not cyclic else "-",
                 str(c.num_snapshots), fmt_num(round(t.epochs, 3)), ft_keys,
             ])

@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from trainables.config import TrialConfig
+
 log = logging.getLogger("starsweep.sweep")
 
 RESULTS_FILE = "results.parquet"
@@ -58,31 +60,21 @@ STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR", "DIVERGED")
 
 # Rows -------------------------------------------------------------------------
 def config_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config columns of a trial config dict (NaN cycle values for baselines)."""
-    finetune = config.get("finetune") or {}
-    ft_lr = float(finetune.get("lr", math.nan))
-    ft_epochs = float(finetune.get("epochs", math.nan))
-    method = str(config.get("method", ""))
-    cyclic = method in ("sse", "star_sse")
+    """The resolved config columns of a trial config dict (NaN cycle values for baselines);
+    `TrialConfig` resolves absolute values and ratios."""
+    cfg = TrialConfig.model_validate(config)
 
-    def resolve(abs_key: str, ratio_key: str, unit: float) -> tuple[float, float]:
-        absolute, ratio = config.get(abs_key), config.get(ratio_key)
-        if not cyclic:
-            return math.nan, math.nan
-        if absolute is not None:
-            return float(absolute), float(absolute) / unit if unit else math.nan
-        if ratio is not None:
-            return float(ratio) * unit, float(ratio)
-        return math.nan, math.nan
+    def number(value: float | None) -> float:
+        return math.nan if value is None else float(value)
 
-    lr_max, lr_ratio = resolve("lr_max", "lr_max_ratio", ft_lr)
-    cyc, cyc_ratio = resolve("cycle_epochs", "cycle_epochs_ratio", ft_epochs)
     return {
-        "method": method,
-        "lr_max": lr_max, "cycle_epochs": cyc, "lr_max_ratio": lr_ratio, "cycle_epochs_ratio": cyc_ratio,
-        "num_cycles": config.get("num_cycles"), "num_members": config.get("num_members"),
-        "seed": config.get("seed"), "pretrained_index": config.get("pretrained_index"),
-        "finetune_lr": ft_lr, "finetune_epochs": ft_epochs,
+        "method": cfg.method,
+        "lr_max": number(cfg.resolved_lr_max), "cycle_epochs": number(cfg.resolved_cycle_epochs),
+        "lr_max_ratio": number(cfg.resolved_lr_max_ratio),
+        "cycle_epochs_ratio": number(cfg.resolved_cycle_epochs_ratio),
+        "num_cycles": cfg.num_cycles, "num_members": cfg.num_members,
+        "seed": cfg.seed, "pretrained_index": cfg.pretrained_index,
+        "finetune_lr": cfg.finetune.lr, "finetune_epochs": cfg.finetune.epochs,
     }
 
 

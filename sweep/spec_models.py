@@ -20,12 +20,11 @@ from sweep.search_kinds import (
     _Strict,
     _unique,
 )
-from trainables.config import METHODS, TrialConfig
+from trainables.config import TrialConfig
 from trainables.errors import ConfigError
+from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, METHODS
 
 SEARCH_KINDS = ("paper_grid", "values", "optuna", "custom")
-CYCLIC_METHODS = ("sse", "star_sse")
-BASELINE_METHODS = ("local_de", "global_de")
 #: TrialConfig fields that the sweep sets for every trial, with where to set them instead.
 SWEEP_SET_FIELDS = {
     "method": "methods",
@@ -103,7 +102,7 @@ class SweepSpec(_Strict):
     storage: str = "./runs"
     trial: dict[str, Any] = Field(default_factory=dict)
     methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["sse", "star_sse"]
+        default_factory=lambda: list(CYCLIC_METHODS)
     )
     search: SearchSpec = Field(default_factory=PaperGridSearch)
     seeds: list[NonNegInt] = Field(default_factory=lambda: [0])

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.errors import ConfigError
+from trainables.methods import BY_NAME, METHODS, is_cyclic, plan_snapshots, pretrained_needed
 
-METHODS = ("local_de", "global_de", "sse", "star_sse")
 CORRUPTIONS = (
     "gaussian_noise",
     "shot_noise",
@@ -205,7 +205,7 @@ class TrialConfig(_Strict):
     """One fine-tune-then-explore job; every field is documented in the README."""
 
     method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        "star_sse", description="local_de, global_de, sse or star_sse."
+        "star_sse", description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
     )
     lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
     lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
@@ -235,7 +235,7 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_method(self) -> TrialConfig:
-        if self.method in ("sse", "star_sse"):
+        if is_cyclic(self.method):
             for name in ("lr_max", "cycle_epochs"):
                 absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
                 if (absolute is None) == (ratio is None):
@@ -244,9 +244,9 @@ class TrialConfig(_Strict):
                         f"(got {name}={absolute}, {name}_ratio={ratio})"
                     )
         n_ckpt = self.pretrained.count
-        if self.method == "global_de" and n_ckpt < self.num_members:
+        if BY_NAME[self.method].members_differ_in == "checkpoint" and pretrained_needed(self)[-1] >= n_ckpt:
             raise ValueError(
-                f"global_de with num_members={self.num_members} needs that many pre-trained "
+                f"{self.method} with num_members={self.num_members} needs that many pre-trained "
                 f"checkpoints, but pretrained provides {n_ckpt}: add checkpoints or lower "
                 "num_members"
             )
@@ -257,20 +257,38 @@ class TrialConfig(_Strict):
             )
         return self
 
-    # Derived, resolved values -------------------------------------------------
-    @property
-    def resolved_lr_max(self) -> float:
-        return self.lr_max if self.lr_max is not None else self.lr_max_ratio * self.finetune.lr
+    # Derived, resolved values (the one place ratios are resolved) ------------------
+    def _resolve(self, name: str, unit: float) -> tuple[float | None, float | None]:
+        """(absolute, ratio) of a cycle hyperparameter given either way; (None, None)
+        for methods without cycles."""
+        if not is_cyclic(self.method):
+            return None, None
+        absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
+        return (absolute, absolute / unit) if absolute is not None else (ratio * unit, ratio)
 
     @property
-    def resolved_cycle_epochs(self) -> float:
-        if self.cycle_epochs is not None:
-            return self.cycle_epochs
-        return self.cycle_epochs_ratio * self.finetune.epochs
+    def resolved_lr_max(self) -> float | None:
+        """The cycle peak lr (absolute); None for the baselines."""
+        return self._resolve("lr_max", self.finetune.lr)[0]
+
+    @property
+    def resolved_lr_max_ratio(self) -> float | None:
+        """The cycle peak lr / finetune.lr; None for the baselines."""
+        return self._resolve("lr_max", self.finetune.lr)[1]
+
+    @property
+    def resolved_cycle_epochs(self) -> float | None:
+        """Epochs per cycle (absolute); None for the baselines."""
+        return self._resolve("cycle_epochs", self.finetune.epochs)[0]
+
+    @property
+    def resolved_cycle_epochs_ratio(self) -> float | None:
+        """Epochs per cycle / finetune.epochs; None for the baselines."""
+        return self._resolve("cycle_epochs", self.finetune.epochs)[1]
 
     @property
     def num_snapshots(self) -> int:
-        return self.num_members if self.method in ("local_de", "global_de") else 1 + self.num_cycles
+        return len(plan_snapshots(self))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> TrialConfig:

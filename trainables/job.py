@@ -24,7 +24,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ from trainables.data.task import load_task
 from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningEnsemble, RunningSoup, reestimate_bn
 from trainables.memo import Busy, atomic_torch_save, compute_once
+from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
 from trainables.metrics import classification_metrics, disagreement, fort_diversity, l2_distance
 from trainables.models import build_model, is_head_key, replace_head
 from trainables.schedules import phase_lrs
@@ -46,26 +46,6 @@ STATE_FORMAT = "starsweep-trial-state-v1"
 KINDS = ("ind", "ens", "soup")
 
 Report = Callable[[dict, dict], None]
-
-
-@dataclass(frozen=True)
-class SnapshotPlan:
-    """How snapshot k is made: a fine-tune of (pretrained_index, seed) or cycle `cycle`."""
-
-    kind: str  # "finetune" | "cycle"
-    pretrained_index: int
-    seed: int
-    cycle: int = 0
-
-
-def plan_snapshots(cfg: TrialConfig) -> list[SnapshotPlan]:
-    if cfg.method == "local_de":
-        return [SnapshotPlan("finetune", cfg.pretrained_index, cfg.seed + i) for i in range(cfg.num_members)]
-    if cfg.method == "global_de":
-        return [SnapshotPlan("finetune", i, cfg.seed) for i in range(cfg.num_members)]
-    first = SnapshotPlan("finetune", cfg.pretrained_index, cfg.seed)
-    cycles = [SnapshotPlan("cycle", cfg.pretrained_index, cfg.seed, c) for c in range(1, cfg.num_cycles + 1)]
-    return [first, *cycles]
 
 
 class _Diverged(Exception):
@@ -280,7 +260,8 @@ class Job:
                     epochs = cfg.finetune.epochs
                     st["epochs_trained"] += epochs if computed else 0.0
                 else:
-                    start = st["last"] if cfg.method == "sse" else st["first"]
+                    from_previous = BY_NAME[cfg.method].cycle_starts_from == "previous"
+                    start = st["last"] if from_previous else st["first"]
                     weights = self.cycle(start, plan.cycle)
                     epochs = cfg.resolved_cycle_epochs
                     st["epochs_trained"] += epochs
