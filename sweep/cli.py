@@ -117,7 +117,6 @@ def _load(args) -> tuple:
 def _preflight(spec, args, hint: bool = False) -> None:
     """Cheap checks before Ray starts (`trainables.preflight`): storage writable with free
     space, the data files and their format, `files` checkpoints load and fit the model."""
-    from trainables.config import TrialConfig
     from trainables.errors import StarsweepError
     from trainables.preflight import check_writable, preflight
 
@@ -125,9 +124,8 @@ def _preflight(spec, args, hint: bool = False) -> None:
         return
     check_writable(spec.sweep_dir, "storage",
                    "choose a writable directory with free space (--storage or the spec's storage:)")
-    trial = TrialConfig.model_validate({**spec.base_config(), "method": "local_de"})
     try:
-        preflight(trial)
+        preflight(spec.shared_trial())
     except StarsweepError as exc:
         if hint and not os.environ.get("RAY_ADDRESS"):
             raise type(exc)(f"{exc}\n(checked on this machine; for a spec meant for a cluster whose "
@@ -165,7 +163,14 @@ def _dry_run(args) -> int:
 
 
 def _run(args) -> int:
-    from sweep.manifest import MANIFEST, check_output_dir, read_manifest, sweep_dir_taken
+    from sweep.manifest import (
+        MANIFEST,
+        changed_fields,
+        check_output_dir,
+        read_manifest,
+        spec_from_manifest,
+        sweep_dir_taken,
+    )
     from sweep.runner import resume_sweep, run_sweep
     from sweep.spec import SpecError, parse_spec
 
@@ -185,14 +190,8 @@ def _run(args) -> int:
         check_output_dir(sweep_dir)
     _preflight(spec, args)
     if resuming:
-        started = dict(read_manifest(sweep_dir)["spec"])
-        wanted = spec.to_yaml_dict()
-        started["storage"] = wanted["storage"] = None
-        for data in (started, wanted):  # the manifest points at its own copy of a custom file
-            if isinstance(data.get("search"), dict) and data["search"].get("kind") == "custom":
-                data["search"] = {k: v for k, v in data["search"].items() if k != "path"}
-        if started != wanted:
-            changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
+        changed = changed_fields(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), spec)
+        if changed:
             raise SpecError(
                 f"{args.spec}: the spec changed since sweep {spec.name!r} started (fields: "
                 f"{', '.join(changed)}); use --if-exists new, or another name"

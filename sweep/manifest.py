@@ -122,6 +122,21 @@ def spec_from_manifest(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -
     return parse_spec(data, source=str(Path(sweep_dir) / MANIFEST), spec_dir=manifest.get("spec_dir", "."))
 
 
+def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
+    """Top-level spec fields that differ between a started sweep and a spec (its storage,
+    and the path of a custom search, which the manifest points at its own copy, aside)."""
+
+    def comparable(spec: SweepSpec) -> dict[str, Any]:
+        data = spec.to_yaml_dict()
+        data["storage"] = None
+        if isinstance(spec.search, CustomSearch):
+            data["search"].pop("path")
+        return data
+
+    a, b = comparable(started), comparable(wanted)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def find_sweep_dir(name_or_path: str, storage: str = "./runs") -> Path:
     """A sweep directory from a name (under `storage`) or a path (sweep dir or one of its phases)."""
     candidates = [Path(name_or_path), Path(storage) / name_or_path]

@@ -43,7 +43,7 @@ class SweepPlan:
 
     @property
     def finetune_epochs(self) -> float:
-        return float(self.spec.base_trial().finetune.epochs)
+        return float(self.spec.trial.finetune.epochs)
 
     def pretrained_needed(self) -> list[int]:
         """Indices of the pre-trained checkpoints some trial fine-tunes from."""
@@ -78,7 +78,7 @@ class SweepPlan:
         return {
             "trials": len(self.trials) + n_open,
             "snapshots": sum(t.config.num_snapshots for t in self.trials)
-            + sum(n * (1 + self.spec.base_trial().num_cycles) for n, _, _ in self.open_phases.values()),
+            + sum(n * (1 + self.spec.trial.num_cycles) for n, _, _ in self.open_phases.values()),
             "unshared": (known_unshared + lo, known_unshared + hi),
             "shared": (shared_lo, shared_hi),
             "distinct_finetunes": distinct,
@@ -98,7 +98,7 @@ def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     phases = build_phases(spec, load_custom=load_custom)
     plan = SweepPlan(spec, phases)
-    base = spec.base_trial()
+    base = spec.trial
     ft, cycles = base.finetune.epochs, base.num_cycles
     for phase in phases:
         if phase.trials is not None:
@@ -133,7 +133,7 @@ def _range(lo: float, hi: float) -> str:
 
 def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
     spec = plan.spec
-    base = spec.base_trial()
+    base = spec.trial
     out = [
         f"sweep {spec.name!r} -> {spec.sweep_dir}",
         f"  data: {base.data.dataset}, train_size={base.data.train_size}, model {base.model.arch}; "
@@ -209,7 +209,7 @@ def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
 
 
 def base_cache(spec: SweepSpec) -> str:
-    return spec.base_config()["pretrained"].get("cache_dir") or "~/.cache/starsweep"
+    return spec.shared_trial().pretrained.cache_dir or "~/.cache/starsweep"
 
 
 def check_custom_loadable(spec: SweepSpec) -> None:

@@ -193,11 +193,10 @@ def prepare_pretrained(spec: SweepSpec) -> None:
 
     from sweep.plan import make_plan
 
-    base = spec.base_config()
-    if base["pretrained"]["source"] != "embedded":
+    if spec.trial.pretrained.source != "embedded":
         return
     needed = make_plan(spec, load_custom=False).pretrained_needed()
-    config = {**base, "method": "local_de"}
+    config = spec.base_config()
 
     @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
     def pretrain(index: int) -> str:

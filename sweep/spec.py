@@ -9,7 +9,7 @@ A spec (every key but `name` is optional)::
 
     name: quickstart                # a safe identifier: letters, digits, _ - .
     storage: ./runs                 # results go to <storage>/<name>/
-    trial:                          # base TrialConfig shared by every trial
+    trial:                          # TrialBase: the trial config every trial shares
       data: {train_size: 1000}
       finetune: {lr: 0.02, epochs: 10}
       num_cycles: 4
@@ -66,7 +66,6 @@ from sweep.spec_models import (  # noqa: F401 - re-exported
     CYCLIC_METHODS,
     NAME_RE,
     SEARCH_KINDS,
-    SWEEP_SET_FIELDS,
     Baselines,
     GlobalDEBaseline,
     LocalDEBaseline,
@@ -163,24 +162,19 @@ def parse_spec(raw: Any, source: str = "spec", spec_dir: str = ".") -> SweepSpec
     if search_raw is not None:
         search = _parse_search(search_raw, errors)
 
-    # trial: validated as a TrialConfig, so errors say `trial.<field>`.
-    trial_raw = raw.pop("trial", None)
-    trial: dict[str, Any] = {}
-    if trial_raw is not None:
-        trial = _parse_trial(trial_raw, errors)
+    # trial: a TrialBase (errors say `trial.<field>`); the per-trial fields are the sweep's.
+    if isinstance(raw.get("trial"), dict):
+        raw["trial"] = _without_per_trial_fields(raw["trial"], errors)
 
     if "spec_dir" in raw:
         errors.append(f"spec_dir: unknown key{_suggest('spec_dir', list(SweepSpec.model_fields))}")
         raw.pop("spec_dir")
     spec = None
     try:
-        spec = SweepSpec.model_validate(
-            {**raw, "search": search or PaperGridSearch(), "trial": trial or {},
-             "spec_dir": spec_dir}
-        )
+        spec = SweepSpec.model_validate({**raw, "search": search or PaperGridSearch(), "spec_dir": spec_dir})
     except ValidationError as exc:
         errors.extend(_error_lines(exc, SweepSpec))
-    if spec is not None and search is not None and trial is not None and not errors:
+    if spec is not None and search is not None and not errors:
         errors.extend(cross_check(spec))
     if errors:
         raise SpecError(f"invalid sweep spec {source}:\n  " + "\n  ".join(errors))
@@ -213,36 +207,21 @@ def _parse_search(search_raw: Any, errors: list[str]) -> BaseModel | None:
         return None
 
 
-def _parse_trial(trial_raw: Any, errors: list[str]) -> dict[str, Any] | None:
-    if not isinstance(trial_raw, dict):
-        errors.append(f"trial: must be a mapping of TrialConfig fields, got {trial_raw!r}")
-        return None
-    bad = [k for k in trial_raw if k in SWEEP_SET_FIELDS]
-    for key in bad:
+def _without_per_trial_fields(trial: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """`trial` without the fields the sweep sets for each trial (one error line for each)."""
+    per_trial = TrialConfig.per_trial_fields()
+    for key in (k for k in trial if k in per_trial):
         errors.append(
-            f"trial.{key}: set by the sweep for each trial, not in `trial:` "
-            f"(got {trial_raw[key]!r}); use `{SWEEP_SET_FIELDS[key]}` instead"
+            f"trial.{key}: set by the sweep for each trial, not in `trial:` (got {trial[key]!r}); "
+            "the spec's methods, search, seeds and pretrained_indices set it"
         )
-    if bad:
-        return None
-    try:
-        TrialConfig.model_validate({**trial_raw, "method": "local_de", "num_members": 1})
-    except ValidationError as exc:
-        errors.extend(_error_lines(exc, TrialConfig, "trial."))
-        return None
-    if "num_members" in trial_raw:
-        try:
-            TrialConfig.model_validate({**trial_raw, "method": "local_de"})
-        except ValidationError as exc:
-            errors.extend(_error_lines(exc, TrialConfig, "trial."))
-            return None
-    return dict(trial_raw)
+    return {k: v for k, v in trial.items() if k not in per_trial}
 
 
 def cross_check(spec: SweepSpec) -> list[str]:
     """Checks that involve several fields; each message names the field to change."""
     errors: list[str] = []
-    base = spec.base_trial()
+    base = spec.trial
     n_ckpt = base.pretrained.count
     valid = f"valid: 0..{n_ckpt - 1}, from trial.pretrained ({base.pretrained.source})"
 

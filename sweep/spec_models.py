@@ -20,21 +20,11 @@ from sweep.search_kinds import (
     _Strict,
     _unique,
 )
-from trainables.config import TrialConfig
+from trainables.config import TrialBase
 from trainables.errors import ConfigError
 from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, METHODS
 
 SEARCH_KINDS = ("paper_grid", "values", "optuna", "custom")
-#: TrialConfig fields that the sweep sets for every trial, with where to set them instead.
-SWEEP_SET_FIELDS = {
-    "method": "methods",
-    "lr_max": "search (kind: values, lr_max)",
-    "lr_max_ratio": "search (kind: paper_grid, lr_max_ratios)",
-    "cycle_epochs": "search (kind: values, cycle_epochs)",
-    "cycle_epochs_ratio": "search (kind: paper_grid, cycle_epochs_ratios)",
-    "seed": "seeds",
-    "pretrained_index": "pretrained_indices",
-}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -100,7 +90,7 @@ class SweepSpec(_Strict):
 
     name: str
     storage: str = "./runs"
-    trial: dict[str, Any] = Field(default_factory=dict)
+    trial: TrialBase = Field(default_factory=TrialBase)
     methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(CYCLIC_METHODS)
     )
@@ -168,7 +158,7 @@ class SweepSpec(_Strict):
 
     @property
     def num_members(self) -> int:
-        return self.baselines.num_members or int(self.base_trial().num_members)
+        return self.baselines.num_members or self.trial.num_members
 
     @property
     def tracking_uri(self) -> str | None:
@@ -196,31 +186,24 @@ class SweepSpec(_Strict):
         cfg = self.baselines.global_de
         return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
 
-    def base_trial(self) -> TrialConfig:
-        """The shared trial config (method and search fields still at their defaults)."""
-        return TrialConfig.model_validate({**self.trial, "method": "local_de"})
-
-    def base_config(self) -> dict[str, Any]:
-        """The shared trial config as a plain dict, with the sweep's cache directories.
-
-        The sweep-set fields (method, lr/cycle values, seed, pretrained_index) are
-        left out: each trial adds its own.
-        """
-        trial = dict(self.trial)
-        if self.share_finetunes:
-            trial["cache_dir"] = trial.get("cache_dir") or os.path.join(self.sweep_dir, "finetunes")
-        else:
-            trial["cache_dir"] = None
-        pretrained = dict(trial.get("pretrained") or {})
+    def shared_trial(self) -> TrialBase:
+        """What every trial of the sweep shares: `trial` with the sweep's cache directories
+        (shared fine-tunes in the sweep directory, pre-trained checkpoints in its storage)."""
+        trial = self.trial
+        cache_dir = (trial.cache_dir or os.path.join(self.sweep_dir, "finetunes")) if self.share_finetunes \
+            else None
         # Embedded pre-trained checkpoints are shared by every sweep in the same storage
         # (content-keyed, so different pre-training settings never collide).
         storage = os.path.dirname(self.sweep_dir)
-        pretrained["cache_dir"] = pretrained.get("cache_dir") or os.path.join(storage, "pretrained")
-        trial["pretrained"] = pretrained
-        full = TrialConfig.model_validate({**trial, "method": "local_de"}).model_dump(mode="json")
-        for key in SWEEP_SET_FIELDS:
-            full.pop(key, None)
-        return full
+        pretrained = trial.pretrained.model_copy(
+            update={"cache_dir": trial.pretrained.cache_dir or os.path.join(storage, "pretrained")}
+        )
+        return trial.model_copy(update={"cache_dir": cache_dir, "pretrained": pretrained})
+
+    def base_config(self) -> dict[str, Any]:
+        """`shared_trial()` as a plain dict: each trial adds its method, cycle
+        hyperparameters, seed and pre-trained checkpoint index."""
+        return self.shared_trial().model_dump(mode="json")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The spec as YAML-able data (for the sweep manifest)."""

@@ -199,7 +199,7 @@ def test_shipped_specs_are_valid():
 
 def test_cifar_spec_has_reference_hyperparameters():
     spec = load_spec(os.path.join(ROOT, "specs", "cifar100_resnet50.yaml"))
-    base = spec.base_trial()
+    base = spec.trial
     assert base.model.arch == "resnet50"
     assert base.data.input_size == 224 and base.data.augment == "resized_crop_flip"
     assert base.finetune.lr == 0.05 and base.finetune.weight_decay == 1e-4

@@ -12,7 +12,7 @@ plain SGD step sizes, `*_images` are image counts.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -201,20 +201,13 @@ class EvalConfig(_Strict):
     )
 
 
-class TrialConfig(_Strict):
-    """One fine-tune-then-explore job; every field is documented in the README."""
+class TrialBase(_Strict):
+    """What every trial of a sweep shares: the trial config without the fields a sweep
+    sets per trial (method, cycle hyperparameters, seed, pre-trained checkpoint index).
+    A sweep spec's `trial:` block is one; `TrialConfig` extends it."""
 
-    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        "star_sse", description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
-    )
-    lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
-    lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
-    cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
-    cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
     num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
     num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
-    seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
-    pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
@@ -232,6 +225,28 @@ class TrialConfig(_Strict):
     divergence_loss: float = Field(
         1e4, gt=0, description="A training loss above this (or NaN/inf) marks the trial diverged."
     )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Self:
+        """Validate a plain dict; raise ConfigError naming field, value and fix."""
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls)) from None
+
+
+class TrialConfig(TrialBase):
+    """One fine-tune-then-explore job; every field is documented in the README."""
+
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "star_sse", description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
+    )
+    lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
+    lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
+    cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
+    cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
+    seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
+    pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
 
     @model_validator(mode="after")
     def _check_method(self) -> TrialConfig:
@@ -291,12 +306,9 @@ class TrialConfig(_Strict):
         return len(plan_snapshots(self))
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> TrialConfig:
-        """Validate a plain dict; raise ConfigError naming field, value and fix."""
-        try:
-            return cls.model_validate(raw or {})
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, cls)) from None
+    def per_trial_fields(cls) -> tuple[str, ...]:
+        """The fields a sweep sets for each trial (those `TrialBase` lacks)."""
+        return tuple(name for name in cls.model_fields if name not in TrialBase.model_fields)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
