@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.spec import CustomSearch, SpecError, SweepSpec, custom_search_path, parse_spec
+from search_spaces.kinds import CustomSearch
+from sweep.spec import SpecError, SweepSpec, parse_spec
 from trainables.memo import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from search_spaces import Phase
+    from sweep.phases import Phase
 
 MANIFEST = "sweep.json"
 MANIFEST_VERSION = 1
@@ -36,7 +37,7 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
     data["storage"] = os.path.dirname(spec.sweep_dir)
     if isinstance(spec.search, CustomSearch):
         copy = sweep_dir / "custom_search.py"
-        shutil.copyfile(custom_search_path(spec), copy)
+        shutil.copyfile(spec.custom_search_file(), copy)
         data["search"]["path"] = str(copy)
     manifest = {
         "version": MANIFEST_VERSION,

@@ -15,8 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces import Phase, build_phases
-from sweep.spec import CustomSearch, OptunaSearchSpec, SweepSpec, fmt_num
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec
+from sweep.phases import Phase, build_phases
+from sweep.spec import SweepSpec, fmt_num
 from trainables.config import TrialConfig
 from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
 

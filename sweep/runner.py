@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search_spaces import Phase, build_phases
 from sweep.manifest import (  # noqa: F401 - re-exported for callers of the runner
     MANIFEST,
     check_output_dir,
@@ -38,6 +37,7 @@ from sweep.manifest import (  # noqa: F401 - re-exported for callers of the runn
     sweep_dir_taken,
     write_manifest,
 )
+from sweep.phases import Phase, build_phases
 from sweep.spec import SweepSpec, check_cluster_resources
 
 log = logging.getLogger("starsweep.sweep")

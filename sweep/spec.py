@@ -40,43 +40,18 @@ allowed under `trial:`; use `methods`, `search`, `seeds` and
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from sweep.search_kinds import (  # noqa: F401 - re-exported: sweep.spec is the spec's public module
-    METRIC_RE,
-    SEARCH_MODELS,
-    CustomSearch,
-    NonNegInt,
-    OptunaSearchSpec,
-    PaperGridSearch,
-    PositiveFloat,
-    RatioRange,
-    SearchSpec,
-    ValuesSearch,
-)
-from sweep.spec_models import (  # noqa: F401 - re-exported
-    BASELINE_METHODS,
-    CYCLIC_METHODS,
-    NAME_RE,
-    SEARCH_KINDS,
-    Baselines,
-    GlobalDEBaseline,
-    LocalDEBaseline,
-    MLflowSpec,
-    Resources,
-    SpecError,
-    SweepSpec,
-    absolute_storage,
-    is_uri,
-)
-from trainables.config import TrialConfig, format_validation_error
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
+from sweep.spec_models import SpecError, SweepSpec
+from trainables.config import TrialConfig
+from trainables.validation import error_lines
 
 
 # Loading ----------------------------------------------------------------------
@@ -107,19 +82,6 @@ _UniqueKeyLoader.construct_mapping_plain = yaml.SafeLoader.construct_mapping  # 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
-
-
-def _error_lines(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
-    text = format_validation_error(exc, model, prefix)
-    return [line.strip() for line in text.split("\n")[1:] if line.strip()]
-
-
-def _suggest(word: str, allowed: list[str] | tuple[str, ...]) -> str:
-    word = str(word)
-    close = difflib.get_close_matches(word, list(allowed), n=1)
-    if not close and len(word) >= 3:
-        close = [a for a in allowed if word.lower() in a.lower()]
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -156,55 +118,24 @@ def parse_spec(raw: Any, source: str = "spec", spec_dir: str = ".") -> SweepSpec
     raw = dict(raw)
     errors: list[str] = []
 
-    # search: validated with the model of its kind, so errors say `search.<field>`.
-    search_raw = raw.pop("search", None)
-    search: BaseModel | None = PaperGridSearch()
-    if search_raw is not None:
-        search = _parse_search(search_raw, errors)
-
     # trial: a TrialBase (errors say `trial.<field>`); the per-trial fields are the sweep's.
     if isinstance(raw.get("trial"), dict):
         raw["trial"] = _without_per_trial_fields(raw["trial"], errors)
 
     if "spec_dir" in raw:
-        errors.append(f"spec_dir: unknown key{_suggest('spec_dir', list(SweepSpec.model_fields))}")
+        errors.append("spec_dir: unknown key (the directory of the spec file is not a spec key)")
         raw.pop("spec_dir")
     spec = None
     try:
-        spec = SweepSpec.model_validate({**raw, "search": search or PaperGridSearch(), "spec_dir": spec_dir})
+        spec = SweepSpec.model_validate({**raw, "spec_dir": spec_dir})
     except ValidationError as exc:
-        errors.extend(_error_lines(exc, SweepSpec))
-    if spec is not None and search is not None and not errors:
+        errors.extend(error_lines(exc, SweepSpec))
+    if spec is not None and not errors:
         errors.extend(cross_check(spec))
     if errors:
         raise SpecError(f"invalid sweep spec {source}:\n  " + "\n  ".join(errors))
     assert spec is not None
     return spec
-
-
-def _parse_search(search_raw: Any, errors: list[str]) -> BaseModel | None:
-    if not isinstance(search_raw, dict):
-        errors.append(
-            f"search: must be a mapping with a `kind` ({', '.join(SEARCH_KINDS)}), "
-            f"got {search_raw!r}"
-        )
-        return None
-    kind = search_raw.get("kind", "paper_grid")
-    model = SEARCH_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        errors.append(
-            f"search.kind: unknown search kind {kind!r}{_suggest(kind, SEARCH_KINDS)} "
-            f"(allowed: {', '.join(SEARCH_KINDS)})"
-        )
-        return None
-    try:
-        return model.model_validate(search_raw)
-    except (ValidationError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            errors.extend(_error_lines(exc, model, "search."))
-        else:
-            errors.append(f"search: {exc}")
-        return None
 
 
 def _without_per_trial_fields(trial: dict[str, Any], errors: list[str]) -> dict[str, Any]:
@@ -271,7 +202,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
                 "trial.data.val_size is 0 (set val_size > 0 or use a *_test_* metric)"
             )
     if isinstance(search, CustomSearch):
-        path = custom_search_path(spec)
+        path = spec.custom_search_file()
         if not path.is_file():
             errors.append(
                 f"search.path: no such Python file {search.path!r} "
@@ -286,7 +217,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
         )
     # Finally every trial the sweep will run must be a valid TrialConfig.
     if not errors:
-        from search_spaces import planned_trials
+        from sweep.phases import planned_trials
 
         for cfg in planned_trials(spec):
             try:
@@ -294,18 +225,10 @@ def cross_check(spec: SweepSpec) -> list[str]:
             except ValidationError as exc:
                 label = f"trial {cfg.get('method')} (seed {cfg.get('seed')}, pretrained_index " \
                         f"{cfg.get('pretrained_index')})"
-                lines = _error_lines(exc, TrialConfig, "trial.")
+                lines = error_lines(exc, TrialConfig, "trial.")
                 errors.append(f"{label} would be invalid: " + "; ".join(lines))
                 break
     return errors
-
-
-def custom_search_path(spec: SweepSpec) -> Path:
-    assert isinstance(spec.search, CustomSearch)
-    path = Path(os.path.expanduser(spec.search.path))
-    if not path.is_absolute():
-        path = Path(spec.spec_dir) / path
-    return path
 
 
 def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],

@@ -1,30 +1,25 @@
-"""The typed models of a sweep spec (pydantic), its constants and `SpecError`.
+"""The typed model of a sweep spec (pydantic) and `SpecError`.
 
-`sweep.spec` loads YAML into these models, cross-checks them and re-exports
-them; import from `sweep.spec`. The search kinds live in `sweep.search_kinds`.
+`SweepSpec` extends `search_spaces.design.Design` (which trials: methods, search,
+seeds, checkpoints, baselines) with where and how they run: name, storage, the
+shared trial config, resources, retries, MLflow. `sweep.spec` loads YAML into it
+and cross-checks it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from sweep.search_kinds import (
-    NonNegInt,
-    PaperGridSearch,
-    SearchSpec,
-    _non_empty_unique,
-    _Strict,
-    _unique,
-)
+from search_spaces.design import Design
+from search_spaces.kinds import CustomSearch, Strict
 from trainables.config import TrialBase
 from trainables.errors import ConfigError
-from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, METHODS
 
-SEARCH_KINDS = ("paper_grid", "values", "optuna", "custom")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -32,40 +27,7 @@ class SpecError(ConfigError):
     """A sweep spec is unreadable or has a bad field (exit code 2, no traceback)."""
 
 
-
-
-# The rest of the spec --------------------------------------------------------
-class LocalDEBaseline(_Strict):
-    seeds: list[NonNegInt] | None = Field(
-        None, description="Trial seeds; member i of trial (p, s) is fine-tune (p, s+i). "
-        "None = the spec's seeds."
-    )
-    pretrained_indices: list[NonNegInt] | None = Field(
-        None, description="Checkpoints to fine-tune from; None = the spec's pretrained_indices."
-    )
-
-    _check = field_validator("seeds", "pretrained_indices")(
-        lambda v: v if v is None else _non_empty_unique(v)
-    )
-
-
-class GlobalDEBaseline(_Strict):
-    seeds: list[NonNegInt] | None = Field(
-        None, description="Trial seeds; member i of trial s is fine-tune (i, s). None = seeds."
-    )
-
-    _check = field_validator("seeds")(lambda v: v if v is None else _non_empty_unique(v))
-
-
-class Baselines(_Strict):
-    """Settings of the Local DE / Global DE baselines (run when listed in `methods`)."""
-
-    num_members: int | None = Field(None, gt=0, description="None = trial.num_members.")
-    local_de: LocalDEBaseline | None = None
-    global_de: GlobalDEBaseline | None = None
-
-
-class Resources(_Strict):
+class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
 
@@ -77,7 +39,7 @@ class Resources(_Strict):
         return v
 
 
-class MLflowSpec(_Strict):
+class MLflowSpec(Strict):
     enabled: bool = True
     tracking_uri: str | None = Field(
         None, description="None = sqlite:///<storage>/<name>/mlflow.db"
@@ -85,19 +47,12 @@ class MLflowSpec(_Strict):
     experiment: str | None = Field(None, description="None = the sweep name.")
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Design):
     """A validated sweep spec. Build it with `load_spec` or `parse_spec`."""
 
     name: str
     storage: str = "./runs"
     trial: TrialBase = Field(default_factory=TrialBase)
-    methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(CYCLIC_METHODS)
-    )
-    search: SearchSpec = Field(default_factory=PaperGridSearch)
-    seeds: list[NonNegInt] = Field(default_factory=lambda: [0])
-    pretrained_indices: list[NonNegInt] = Field(default_factory=lambda: [0])
-    baselines: Baselines = Field(default_factory=Baselines)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial.")
@@ -133,28 +88,11 @@ class SweepSpec(_Strict):
             )
         return v
 
-    @field_validator("methods")
-    @classmethod
-    def _check_methods(cls, v: list) -> list:
-        if not v:
-            raise ValueError(f"must list at least one of {', '.join(METHODS)}")
-        return _unique(v, "methods")
-
-    _check_lists = field_validator("seeds", "pretrained_indices")(_non_empty_unique)
-
     # Derived values -----------------------------------------------------------
     @property
     def sweep_dir(self) -> str:
         """Where this sweep's results live: <storage>/<name>, absolute."""
         return os.path.join(absolute_storage(self.storage), self.name)
-
-    @property
-    def cyclic_methods(self) -> list[str]:
-        return [m for m in self.methods if m in CYCLIC_METHODS]
-
-    @property
-    def baseline_methods(self) -> list[str]:
-        return [m for m in self.methods if m in BASELINE_METHODS]
 
     @property
     def num_members(self) -> int:
@@ -172,19 +110,11 @@ class SweepSpec(_Strict):
     def mlflow_experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
-    def local_de_seeds(self) -> list[int]:
-        cfg = self.baselines.local_de
-        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
-
-    def local_de_pretrained_indices(self) -> list[int]:
-        cfg = self.baselines.local_de
-        if cfg and cfg.pretrained_indices is not None:
-            return list(cfg.pretrained_indices)
-        return list(self.pretrained_indices)
-
-    def global_de_seeds(self) -> list[int]:
-        cfg = self.baselines.global_de
-        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
+    def custom_search_file(self) -> Path:
+        """The file of a custom search (a relative path is relative to the spec's directory)."""
+        assert isinstance(self.search, CustomSearch)
+        path = Path(os.path.expanduser(self.search.path))
+        return path if path.is_absolute() else Path(self.spec_dir) / path
 
     def shared_trial(self) -> TrialBase:
         """What every trial of the sweep shares: `trial` with the sweep's cache directories

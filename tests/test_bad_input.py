@@ -253,8 +253,8 @@ def test_bad_input_through_dry_run(case, tmp_path, checkpoints, capsys, no_ray):
 
 
 def test_incompatible_output_path(tmp_path, capsys, no_ray):
-    from search_spaces import build_phases
     from sweep.manifest import write_manifest
+    from sweep.phases import build_phases
     from sweep.spec import parse_spec
 
     runs = tmp_path / "runs"

@@ -11,13 +11,13 @@ plain SGD step sizes, `*_images` are image counts.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.errors import ConfigError
 from trainables.methods import BY_NAME, METHODS, is_cyclic, plan_snapshots, pretrained_needed
+from trainables.validation import format_validation_error
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -309,34 +309,3 @@ class TrialConfig(TrialBase):
     def per_trial_fields(cls) -> tuple[str, ...]:
         """The fields a sweep sets for each trial (those `TrialBase` lacks)."""
         return tuple(name for name in cls.model_fields if name not in TrialBase.model_fields)
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at `loc[:-1]`, for key suggestions."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        current = field.annotation
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """Turn pydantic errors into lines `field: problem (got value)` with suggestions."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        field = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "config"
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(model, loc)
-            known = list(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(f"{field}: unknown key{hint} (allowed: {', '.join(known)})")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{field}: {msg}{shown}")
-    return "invalid config:\n  " + "\n  ".join(lines)
