@@ -4,15 +4,11 @@ small strict-model helpers the spec models share. No Ray here."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-METRIC_RE = re.compile(
-    r"^((ind|ens|soup)_(val|test|ood)_(acc|nll|ece|brier)|div_disagree_first|div_fort"
-    r"|dist_pretrained|dist_first)$"
-)
+from trainables.records import is_snapshot_metric, snapshot_metrics_help
 
 
 class Strict(BaseModel):
@@ -89,11 +85,10 @@ class OptunaSearchSpec(Strict):
     @field_validator("metric")
     @classmethod
     def _check_metric(cls, v: str) -> str:
-        if not METRIC_RE.match(v):
+        if not is_snapshot_metric(v):
             raise ValueError(
                 "must be a snapshot metric such as ens_val_acc, soup_val_nll or "
-                "ind_test_acc ({ind,ens,soup}_{val,test,ood}_{acc,nll,ece,brier}, div_fort, "
-                "div_disagree_first, dist_pretrained, dist_first)"
+                f"ind_test_acc ({snapshot_metrics_help()})"
             )
         return v
 

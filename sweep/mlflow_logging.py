@@ -34,8 +34,8 @@ from typing import Any
 
 from ray import tune
 
-from sweep.results import CONFIG_COLUMNS, ID_COLUMNS, TAIL_COLUMNS, record_of
 from trainables.errors import StarsweepError
+from trainables.records import record_of
 
 log = logging.getLogger("starsweep.sweep")
 MAX_PARAM_LEN = 6000
@@ -272,8 +272,6 @@ def close_orphan_runs(tracking_uri: str, experiment: str, sweep: str, known_tria
 
 
 # Later sync ---------------------------------------------------------------------
-#: Table columns that are not part of a trial's record (they are tags and params).
-NOT_RECORD = set(ID_COLUMNS) | set(CONFIG_COLUMNS) | set(TAIL_COLUMNS)
 RUN_STATUS = {"TERMINATED": "FINISHED", "DIVERGED": "FINISHED", "ERROR": "FAILED"}
 
 
@@ -318,7 +316,7 @@ def sync_sweep(rows: Iterable[dict[str, Any]], tracking_uri: str, experiment: st
                 if step in logged:
                     counts["snapshots_skipped"] += 1
                     continue
-                record = {k: v for k, v in row.items() if k not in NOT_RECORD}
+                record = record_of(row)
                 stamp = int(float(row.get("timestamp") or time.time()) * 1000)
                 log_snapshot(client, run_id, record, step, stamp)
                 logged.add(step)

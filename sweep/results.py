@@ -33,29 +33,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
+from trainables.records import PA_TYPES, record_of, table_schema, table_status
 
 log = logging.getLogger("starsweep.sweep")
 
 RESULTS_FILE = "results.parquet"
-TUNE_KEYS = set(AUTO_RESULT_KEYS) | {
-    "trial_id", "experiment_id", "experiment_tag", "done", "should_checkpoint",
-    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date",
-    "pid", "hostname", "node_ip", "warmup_time", "episodes_total", "timesteps_total",
-}
-ID_COLUMNS = ["sweep", "phase", "trial_id", "status", "method"]
-CONFIG_COLUMNS = [
-    "lr_max", "cycle_epochs", "lr_max_ratio", "cycle_epochs_ratio", "num_cycles", "num_members",
-    "seed", "pretrained_index", "finetune_lr", "finetune_epochs",
-]
-RECORD_FIRST = ["snapshot", "num_snapshots", "diverged", "epochs_done", "wall_time_s"]
-TAIL_COLUMNS = ["checkpoint_path", "timestamp", "config_json"]
-INT_COLUMNS = {"snapshot", "num_snapshots", "num_cycles", "num_members", "seed", "pretrained_index"}
-BOOL_COLUMNS = {"diverged"}
-STRING_COLUMNS = {"sweep", "phase", "trial_id", "status", "method", "checkpoint_path", "config_json"}
-STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR", "DIVERGED")
 
 
 # Rows -------------------------------------------------------------------------
@@ -78,11 +62,6 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """The trial's own record: the reported dict without Tune's bookkeeping keys."""
-    return {k: v for k, v in result.items() if k not in TUNE_KEYS and not isinstance(v, dict)}
-
-
 def make_row(
     sweep: str, phase: str, trial_id: str, status: str, config: dict[str, Any],
     result: dict[str, Any], trial_path: str | None,
@@ -101,36 +80,11 @@ def make_row(
 
 
 def trial_status(tune_status: str, rows: Iterable[dict[str, Any]]) -> str:
-    """Table status of a trial: Tune's, with DIVERGED for a finished trial that diverged."""
-    status = "PENDING" if tune_status == "PAUSED" else tune_status
-    if status == "TERMINATED" and any(bool(r.get("diverged")) for r in rows):
-        return "DIVERGED"
-    return status
+    """Table status of a trial from Tune's and its rows (DIVERGED if one is flagged)."""
+    return table_status(tune_status, any(bool(r.get("diverged")) for r in rows))
 
 
 # Table ------------------------------------------------------------------------
-def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in rows:
-        for k in r:
-            seen.setdefault(k, None)
-    fixed = ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST
-    metrics = sorted(k for k in seen if k not in fixed and k not in TAIL_COLUMNS)
-    return [c for c in fixed if c in seen or c in ID_COLUMNS + CONFIG_COLUMNS] + metrics + TAIL_COLUMNS
-
-
-def _column_type(name: str, values: list[Any]) -> pa.DataType:
-    if name in STRING_COLUMNS:
-        return pa.string()
-    if name in INT_COLUMNS:
-        return pa.int64()
-    if name in BOOL_COLUMNS:
-        return pa.bool_()
-    if any(isinstance(v, str) for v in values if v is not None):
-        return pa.string()
-    return pa.float64()
-
-
 def _convert(value: Any, typ: pa.DataType) -> Any:
     if value is None:
         return None
@@ -152,19 +106,18 @@ def _convert(value: Any, typ: pa.DataType) -> Any:
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as a table with the declared schema (`trainables.records.table_schema`)."""
     rows = sorted(
         rows, key=lambda r: (str(r.get("phase")), str(r.get("trial_id")), int(r.get("snapshot", 0)))
     )
-    columns = _ordered_columns(rows) if rows else ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST + TAIL_COLUMNS
-    arrays, fields = [], []
-    for name in columns:
-        values = [r.get(name) for r in rows]
-        typ = _column_type(name, values)
-        if typ == pa.float64():
+    schema = table_schema({k for r in rows for k in r})
+    arrays = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if field.type == PA_TYPES["float"]:
             values = [math.nan if v is None else v for v in values]
-        arrays.append(pa.array([_convert(v, typ) for v in values], type=typ))
-        fields.append(pa.field(name, typ))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+        arrays.append(pa.array([_convert(v, field.type) for v in values], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:

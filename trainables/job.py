@@ -39,11 +39,11 @@ from trainables.memo import Busy, atomic_torch_save, compute_once
 from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
 from trainables.metrics import classification_metrics, disagreement, fort_diversity, l2_distance
 from trainables.models import build_model, is_head_key, replace_head
+from trainables.records import CORRUPTION_METRICS, KINDS, METRICS, corruption_column, metric_column
 from trainables.schedules import phase_lrs
 
 log = logging.getLogger("starsweep")
 STATE_FORMAT = "starsweep-trial-state-v1"
-KINDS = ("ind", "ens", "soup")
 
 Report = Callable[[dict, dict], None]
 
@@ -205,15 +205,15 @@ class Job:
         for split in ("val", "test"):
             if len(self.labels[split]):
                 for m, v in classification_metrics(probs[split], self.labels[split]).items():
-                    rec[f"{kind}_{split}_{m}"] = v
+                    rec[metric_column(kind, split, m)] = v
         ood = {k: classification_metrics(probs[k], self.labels[k]) for k in probs if k.startswith("ood/")}
         if ood:
-            for m in ("acc", "nll", "ece", "brier"):
-                rec[f"{kind}_ood_{m}"] = sum(v[m] for v in ood.values()) / len(ood)
+            for m in METRICS:
+                rec[metric_column(kind, "ood", m)] = sum(v[m] for v in ood.values()) / len(ood)
             for c in self.cfg.data.ood.corruptions:
                 per = [v for k, v in ood.items() if k.split("/")[1] == c]
-                for m in ("acc", "nll"):
-                    rec[f"{kind}_ood_{m}__{c}"] = sum(v[m] for v in per) / len(per)
+                for m in CORRUPTION_METRICS:
+                    rec[corruption_column(kind, m, c)] = sum(v[m] for v in per) / len(per)
         return rec
 
     def soup_probs(self, soup: RunningSoup, latest: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,7 +274,7 @@ class Job:
                     "epochs_trained": st["epochs_trained"],
                     "wall_time_s": time.perf_counter() - t0,
                 }
-                record.update({f"{kind}_test_acc": math.nan for kind in KINDS})
+                record.update({metric_column(kind, "test", "acc"): math.nan for kind in KINDS})
                 report(record, st)
                 st["records"].append(record)
                 return st["records"]
