@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.layout import SweepLayout
 from trainables.records import column_type
 
-RESULTS_FILENAME = "results.parquet"
+RESULTS_FILENAME = SweepLayout.RESULTS
 
 # Columns every analysis needs. Other metric columns are optional: a figure whose
 # metric is absent is left out of the report.

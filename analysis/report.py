@@ -226,22 +226,18 @@ def attach_to_mlflow(
 ) -> str:
     """Log the report directory as artifacts of a new run named "report"; return its id.
 
-    The experiment is created if absent (with `artifact_location` when given).
+    The experiment is created if absent (its artifacts in `artifact_location` when given).
     MLflow 3 needs a database tracking URI such as `sqlite:///path/mlflow.db`.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"report directory not found: {out_dir}")
-    from mlflow.tracking import MlflowClient
+    from sweep.tracking import Tracking
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        experiment_id = client.create_experiment(experiment_name, artifact_location)
-    else:
-        experiment_id = experiment.experiment_id
+    tracking = Tracking(tracking_uri, experiment_name, artifact_location)
+    client = tracking.client
     run = client.create_run(
-        experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
+        tracking.experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
     )
     run_id = run.info.run_id
     try:

@@ -29,6 +29,7 @@ import os
 import sys
 from pathlib import Path
 
+from sweep.layout import SweepLayout
 from trainables.errors import StarsweepError
 
 
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("export", "rebuild the Parquet table (one row per trial x snapshot) from the "
             "experiment directories", "sweep", target_help)
     p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-    p.add_argument("-o", "--output", help="write here instead of <sweep>/results.parquet")
+    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.RESULTS}")
 
     p = add("status", "progress of a running or finished sweep", "sweep", target_help)
     p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
             "again logs nothing twice", "sweep", target_help)
     p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
-                   "sqlite:///<sweep>/mlflow.db when it ran without MLflow)")
+                   f"sqlite:///<sweep>/{SweepLayout.MLFLOW_DB} when it ran without MLflow)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
     return parser
 
@@ -164,7 +165,6 @@ def _dry_run(args) -> int:
 
 def _run(args) -> int:
     from sweep.manifest import (
-        MANIFEST,
         changed_fields,
         check_output_dir,
         read_manifest,
@@ -176,7 +176,7 @@ def _run(args) -> int:
 
     spec, text = _load(args)
     sweep_dir = Path(spec.sweep_dir)
-    resuming = args.if_exists == "resume" and (sweep_dir / MANIFEST).exists()
+    resuming = args.if_exists == "resume" and Path(spec.layout.manifest).exists()
     if args.if_exists == "new" and sweep_dir_taken(sweep_dir):
         n = 2
         while sweep_dir_taken(sweep_dir.parent / f"{spec.name}-{n}"):
@@ -232,17 +232,17 @@ def _status(args) -> int:
 
 
 def _mlflow_sync(args) -> int:
+    from sweep.layout import SweepLayout
     from sweep.manifest import find_sweep_dir, read_manifest
-    from sweep.mlflow_logging import mlflow_ui_command, sync_sweep
     from sweep.results import rebuild_rows
+    from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
-    sweep_dir = find_sweep_dir(args.sweep, args.storage)
-    manifest = read_manifest(sweep_dir)
-    uri = args.tracking_uri or manifest.get("tracking_uri") or "sqlite:///" + str(sweep_dir / "mlflow.db")
+    layout = SweepLayout(find_sweep_dir(args.sweep, args.storage))
+    manifest = read_manifest(layout.root)
+    uri = args.tracking_uri or manifest.get("tracking_uri") or layout.default_tracking_uri
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
-    rows, _ = rebuild_rows(str(sweep_dir), manifest["name"], [p["name"] for p in manifest["phases"]])
-    artifacts = str(sweep_dir / "mlartifacts") if uri.startswith("sqlite:") else None
-    counts = sync_sweep(rows, uri, experiment, artifacts)
+    rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
+    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout))
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
           f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
           f"{counts['snapshots_skipped']} already there")

@@ -34,13 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
+from sweep.layout import SweepLayout
 from trainables.config import TrialConfig
 from trainables.records import PA_TYPES, record_of, table_schema, table_status
 
 log = logging.getLogger("starsweep.sweep")
-
-RESULTS_FILE = "results.parquet"
-
 
 # Rows -------------------------------------------------------------------------
 def config_columns(config: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +172,7 @@ class ResultsCallback(tune.Callback):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.sweep_dir, RESULTS_FILE)
+        return SweepLayout(self.sweep_dir).results
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -226,7 +224,7 @@ class ResultsCallback(tune.Callback):
 
 # Rebuilding from the experiment directories ---------------------------------------
 def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
-    path = os.path.join(trial_dir, "result.json")
+    path = SweepLayout.trial_result(trial_dir)
     out = []
     if not os.path.isfile(path):
         return out
@@ -248,7 +246,7 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
     reading the experiment use the newest readable state instead of failing or
     silently finding no trials. Returns the files set aside."""
     moved = []
-    for path in sorted(Path(exp_dir).glob("experiment_state-*.json")):
+    for path in sorted(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
         try:
             json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError):
@@ -262,7 +260,7 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
 def experiment_trials(exp_dir: str) -> list[Any] | None:
     """Trials of one Tune experiment (None if it has no readable state yet)."""
     set_aside_unreadable_states(exp_dir)
-    if not any(Path(exp_dir).glob("experiment_state-*.json")):
+    if not any(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
         return None
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
@@ -280,12 +278,12 @@ def rebuild_rows(
     sweep_dir: str, sweep: str, phases: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Rows from the experiment directories merged with the current table; and trial statuses."""
-    existing = read_rows(os.path.join(sweep_dir, RESULTS_FILE))
-    rows: list[dict[str, Any]] = list(existing)
+    layout = SweepLayout(sweep_dir)
+    rows: list[dict[str, Any]] = list(read_rows(layout.results))
     statuses: dict[str, str] = {}
     complete = True
     for phase in phases:
-        exp_dir = os.path.join(sweep_dir, phase)
+        exp_dir = layout.phase(phase)
         trials = experiment_trials(exp_dir) if os.path.isdir(exp_dir) else None
         if trials is None:
             complete = complete and not os.path.isdir(exp_dir)
@@ -317,5 +315,5 @@ def rebuild_results(
     sweep_dir: str, sweep: str, phases: list[str], out: str | None = None
 ) -> tuple[Path, int]:
     rows, _ = rebuild_rows(sweep_dir, sweep, phases)
-    path = write_table(rows, out or os.path.join(sweep_dir, RESULTS_FILE))
+    path = write_table(rows, out or SweepLayout(sweep_dir).results)
     return path, len(rows)

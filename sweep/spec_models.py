@@ -17,6 +17,8 @@ from pydantic import Field, field_validator
 
 from search_spaces.design import Design
 from search_spaces.kinds import CustomSearch, Strict
+from sweep.layout import SweepLayout
+from sweep.tracking import Tracking
 from trainables.config import TrialBase
 from trainables.errors import ConfigError
 
@@ -90,9 +92,13 @@ class SweepSpec(Design):
 
     # Derived values -----------------------------------------------------------
     @property
+    def layout(self) -> SweepLayout:
+        """The sweep directory, <storage>/<name> (absolute), and the names of what it holds."""
+        return SweepLayout(os.path.join(absolute_storage(self.storage), self.name))
+
+    @property
     def sweep_dir(self) -> str:
-        """Where this sweep's results live: <storage>/<name>, absolute."""
-        return os.path.join(absolute_storage(self.storage), self.name)
+        return self.layout.root
 
     @property
     def num_members(self) -> int:
@@ -104,11 +110,16 @@ class SweepSpec(Design):
             return None
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        return "sqlite:///" + os.path.join(self.sweep_dir, "mlflow.db")  # 4 slashes: absolute
+        return self.layout.default_tracking_uri
 
     @property
     def mlflow_experiment(self) -> str:
         return self.mlflow.experiment or self.name
+
+    def tracking(self) -> Tracking | None:
+        """The sweep's MLflow experiment (not opened yet); None when MLflow is off."""
+        uri = self.tracking_uri
+        return Tracking.for_sweep(uri, self.mlflow_experiment, self.layout) if uri else None
 
     def custom_search_file(self) -> Path:
         """The file of a custom search (a relative path is relative to the spec's directory)."""
@@ -119,14 +130,12 @@ class SweepSpec(Design):
     def shared_trial(self) -> TrialBase:
         """What every trial of the sweep shares: `trial` with the sweep's cache directories
         (shared fine-tunes in the sweep directory, pre-trained checkpoints in its storage)."""
-        trial = self.trial
-        cache_dir = (trial.cache_dir or os.path.join(self.sweep_dir, "finetunes")) if self.share_finetunes \
-            else None
+        trial, layout = self.trial, self.layout
+        cache_dir = (trial.cache_dir or layout.finetunes) if self.share_finetunes else None
         # Embedded pre-trained checkpoints are shared by every sweep in the same storage
         # (content-keyed, so different pre-training settings never collide).
-        storage = os.path.dirname(self.sweep_dir)
         pretrained = trial.pretrained.model_copy(
-            update={"cache_dir": trial.pretrained.cache_dir or os.path.join(storage, "pretrained")}
+            update={"cache_dir": trial.pretrained.cache_dir or layout.pretrained}
         )
         return trial.model_copy(update={"cache_dir": cache_dir, "pretrained": pretrained})
 

@@ -15,7 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sweep.results import RESULTS_FILE, experiment_trials, read_rows
+from sweep.layout import SweepLayout
+from sweep.results import experiment_trials, read_rows
+from trainables.records import PROGRESS, table_status
 
 
 def _fmt(x: Any) -> str:
@@ -25,8 +27,8 @@ def _fmt(x: Any) -> str:
 
 
 def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
-    sweep_dir = Path(sweep_dir)
-    rows = read_rows(sweep_dir / RESULTS_FILE)
+    layout = SweepLayout(sweep_dir)
+    rows = read_rows(layout.results)
     by_trial: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_trial[r["trial_id"]].append(r)
@@ -36,7 +38,7 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
     total_done = total = 0
     for phase in manifest["phases"]:
         name, planned = phase["name"], int(phase["num_trials"])
-        exp_dir = sweep_dir / name
+        exp_dir = Path(layout.phase(name))
         trials = experiment_trials(str(exp_dir)) if exp_dir.is_dir() else None
         states: dict[str, tuple[str, str, int]] = {}  # trial_id -> (method, status, K)
         for t in trials or []:
@@ -54,9 +56,7 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
         for tid, (method, status, k) in states.items():
             m = per_method[method]
             m["trials"] += 1
-            key = {"TERMINATED": "done", "DIVERGED": "done", "RUNNING": "running",
-                   "PENDING": "pending", "PAUSED": "pending", "ERROR": "error"}.get(status, "pending")
-            m[key] += 1
+            m[PROGRESS.get(table_status(status), "pending")] += 1
             trial_rows = by_trial.get(tid, [])
             m["snaps"] += len(trial_rows)
             m["snaps_total"] += k or len(trial_rows)
@@ -86,12 +86,12 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
         if j == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     lines.append(f"trials finished: {total_done}/{total}; best = final snapshot of finished trials")
-    results = sweep_dir / RESULTS_FILE
+    results = Path(layout.results)
     if results.is_file():
         age = time.time() - results.stat().st_mtime
         lines.append(f"results: {results} ({len(rows)} rows, updated {age:.0f}s ago)")
     if manifest.get("tracking_uri"):
-        from sweep.mlflow_logging import mlflow_ui_command
+        from sweep.tracking import mlflow_ui_command
 
         lines.append(f"MLflow:  {mlflow_ui_command(manifest['tracking_uri'])}")
     return "\n".join(lines)
