@@ -81,7 +81,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     task = load_task(cfg.data, None)
                     job = Job(cfg, rt, task)
-                    model = job._fresh_model(0)
+                    model = job.evaluator.fresh_model()
                     state = {
                         k: val for k, val in job.pretrained[0].items() if not k.startswith("fc.")
                     }

@@ -127,7 +127,7 @@ def run_one(v: dict, with_test: bool) -> dict:
     t1 = time.perf_counter()
     state, _ = job.finetune(cfg.pretrained_index, cfg.seed)
     t2 = time.perf_counter()
-    model = job._model_from(state)
+    model = job.evaluator.model_from(state)
     row = dict(v)
     pv = engine.predict_probs(model, job.task.val.images, job.aug, runtime, 500)
     row["val_acc"], row["val_nll"] = acc_nll(pv, job.task.val.labels)

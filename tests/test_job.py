@@ -103,7 +103,7 @@ def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
 
     def crash_after_two(record, state):
         if record["snapshot"] == 2:
-            saved["state"] = _roundtrip(state)
+            saved["state"] = _roundtrip(state.to_dict())
             raise Crash
 
     with pytest.raises(Crash):

@@ -138,14 +138,11 @@ def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
     """Make sure pre-trained checkpoint `index` of `config` (a `TrialBase` dict) exists,
     computing it if it is embedded and missing; returns a description. The sweep runs
     one of these per checkpoint in parallel before its trials start."""
-    from trainables.data.task import load_task
-    from trainables.device import pick_runtime
+    from trainables.evaluate import runtime_and_task
     from trainables.logs import configure_logging
 
     configure_logging()
     cfg = TrialBase.from_dict(config)
-    runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
-    source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
-    task = load_task(cfg.data, source_size)
+    runtime, task = runtime_and_task(cfg, num_cpus)
     load_pretrained(cfg, index, task, runtime)
     return identity(cfg, index)
