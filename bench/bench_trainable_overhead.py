@@ -10,17 +10,17 @@ import cProfile
 import pstats
 import sys
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 from common import Timer, bench_config, machine, parser, verdict
 
-from trainables import TrialConfig, engine, run_job  # noqa: E402
-from trainables.checkpoints import load_backbone  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.models import build_model, replace_head  # noqa: E402
-from trainables.pretrained import load_pretrained  # noqa: E402
-from trainables.schedules import phase_lrs  # noqa: E402
+from trainables import TrialConfig, engine, run_job
+from trainables.checkpoints import load_backbone
+from trainables.data.task import load_task
+from trainables.device import pick_runtime
+from trainables.models import build_model, replace_head
+from trainables.pretrained import load_pretrained
+from trainables.schedules import phase_lrs
 
 
 def bare_loop(cfg: TrialConfig) -> int:
