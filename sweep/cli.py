@@ -32,74 +32,76 @@ from pathlib import Path
 from sweep.layout import SweepLayout
 from trainables.errors import StarsweepError
 
+EPILOG = """examples:
+  python -m sweep dry-run specs/quickstart.yaml
+  python -m sweep run specs/quickstart.yaml
+  python -m sweep status quickstart
+  python -m sweep resume quickstart
+  python -m sweep export quickstart -o quickstart.parquet
+  python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000
+on a cluster:
+  ray job submit --address http://HEAD:8265 --working-dir . -- \\
+      python -m sweep run specs/cifar100_resnet50.yaml
+Spec format: sweep/spec.py and the README; specs/ holds examples."""
+NO_PREFLIGHT = ("skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
+                "cluster whose files are not here)")
+NUM_CPUS = "CPUs of the local Ray instance (default: all)"
+SWEEP_TARGET = "a sweep name (under --storage) or a sweep directory"
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sweep",
-        description="Ray Tune sweeps of the StarSSE paper's fine-tune-then-explore experiments.",
-        epilog="examples:\n"
-        "  python -m sweep dry-run specs/quickstart.yaml\n"
-        "  python -m sweep run specs/quickstart.yaml\n"
-        "  python -m sweep status quickstart\n"
-        "  python -m sweep resume quickstart\n"
-        "  python -m sweep export quickstart -o quickstart.parquet\n"
-        "  python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000\n"
-        "on a cluster:\n"
-        "  ray job submit --address http://HEAD:8265 --working-dir . -- \\\n"
-        "      python -m sweep run specs/cifar100_resnet50.yaml\n"
-        "Spec format: sweep/spec.py and the README; specs/ holds examples.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help_: str, target: str, target_help: str) -> argparse.ArgumentParser:
-        metavar = "SPEC" if target == "spec" else "NAME|PATH"
-        p = sub.add_parser(name, help=f"{name} {metavar}: {help_}", description=help_)
-        p.add_argument(target, help=target_help, metavar=metavar)
-        return p
+def _command(sub, name: str, help_: str, target: str, target_help: str) -> argparse.ArgumentParser:
+    """A subcommand taking a spec file ("spec") or a sweep ("sweep", with --storage)."""
+    metavar = "SPEC" if target == "spec" else "NAME|PATH"
+    p = sub.add_parser(name, help=f"{name} {metavar}: {help_}", description=help_)
+    p.add_argument(target, help=target_help, metavar=metavar)
+    if target == "spec":
+        p.add_argument("--storage", help="override the spec's storage directory")
+    else:
+        p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    return p
 
-    no_preflight = (
-        "skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
-        "cluster whose files are not here)"
-    )
-    p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
-    p.add_argument("--storage", help="override the spec's storage directory")
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
+
+def _add_spec_commands(sub) -> None:
+    p = _command(sub, "run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
     p.add_argument(
         "--if-exists", choices=("error", "resume", "new"), default="error",
         help="when a sweep of this name exists: stop (default), resume it (the spec must be "
         "unchanged), or start a new sweep named <name>-2, <name>-3, ...",
     )
-    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
-
-    p = add("dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
-            "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
-    p.add_argument("--storage", help="override the spec's storage directory")
+    p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p = _command(sub, "dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
+                 "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
     p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
 
-    target_help = "a sweep name (under --storage) or a sweep directory"
-    p = add("resume", "finish a sweep: resume unfinished and errored trials from their last "
-            "checkpoint (finished trials are never re-run)", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
 
-    p = add("export", "rebuild the Parquet table (one row per trial x snapshot) from the "
-            "experiment directories", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+def _add_sweep_commands(sub) -> None:
+    p = _command(sub, "resume", "finish a sweep: resume unfinished and errored trials from their last "
+                 "checkpoint (finished trials are never re-run)", "sweep", SWEEP_TARGET)
+    p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
+    p = _command(sub, "export", "rebuild the Parquet table (one row per trial x snapshot) from the "
+                 "experiment directories", "sweep", SWEEP_TARGET)
     p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.RESULTS}")
-
-    p = add("status", "progress of a running or finished sweep", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-
-    p = add("mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
-            "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
-            "again logs nothing twice", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    _command(sub, "status", "progress of a running or finished sweep", "sweep", SWEEP_TARGET)
+    p = _command(sub, "mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
+                 "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
+                 "again logs nothing twice", "sweep", SWEEP_TARGET)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
                    f"sqlite:///<sweep>/{SweepLayout.MLFLOW_DB} when it ran without MLflow)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep",
+        description="Ray Tune sweeps of the StarSSE paper's fine-tune-then-explore experiments.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_spec_commands(sub)
+    _add_sweep_commands(sub)
     return parser
 
 

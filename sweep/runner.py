@@ -21,12 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sweep.checks import check_cluster_resources
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
 from sweep.phases import Phase, build_phases
-from sweep.spec import SweepSpec, check_cluster_resources
+from sweep.spec_models import SweepSpec
 from sweep.tracking import Tracking, open_experiment
-from trainables.records import FINISHED
+from trainables.records import ENDED
 
 log = logging.getLogger("starsweep.sweep")
 PROGRESS_PARAMS = {
@@ -288,7 +289,7 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
             close_orphan_runs(tracking, spec.name, set(statuses))
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
     failed = [tid for tid, s in final.items() if s == "ERROR"]
-    unfinished = [tid for tid, s in final.items() if s not in (*FINISHED, "ERROR")]
+    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if failed or unfinished:
         print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
               f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "

@@ -40,7 +40,6 @@ allowed under `trial:`; use `methods`, `search`, `seeds` and
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
+from sweep.checks import cross_check
 from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
 from trainables.validation import error_lines
@@ -147,125 +146,3 @@ def _without_per_trial_fields(trial: dict[str, Any], errors: list[str]) -> dict[
             "the spec's methods, search, seeds and pretrained_indices set it"
         )
     return {k: v for k, v in trial.items() if k not in per_trial}
-
-
-def cross_check(spec: SweepSpec) -> list[str]:
-    """Checks that involve several fields; each message names the field to change."""
-    errors: list[str] = []
-    base = spec.trial
-    n_ckpt = base.pretrained.count
-    valid = f"valid: 0..{n_ckpt - 1}, from trial.pretrained ({base.pretrained.source})"
-
-    def check_indices(field: str, indices: list[int]) -> None:
-        bad = [i for i in indices if i >= n_ckpt]
-        if bad:
-            errors.append(
-                f"{field}: pre-trained checkpoint index {bad} out of range; only {n_ckpt} "
-                f"checkpoint(s) exist ({valid})"
-            )
-
-    if spec.cyclic_methods:
-        check_indices("pretrained_indices", spec.pretrained_indices)
-    members = spec.num_members
-    for name in ("local_de", "global_de"):
-        if getattr(spec.baselines, name) is not None and name not in spec.methods:
-            errors.append(
-                f"baselines.{name}: configured, but {name!r} is not in methods "
-                f"(got methods={spec.methods}); add it to methods or remove this block"
-            )
-    if "local_de" in spec.methods:
-        check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
-    if "global_de" in spec.methods and n_ckpt < members:
-        errors.append(
-            f"baselines.num_members: global_de with {members} members needs {members} "
-            f"pre-trained checkpoints, but trial.pretrained provides {n_ckpt} "
-            "(raise trial.pretrained.num_checkpoints / add paths, or lower baselines.num_members)"
-        )
-    search = spec.search
-    if isinstance(search, (ValuesSearch, OptunaSearchSpec)) and not spec.cyclic_methods:
-        errors.append(
-            f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
-            f"{spec.methods} has neither (add sse or star_sse to methods)"
-        )
-    if isinstance(search, OptunaSearchSpec):
-        for field in ("seeds", "pretrained_indices"):
-            values = getattr(spec, field)
-            if len(values) != 1:
-                errors.append(
-                    f"{field}: an optuna search uses one fine-tune seed and one pre-trained "
-                    f"checkpoint per method (TPE would otherwise treat them as "
-                    f"hyperparameters), got {values}; list one value"
-                )
-        if "_val_" in search.metric and base.data.val_size == 0:
-            errors.append(
-                f"search.metric: {search.metric!r} needs a validation split, but "
-                "trial.data.val_size is 0 (set val_size > 0 or use a *_test_* metric)"
-            )
-    if isinstance(search, CustomSearch):
-        path = spec.custom_search_file()
-        if not path.is_file():
-            errors.append(
-                f"search.path: no such Python file {search.path!r} "
-                f"(looked at {str(path)!r}; relative paths are relative to the spec's directory)"
-            )
-        elif path.suffix != ".py":
-            errors.append(f"search.path: must be a .py file (got {search.path!r})")
-    if spec.resources.gpu == 0 and base.device == "cuda":
-        errors.append(
-            "trial.device: 'cuda' but resources.gpu is 0, so no GPU would be visible to trials "
-            "(set resources.gpu > 0, or device: auto / cpu)"
-        )
-    # Finally every trial the sweep will run must be a valid TrialConfig.
-    if not errors:
-        from sweep.phases import planned_trials
-
-        for cfg in planned_trials(spec):
-            try:
-                TrialConfig.model_validate(cfg)
-            except ValidationError as exc:
-                label = f"trial {cfg.get('method')} (seed {cfg.get('seed')}, pretrained_index " \
-                        f"{cfg.get('pretrained_index')})"
-                lines = error_lines(exc, TrialConfig, "trial.")
-                errors.append(f"{label} would be invalid: " + "; ".join(lines))
-                break
-    return errors
-
-
-def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
-                            nodes: list[dict[str, float]] | None = None,
-                            where: str | None = None) -> None:
-    """Raise SpecError if one trial asks for more CPUs/GPUs than any node has.
-
-    `cluster` is `ray.cluster_resources()`; `nodes` the per-node resource dicts of
-    alive nodes (a trial's bundle must fit on one node).
-    """
-    errors = []
-    pools = nodes or [cluster]
-    for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
-        asked = getattr(spec.resources, field)
-        if asked <= 0:
-            continue
-        largest = max((float(n.get(key, 0.0)) for n in pools), default=0.0)
-        total = float(cluster.get(key, 0.0))
-        if asked > largest + 1e-9:
-            if where:
-                errors.append(
-                    f"resources.{field}: each trial asks for {asked:g} {key}(s), but {where} has "
-                    f"{largest:g}; lower resources.{field}, or submit the sweep to a Ray cluster "
-                    f"that has them (RAY_ADDRESS, or ray job submit)"
-                )
-                continue
-            place = "any single node" if nodes and len(nodes) > 1 else "the Ray cluster"
-            errors.append(
-                f"resources.{field}: each trial asks for {asked:g} {key}(s), but {place} "
-                f"has {largest:g} (cluster total {total:g}); lower resources.{field} "
-                f"or add {key} nodes"
-            )
-    if errors:
-        raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))
-
-
-def fmt_num(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:g}"

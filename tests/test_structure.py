@@ -1,9 +1,12 @@
-"""The four packages import one way, trainables <- search_spaces <- sweep <- analysis,
-with no import cycle; planning a sweep imports no Ray; the packages are installed."""
+"""The shape of the code: the four packages import one way, trainables <- search_spaces
+<- sweep <- analysis, with no import cycle; planning a sweep imports no Ray; the
+packages are installed; no function over 60 lines, no file over 400; the README's
+layout table names every top-level entry and every module of the four packages."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -128,3 +131,49 @@ def test_packages_are_installed_and_import_from_any_directory(tmp_path, package)
     proc = _python(f"import {package}; print({package}.__file__)", tmp_path)
     assert proc.returncode == 0, proc.stderr + "\n(run `make setup`: it installs the project with pip -e .)"
     assert Path(proc.stdout.strip()) == ROOT / package / "__init__.py"
+
+
+MAX_FUNCTION_LINES = 60
+MAX_FILE_LINES = 400
+
+
+def test_no_function_over_60_lines_and_no_file_over_400():
+    long = []
+    for path in product_modules().values():
+        text = path.read_text()
+        if (n := len(text.splitlines())) > MAX_FILE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {n} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}(): {n} lines")
+    assert not long, "split these:\n" + "\n".join(long)
+
+
+def layout_table() -> dict[str, str]:
+    """The README's layout table: path -> role."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `([^`]+)` \| (.+) \|$", section, re.M))
+
+
+def test_readme_layout_table_names_every_top_level_entry():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    top = {line.split("/")[0] + ("/" if "/" in line else "") for line in tracked.stdout.splitlines()}
+    expected = {t for t in top if not t.startswith(".") and t != "README.md"}
+    named = {path.split("/")[0] + ("/" if "/" in path else "") for path in layout_table()}
+    assert named == expected, f"not in the table: {sorted(expected - named)}; not in the tree: " \
+        f"{sorted(named - expected)}"
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_readme_layout_table_names_every_module(package):
+    root = ROOT / package
+    role = layout_table()[f"{package}/"]
+    named = set(re.findall(r"`([\w.]+\.py|\w+/)`", role))
+    modules = {p.name for p in root.glob("*.py") if p.name != "__init__.py"}
+    subpackages = {p.parent for p in root.glob("*/__init__.py")}
+    modules |= {d.name + "/" for d in subpackages}
+    modules |= {p.name for d in subpackages for p in d.glob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set(), f"README's {package}/ row does not name {sorted(modules - named)}"
+    assert named - modules == set(), f"README's {package}/ row names {sorted(named - modules)}: not there"

@@ -173,6 +173,8 @@ def table_schema(present: Iterable[str]) -> pa.Schema:
 # Statuses --------------------------------------------------------------------------
 #: Statuses of trials that ran to their end (a divergence is a result, not a failure).
 FINISHED = ("TERMINATED", "DIVERGED")
+#: Statuses of trials that will not run again unless resumed.
+ENDED = (*FINISHED, "ERROR")
 #: MLflow run status of a trial that ended with a table status.
 MLFLOW_RUN_STATUS = {"TERMINATED": "FINISHED", "DIVERGED": "FINISHED", "ERROR": "FAILED"}
 #: How `sweep status` counts trials.
