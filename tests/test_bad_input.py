@@ -63,19 +63,13 @@ import torch
 import yaml
 
 from sweep.cli import main as cli_main
+from tiny import tiny_trial
 from trainables.models import ResNet18Cifar, SmallCNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
-TRIAL = {
-    "device": "cpu",
-    "num_cycles": 2,
-    "model": {"arch": "small_cnn", "width": 8},
-    "data": {"train_size": 200, "val_size": 50},
-    "pretrained": {"epochs": 0.5, "num_checkpoints": 2},
-    "finetune": {"epochs": 1},
-}
+TRIAL = tiny_trial(num_cycles=2)
 
 
 def _spec(tmp_path, **fields) -> dict:

@@ -95,10 +95,15 @@ def test_trial_list_searcher_save_restore(tmp_path):
     assert searcher.suggest("b") == {"method": "star_sse"}
     again = TrialListSearcher([])
     again.restore(str(path))
-    assert again.suggest("b") == {"method": "star_sse"}
-    assert again.suggest("c") == {"method": "local_de"}
-    assert again.suggest("d") == "FINISHED"
-    pickle.loads(pickle.dumps(again))
+    assert again.get_state() == {"trials": searcher.trials, "next_index": 1, "suggested": {"a": 0}}
+    # Tune also pickles the searcher with the experiment (tuner.pkl): a copy goes on where it was
+    clone = pickle.loads(pickle.dumps(again))
+    assert clone.get_state() == again.get_state()
+    for s in (again, clone):
+        assert s.suggest("b") == {"method": "star_sse"}
+        assert s.suggest("c") == {"method": "local_de"}
+        assert s.suggest("d") == "FINISHED"
+    assert clone.suggested == {"a": 0, "b": 1, "c": 2}
 
 
 def test_paper_param_space_is_a_grid():
