@@ -177,3 +177,27 @@ def test_readme_layout_table_names_every_module(package):
     modules |= {p.name for d in subpackages for p in d.glob("*.py") if p.name != "__init__.py"}
     assert modules - named == set(), f"README's {package}/ row does not name {sorted(modules - named)}"
     assert named - modules == set(), f"README's {package}/ row names {sorted(named - modules)}: not there"
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """String literals of a module, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_files_of_a_sweep_directory_are_named_in_sweep_layout_only():
+    from sweep.layout import SweepLayout
+
+    names = {SweepLayout.MANIFEST, SweepLayout.SPEC, SweepLayout.CUSTOM_SEARCH, SweepLayout.RESULTS,
+             SweepLayout.MLFLOW_DB, SweepLayout.MLFLOW_ARTIFACTS, SweepLayout.FINETUNES, SweepLayout.TUNER,
+             SweepLayout.EXPERIMENT_STATE_GLOB, SweepLayout.TRIAL_RESULT, SweepLayout.TRIAL_ERROR}
+    found = [f"{path.relative_to(ROOT)}:{line} {value!r}"
+             for name, path in product_modules().items() if name != "sweep.layout"
+             for line, value in _string_constants(path)
+             if value in names or any(value.endswith("/" + n) for n in names)]
+    assert not found, "use sweep.layout.SweepLayout instead of spelling these:\n" + "\n".join(found)
