@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> Path:
         from analysis.synthetic import synthetic_results
 
         args.out.mkdir(parents=True, exist_ok=True)
-        results = args.out / SweepLayout.RESULTS
+        results = args.out / SweepLayout.results
         synthetic_results().to_parquet(results, index=False)
         return build_report(results, args.out)
     index = build_report(args.results, args.out, args.size)

@@ -14,7 +14,7 @@ import pandas as pd
 from sweep.layout import SweepLayout
 from trainables.records import column_type
 
-RESULTS_FILENAME = SweepLayout.RESULTS
+RESULTS_FILENAME = SweepLayout.results
 
 # Columns every analysis needs. Other metric columns are optional: a figure whose
 # metric is absent is left out of the report.

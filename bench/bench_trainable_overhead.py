@@ -35,7 +35,7 @@ def bare_loop(cfg: TrialConfig) -> int:
     aug = engine.Augmentation.for_task(task, cfg.data)
     ft = cfg.finetune
     spe = engine.steps_per_epoch(len(task.train), ft.batch_size)
-    phases = [(ft.epochs, ft.lr)] + [(cfg.resolved_cycle_epochs, cfg.resolved_lr_max)] * cfg.num_cycles
+    phases = [(ft.epochs, ft.lr)] + [(cfg.cycle.epochs, cfg.cycle.lr_max)] * cfg.num_cycles
     gen, steps = torch.Generator().manual_seed(0), 0
     first = None
     for epochs, lr in phases:

@@ -83,13 +83,13 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
     p = _command(sub, "export", "rebuild the Parquet table (one row per trial x snapshot) from the "
                  "experiment directories", "sweep", SWEEP_TARGET)
-    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.RESULTS}")
+    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.results}")
     _command(sub, "status", "progress of a running or finished sweep", "sweep", SWEEP_TARGET)
     p = _command(sub, "mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
                  "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
                  "again logs nothing twice", "sweep", SWEEP_TARGET)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
-                   f"sqlite:///<sweep>/{SweepLayout.MLFLOW_DB} when it ran without MLflow)")
+                   f"sqlite:///<sweep>/{SweepLayout.mlflow_db} when it ran without MLflow)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
 
 

@@ -23,16 +23,27 @@ import os
 from pathlib import Path
 
 
+class _Entry:
+    """A file or directory of a sweep directory: read on the class, its name; read on a
+    layout, its path (`SweepLayout.results` is "results.parquet", `layout.results` the file)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, layout: SweepLayout | None, owner: type | None = None) -> str:
+        return self.name if layout is None else layout.path(self.name)
+
+
 class SweepLayout:
     """Names every file and directory of one sweep directory, relative to its root."""
 
-    MANIFEST = "sweep.json"
-    SPEC = "spec.yaml"
-    CUSTOM_SEARCH = "custom_search.py"
-    RESULTS = "results.parquet"
-    MLFLOW_DB = "mlflow.db"
-    MLFLOW_ARTIFACTS = "mlartifacts"
-    FINETUNES = "finetunes"
+    manifest = _Entry("sweep.json")
+    spec = _Entry("spec.yaml")
+    custom_search = _Entry("custom_search.py")
+    results = _Entry("results.parquet")
+    mlflow_db = _Entry("mlflow.db")
+    mlflow_artifacts = _Entry("mlartifacts")
+    finetunes = _Entry("finetunes")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"
     #: Ray Tune's own names inside a phase directory and its trial directories.
@@ -40,9 +51,6 @@ class SweepLayout:
     EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
     TRIAL_RESULT = "result.json"
     TRIAL_ERROR = "error.txt"
-    #: What a sweep directory may hold besides its phases before its manifest exists
-    #: (a start interrupted between creating the directory and writing sweep.json).
-    ENTRIES = frozenset({FINETUNES, PRETRAINED, MLFLOW_DB, MLFLOW_ARTIFACTS, SPEC, RESULTS, CUSTOM_SEARCH})
 
     def __init__(self, root: str | os.PathLike):
         self.root = str(root)
@@ -53,6 +61,12 @@ class SweepLayout:
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
+    @classmethod
+    def entries(cls) -> frozenset[str]:
+        """What a sweep directory may hold besides its phases before its manifest exists
+        (a start interrupted between creating the directory and writing sweep.json)."""
+        return frozenset(v.name for v in vars(cls).values() if isinstance(v, _Entry)) | {cls.PRETRAINED}
+
     @property
     def name(self) -> str:
         return os.path.basename(self.root.rstrip(os.sep))
@@ -62,41 +76,13 @@ class SweepLayout:
         return os.path.dirname(self.root.rstrip(os.sep))
 
     @property
-    def manifest(self) -> str:
-        return self.path(self.MANIFEST)
-
-    @property
-    def spec(self) -> str:
-        return self.path(self.SPEC)
-
-    @property
-    def custom_search(self) -> str:
-        return self.path(self.CUSTOM_SEARCH)
-
-    @property
-    def results(self) -> str:
-        return self.path(self.RESULTS)
-
-    @property
-    def mlflow_db(self) -> str:
-        return self.path(self.MLFLOW_DB)
-
-    @property
-    def mlflow_artifacts(self) -> str:
-        return self.path(self.MLFLOW_ARTIFACTS)
+    def pretrained(self) -> str:
+        return os.path.join(self.storage, self.PRETRAINED)
 
     @property
     def default_tracking_uri(self) -> str:
         """The SQLite MLflow store in the sweep directory (4 slashes: an absolute path)."""
         return "sqlite:///" + os.path.abspath(self.mlflow_db)
-
-    @property
-    def finetunes(self) -> str:
-        return self.path(self.FINETUNES)
-
-    @property
-    def pretrained(self) -> str:
-        return os.path.join(self.storage, self.PRETRAINED)
 
     def phase(self, name: str) -> str:
         """The Tune experiment directory of a phase."""

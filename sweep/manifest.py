@@ -22,7 +22,7 @@ from trainables.memo import atomic_write_bytes
 if TYPE_CHECKING:
     from sweep.phases import Phase
 
-MANIFEST = SweepLayout.MANIFEST
+MANIFEST = SweepLayout.manifest
 MANIFEST_VERSION = 1
 
 
@@ -94,7 +94,7 @@ def check_output_dir(sweep_dir: str | os.PathLike) -> None:
     if sweep_dir.is_dir():
         foreign = sorted(
             p.name for p in sweep_dir.iterdir()
-            if p.name not in SweepLayout.ENTRIES and not SweepLayout.is_phase(p)
+            if p.name not in SweepLayout.entries() and not SweepLayout.is_phase(p)
             and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # an interrupted write
         )
         if foreign:

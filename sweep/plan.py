@@ -96,7 +96,7 @@ TRIAL_COLUMNS = ["#", "phase", "method", "lr_max_ratio", "lr_max", "cycle_ratio"
 def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     cfg = TrialConfig.model_validate(config)
     snapshots = plan_snapshots(cfg)
-    cycles = num_cycles_of(snapshots) * (cfg.resolved_cycle_epochs or 0.0)
+    cycles = num_cycles_of(snapshots) * cfg.cycle.epochs if cfg.cycle else 0.0
     return TrialPlan(phase, cfg, finetunes_of(snapshots), cycles)
 
 
@@ -137,13 +137,13 @@ def _header(plan: SweepPlan) -> list[str]:
 
 
 def _trial_row(i: int, t: TrialPlan) -> list[str]:
-    c = t.config
+    c, cycle = t.config, t.config.cycle
     cyclic = is_cyclic(c.method)
     one_checkpoint = BY_NAME[c.method].members_differ_in != "checkpoint"
+    cycle_values = (cycle.lr_max_ratio, cycle.lr_max, cycle.epochs_ratio, cycle.epochs) if cycle \
+        else (None,) * 4
     return [
-        str(i), t.phase, c.method,
-        fmt_num(c.resolved_lr_max_ratio), fmt_num(c.resolved_lr_max),
-        fmt_num(c.resolved_cycle_epochs_ratio), fmt_num(c.resolved_cycle_epochs),
+        str(i), t.phase, c.method, *(fmt_num(v) for v in cycle_values),
         str(c.seed), str(c.pretrained_index) if one_checkpoint else "-",
         str(c.num_members) if not cyclic else "-",
         str(c.num_snapshots), fmt_num(round(t.epochs, 3)), " ".join(f"({p},{s})" for p, s in t.finetunes),

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from sweep.layout import SweepLayout
-from trainables.config import TrialConfig
+from trainables.config import CycleSettings, TrialConfig
 from trainables.records import PA_TYPES, record_of, table_schema, table_status
 
 log = logging.getLogger("starsweep.sweep")
@@ -45,15 +45,11 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config columns of a trial config dict (NaN cycle values for baselines);
     `TrialConfig` resolves absolute values and ratios."""
     cfg = TrialConfig.model_validate(config)
-
-    def number(value: float | None) -> float:
-        return math.nan if value is None else float(value)
-
+    cycle = cfg.cycle or CycleSettings(math.nan, math.nan, math.nan, math.nan)
     return {
         "method": cfg.method,
-        "lr_max": number(cfg.resolved_lr_max), "cycle_epochs": number(cfg.resolved_cycle_epochs),
-        "lr_max_ratio": number(cfg.resolved_lr_max_ratio),
-        "cycle_epochs_ratio": number(cfg.resolved_cycle_epochs_ratio),
+        "lr_max": cycle.lr_max, "cycle_epochs": cycle.epochs,
+        "lr_max_ratio": cycle.lr_max_ratio, "cycle_epochs_ratio": cycle.epochs_ratio,
         "num_cycles": cfg.num_cycles, "num_members": cfg.num_members,
         "seed": cfg.seed, "pretrained_index": cfg.pretrained_index,
         "finetune_lr": cfg.finetune.lr, "finetune_epochs": cfg.finetune.epochs,

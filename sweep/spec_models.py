@@ -44,7 +44,7 @@ class Resources(Strict):
 class MLflowSpec(Strict):
     enabled: bool = True
     tracking_uri: str | None = Field(
-        None, description=f"None = sqlite:///<storage>/<name>/{SweepLayout.MLFLOW_DB}"
+        None, description=f"None = sqlite:///<storage>/<name>/{SweepLayout.mlflow_db}"
     )
     experiment: str | None = Field(None, description="None = the sweep name.")
 

@@ -193,9 +193,10 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
 def test_the_files_of_a_sweep_directory_are_named_in_sweep_layout_only():
     from sweep.layout import SweepLayout
 
-    names = {SweepLayout.MANIFEST, SweepLayout.SPEC, SweepLayout.CUSTOM_SEARCH, SweepLayout.RESULTS,
-             SweepLayout.MLFLOW_DB, SweepLayout.MLFLOW_ARTIFACTS, SweepLayout.FINETUNES, SweepLayout.TUNER,
-             SweepLayout.EXPERIMENT_STATE_GLOB, SweepLayout.TRIAL_RESULT, SweepLayout.TRIAL_ERROR}
+    tune_names = {SweepLayout.TUNER, SweepLayout.EXPERIMENT_STATE_GLOB, SweepLayout.TRIAL_RESULT,
+                  SweepLayout.TRIAL_ERROR}
+    names = (SweepLayout.entries() - {SweepLayout.PRETRAINED}) | tune_names
+    assert {SweepLayout.results, SweepLayout.manifest, SweepLayout.mlflow_db} <= names
     found = [f"{path.relative_to(ROOT)}:{line} {value!r}"
              for name, path in product_modules().items() if name != "sweep.layout"
              for line, value in _string_constants(path)

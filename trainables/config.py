@@ -11,6 +11,7 @@ plain SGD step sizes, `*_images` are image counts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -201,6 +202,16 @@ class EvalConfig(_Strict):
     )
 
 
+@dataclass(frozen=True)
+class CycleSettings:
+    """A cyclic method's cycle: peak lr and length, absolute and as fine-tune ratios."""
+
+    lr_max: float
+    lr_max_ratio: float
+    epochs: float
+    epochs_ratio: float
+
+
 class TrialBase(_Strict):
     """What every trial of a sweep shares: the trial config without the fields a sweep
     sets per trial (method, cycle hyperparameters, seed, pre-trained checkpoint index).
@@ -272,34 +283,19 @@ class TrialConfig(TrialBase):
             )
         return self
 
-    # Derived, resolved values (the one place ratios are resolved) ------------------
-    def _resolve(self, name: str, unit: float) -> tuple[float | None, float | None]:
-        """(absolute, ratio) of a cycle hyperparameter given either way; (None, None)
-        for methods without cycles."""
+    # Derived values ----------------------------------------------------------------
+    @property
+    def cycle(self) -> CycleSettings | None:
+        """The cycle hyperparameters, absolute and as ratios of the fine-tune's lr and
+        epochs, whichever way they were given (None for methods without cycles): the one
+        place where ratios are resolved."""
         if not is_cyclic(self.method):
-            return None, None
-        absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
-        return (absolute, absolute / unit) if absolute is not None else (ratio * unit, ratio)
-
-    @property
-    def resolved_lr_max(self) -> float | None:
-        """The cycle peak lr (absolute); None for the baselines."""
-        return self._resolve("lr_max", self.finetune.lr)[0]
-
-    @property
-    def resolved_lr_max_ratio(self) -> float | None:
-        """The cycle peak lr / finetune.lr; None for the baselines."""
-        return self._resolve("lr_max", self.finetune.lr)[1]
-
-    @property
-    def resolved_cycle_epochs(self) -> float | None:
-        """Epochs per cycle (absolute); None for the baselines."""
-        return self._resolve("cycle_epochs", self.finetune.epochs)[0]
-
-    @property
-    def resolved_cycle_epochs_ratio(self) -> float | None:
-        """Epochs per cycle / finetune.epochs; None for the baselines."""
-        return self._resolve("cycle_epochs", self.finetune.epochs)[1]
+            return None
+        values = []
+        for name, unit in (("lr_max", self.finetune.lr), ("cycle_epochs", self.finetune.epochs)):
+            absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
+            values += [absolute, absolute / unit] if absolute is not None else [ratio * unit, ratio]
+        return CycleSettings(*values)
 
     @property
     def num_snapshots(self) -> int:

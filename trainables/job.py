@@ -161,8 +161,8 @@ class Job:
         model = self.evaluator.model_from(start)
         self._train(
             model,
-            self.cfg.resolved_cycle_epochs,
-            self.cfg.resolved_lr_max,
+            self.cfg.cycle.epochs,
+            self.cfg.cycle.lr_max,
             engine.seed_for("cycle", self.cfg.seed, index),
             f"{self.cfg.method} cycle {index}",
         )
@@ -178,7 +178,7 @@ class Job:
         else:
             from_previous = BY_NAME[self.cfg.method].cycle_starts_from == "previous"
             weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
-            epochs = self.cfg.resolved_cycle_epochs
+            epochs = self.cfg.cycle.epochs
             st.epochs_trained += epochs
         st.epochs_done += epochs
         return weights
