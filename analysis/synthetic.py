@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from trainables.methods import METHODS, is_cyclic
+from trainables.records import KINDS, corruption_column, metric_column
 
 LR_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
 CYCLE_RATIOS = (0.5, 1.0, 2.0, 4.0)
 CORRUPTIONS = ("gaussian_noise", "contrast")
-KINDS = ("ind", "ens", "soup")
 
 
 def _core(method: str, i: int, j: int, k: int, val_bonus: float) -> dict[str, dict[str, float]]:
@@ -71,13 +71,13 @@ def _metrics(core: dict[str, dict[str, float]], e: float) -> dict[str, float]:
         c = core[kind]
         split_acc = {"val": c["val_acc"], "test": c["acc"], "ood": c["acc"] - 0.20}
         for split, acc in split_acc.items():
-            out[f"{kind}_{split}_acc"] = acc + e
-            out[f"{kind}_{split}_nll"] = c["nll"] + (0.5 if split == "ood" else 0.0) + e
-            out[f"{kind}_{split}_ece"] = c["ece"] + (0.02 if split == "ood" else 0.0) + e
-            out[f"{kind}_{split}_brier"] = 0.5 * (1.0 - acc) + e
+            out[metric_column(kind, split, "acc")] = acc + e
+            out[metric_column(kind, split, "nll")] = c["nll"] + (0.5 if split == "ood" else 0.0) + e
+            out[metric_column(kind, split, "ece")] = c["ece"] + (0.02 if split == "ood" else 0.0) + e
+            out[metric_column(kind, split, "brier")] = 0.5 * (1.0 - acc) + e
         for n, corruption in enumerate(CORRUPTIONS):
-            out[f"{kind}_ood_acc__{corruption}"] = c["acc"] - 0.15 - 0.1 * n + e
-            out[f"{kind}_ood_nll__{corruption}"] = c["nll"] + 0.4 + 0.2 * n + e
+            out[corruption_column(kind, "acc", corruption)] = c["acc"] - 0.15 - 0.1 * n + e
+            out[corruption_column(kind, "nll", corruption)] = c["nll"] + 0.4 + 0.2 * n + e
     return out
 
 
