@@ -7,12 +7,16 @@ INSTALLED := $(VENV)/.installed-requirements
 
 setup: $(INSTALLED) data
 
-# Reinstall only when requirements.txt changes (the stamp is newer otherwise).
-$(INSTALLED): requirements.txt
+# Reinstall only when requirements.txt or pyproject.toml changes (the stamp is newer
+# otherwise): the pinned requirements, then the project itself, editable, so that
+# trainables/, search_spaces/, sweep/ and analysis/ import from any directory and in
+# every Ray worker. The stamp is written as a new file (the venv may be a hardlinked copy).
+$(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
-	touch $@
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e .
+	rm -f $@ && touch $@
 
 data:
 	@bash scripts/ensure_data.sh

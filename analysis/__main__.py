@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sweep.layout import SweepLayout
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> Path:
         from analysis.synthetic import synthetic_results
 
         args.out.mkdir(parents=True, exist_ok=True)
-        results = args.out / "results.parquet"
+        results = args.out / SweepLayout.results
         synthetic_results().to_parquet(results, index=False)
         return build_report(results, args.out)
     index = build_report(args.results, args.out, args.size)
@@ -112,7 +114,8 @@ def _sweep_mlflow(results: Path) -> tuple[str | None, str | None]:
     """The tracking URI and experiment of a sweep directory (from its sweep.json), if any."""
     import json
 
-    manifest = results / "sweep.json" if results.is_dir() else results.parent / "sweep.json"
+    sweep_dir = results if results.is_dir() else results.parent
+    manifest = Path(SweepLayout(sweep_dir).manifest)
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):

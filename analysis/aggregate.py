@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-METHODS = ("local_de", "global_de", "sse", "star_sse")
-CYCLIC = ("sse", "star_sse")
-BASELINES = ("local_de", "global_de")
+from trainables.methods import BASELINE_METHODS as BASELINES
+from trainables.methods import CYCLIC_METHODS as CYCLIC
+from trainables.methods import METHODS
+
 LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
 SELECTION_METRIC = "ens_val_acc"
 SUMMARY_METRICS = ("ens_test_acc", "ens_test_nll", "ens_test_ece", "ens_ood_acc", "soup_test_acc")

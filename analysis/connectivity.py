@@ -28,24 +28,26 @@ MAX_TRAIN_IMAGES = 2000
 
 def read_snapshots(path: str | Path) -> tuple[dict, dict[int, dict[str, torch.Tensor]]]:
     """(trial config, {snapshot k: weights}) from a trial directory or snapshot folder."""
+    from trainables.state import SNAPSHOT_GLOB, STATE_FILE, load_state
+
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (give a Tune trial directory or a snapshots folder)")
     snapshots, config = {}, None
-    for file in sorted(root.glob("checkpoint_*/state.pt")):
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        config = state["config"]
-        if state.get("last") is not None:
-            snapshots[int(state["snapshot"])] = state["last"]
-            snapshots.setdefault(1, state["first"])
-    for file in sorted(root.glob("snapshot_*.pt")):
+    for file in sorted(root.glob(f"checkpoint_*/{STATE_FILE}")):
+        state = load_state(file.parent)
+        config = state.config
+        if state.last is not None:
+            snapshots[state.snapshot] = state.last
+            snapshots.setdefault(1, state.first)
+    for file in sorted(root.glob(SNAPSHOT_GLOB)):
         blob = torch.load(file, map_location="cpu", weights_only=True)
         config = blob["config"]
         snapshots[int(blob["snapshot"])] = blob["model_state"]
     if config is None or 1 not in snapshots or len(snapshots) < 2:
         raise ValueError(
-            f"{root}: needs the first snapshot and at least one more (checkpoint_*/state.pt or "
-            "snapshot_*.pt); keep all checkpoints or set save_snapshots_dir in the trial config"
+            f"{root}: needs the first snapshot and at least one more (checkpoint_*/{STATE_FILE} or "
+            f"{SNAPSHOT_GLOB}); keep all checkpoints or set save_snapshots_dir in the trial config"
         )
     return config, dict(sorted(snapshots.items()))
 
@@ -65,24 +67,17 @@ def _loss_acc(probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 def connectivity(path: str | Path, points: int = 11) -> list[dict]:
     """Rows (snapshot, alpha, train/test acc and loss) along each segment w1 -> wj."""
-    from trainables import TrialConfig, engine
-    from trainables.data.task import load_task
-    from trainables.device import pick_runtime
-    from trainables.ensembles import reestimate_bn
-    from trainables.job import Job
+    from trainables.config import TrialConfig
+    from trainables.evaluate import Evaluator
 
     if points < 2:
         raise ValueError(f"--points must be >= 2, got {points}")
     config, snapshots = read_snapshots(path)
     cfg = TrialConfig.from_dict(config)
-    job = Job(
-        cfg,
-        pick_runtime(cfg.device, eval_precision=cfg.eval.precision),
-        load_task(cfg.data, cfg.pretrained.train_size),
-    )
-    train = job.task.train
-    train_images, train_labels = train.images[:MAX_TRAIN_IMAGES], train.labels[:MAX_TRAIN_IMAGES]
-    bs = job.eval_bs
+    ev = Evaluator.for_config(cfg)
+    train, test = ev.task.train, ev.task.test
+    images = {"train": train.images[:MAX_TRAIN_IMAGES], "test": test.images}
+    labels = {"train": train.labels[:MAX_TRAIN_IMAGES], "test": test.labels}
     rows = []
     first = snapshots[1]
     for k, weights in snapshots.items():
@@ -90,25 +85,14 @@ def connectivity(path: str | Path, points: int = 11) -> list[dict]:
             continue
         for i in range(points):
             alpha = i / (points - 1)
-            model = job._model_from(interpolate(first, weights, alpha))
-            reestimate_bn(model, engine.bn_batches(job.bn_images, job.aug, job.runtime, bs), job.runtime)
-            probs = engine.predict(
-                model, {"train": train_images, "test": job.task.test.images}, job.aug, job.runtime, bs
-            )
-            train_probs, test_probs = probs["train"], probs["test"]
-            train_loss, train_acc = _loss_acc(train_probs, train_labels)
-            test_loss, test_acc = _loss_acc(test_probs, job.task.test.labels)
-            rows.append(
-                {
-                    "method": cfg.method,
-                    "snapshot": k,
-                    "alpha": alpha,
-                    "train_acc": train_acc,
-                    "train_loss": train_loss,
-                    "test_acc": test_acc,
-                    "test_loss": test_loss,
-                }
-            )
+            model = ev.model_from(interpolate(first, weights, alpha))
+            ev.reestimate_bn(model)
+            probs = ev.predict(model, images)
+            row = {"method": cfg.method, "snapshot": k, "alpha": alpha}
+            for split in ("train", "test"):
+                loss, acc = _loss_acc(probs[split], labels[split])
+                row.update({f"{split}_acc": acc, f"{split}_loss": loss})
+            rows.append(row)
     return rows
 
 

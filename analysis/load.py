@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-RESULTS_FILENAME = "results.parquet"
+from sweep.layout import SweepLayout
+from trainables.records import column_type
+
+RESULTS_FILENAME = SweepLayout.results
 
 # Columns every analysis needs. Other metric columns are optional: a figure whose
 # metric is absent is left out of the report.
@@ -61,15 +64,19 @@ def check_columns(df: pd.DataFrame, source: str | Path = "<dataframe>") -> None:
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy with the types analysis relies on (int snapshot, str status/method)."""
+    """Return a copy whose required columns have their declared types (trainables.records);
+    rows without a snapshot number are dropped."""
     out = df.copy()
     out["snapshot"] = pd.to_numeric(out["snapshot"], errors="coerce")
     out = out[out["snapshot"].notna()]
-    out["snapshot"] = out["snapshot"].astype(int)
-    out["status"] = out["status"].astype(str)
-    out["method"] = out["method"].astype(str)
-    for col in ("lr_max", "cycle_epochs", "lr_max_ratio", "cycle_epochs_ratio"):
-        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    for col in REQUIRED_COLUMNS:
+        kind = column_type(col)
+        if kind == "str":
+            out[col] = out[col].astype(str)
+        elif kind in ("int", "float"):
+            values = pd.to_numeric(out[col], errors="coerce").astype(float)
+            whole = kind == "int" and values.notna().all()
+            out[col] = values.astype(int) if whole else values
     return out.reset_index(drop=True)
 
 

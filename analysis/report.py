@@ -56,37 +56,30 @@ def _has_values(df: pd.DataFrame, metric: str, methods: tuple[str, ...]) -> bool
     return metric in df.columns and df.loc[df["method"].isin(methods), metric].notna().any()
 
 
+def _grid_figure(df: pd.DataFrame, metric: str, cyclic: tuple[str, ...], k: int | None,
+                 diff: bool) -> ReportFigure | str:
+    """The heatmap of `metric` (or, with `diff`, its StarSSE − SSE difference), or why it is left out."""
+    what = f"StarSSE − SSE difference of {metric}" if diff else f"heatmap of {metric}"
+    if len(cyclic) < (2 if diff else 1):
+        return f"{what}: " + ("needs both sse and star_sse" if diff else "no sse / star_sse trials")
+    if not _has_values(df, metric, cyclic):
+        return f"{what}: no values in the table"
+    if diff:
+        return ReportFigure(f"diff_{metric}", f"StarSSE − SSE: {metric_label(metric)} ({metric})",
+                            lambda: diff_heatmap(df, metric, k))
+    return ReportFigure(f"heatmap_{metric}", f"{metric_label(metric)} at size K ({metric})",
+                        lambda: metric_heatmaps(df, metric, k))
+
+
 def plan_figures(df: pd.DataFrame, k: int | None = None) -> tuple[list[ReportFigure], list[str]]:
     """The figures the data supports and a note for each one left out."""
     figures: list[ReportFigure] = []
     omitted: list[str] = []
     cyclic = tuple(methods_present(df, CYCLIC))
-    for metric in HEATMAP_METRICS:
-        if not cyclic:
-            omitted.append(f"heatmap of {metric}: no sse / star_sse trials")
-        elif not _has_values(df, metric, cyclic):
-            omitted.append(f"heatmap of {metric}: no values in the table")
-        else:
-            figures.append(
-                ReportFigure(
-                    f"heatmap_{metric}",
-                    f"{metric_label(metric)} at size K ({metric})",
-                    lambda m=metric: metric_heatmaps(df, m, k),
-                )
-            )
-    for metric in DIFF_METRICS:
-        if len(cyclic) < 2:
-            omitted.append(f"StarSSE − SSE difference of {metric}: needs both sse and star_sse")
-        elif not _has_values(df, metric, cyclic):
-            omitted.append(f"StarSSE − SSE difference of {metric}: no values in the table")
-        else:
-            figures.append(
-                ReportFigure(
-                    f"diff_{metric}",
-                    f"StarSSE − SSE: {metric_label(metric)} ({metric})",
-                    lambda m=metric: diff_heatmap(df, m, k),
-                )
-            )
+    grids = [(m, False) for m in HEATMAP_METRICS] + [(m, True) for m in DIFF_METRICS]
+    for metric, diff in grids:
+        item = _grid_figure(df, metric, cyclic, k, diff)
+        (figures if isinstance(item, ReportFigure) else omitted).append(item)
     curve_specs = [
         (
             "curve_ens_test_acc",
@@ -226,22 +219,18 @@ def attach_to_mlflow(
 ) -> str:
     """Log the report directory as artifacts of a new run named "report"; return its id.
 
-    The experiment is created if absent (with `artifact_location` when given).
+    The experiment is created if absent (its artifacts in `artifact_location` when given).
     MLflow 3 needs a database tracking URI such as `sqlite:///path/mlflow.db`.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"report directory not found: {out_dir}")
-    from mlflow.tracking import MlflowClient
+    from sweep.tracking import Tracking
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        experiment_id = client.create_experiment(experiment_name, artifact_location)
-    else:
-        experiment_id = experiment.experiment_id
+    tracking = Tracking(tracking_uri, experiment_name, artifact_location)
+    client = tracking.client
     run = client.create_run(
-        experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
+        tracking.experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
     )
     run_id = run.info.run_id
     try:

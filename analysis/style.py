@@ -13,12 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-METHOD_LABELS = {
-    "local_de": "Local DE",
-    "global_de": "Global DE",
-    "sse": "SSE",
-    "star_sse": "StarSSE",
-}
+from trainables import methods
+
 BASELINE_COLORS = {"local_de": "tab:red", "global_de": "black"}
 ROLE_LABELS = {
     "most_local": "most local",
@@ -32,7 +28,7 @@ STAT_LABELS = {"acc": "accuracy (%)", "nll": "NLL", "ece": "ECE (%)", "brier": "
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return methods.label(method)
 
 
 def metric_label(metric: str) -> str:

@@ -32,15 +32,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trainables.methods import METHODS, is_cyclic
+from trainables.records import KINDS, corruption_column, metric_column
+
 LR_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
 CYCLE_RATIOS = (0.5, 1.0, 2.0, 4.0)
 CORRUPTIONS = ("gaussian_noise", "contrast")
-KINDS = ("ind", "ens", "soup")
 
 
 def _core(method: str, i: int, j: int, k: int, val_bonus: float) -> dict[str, dict[str, float]]:
     """Noise-free test acc/nll/ece per kind, and the ensemble validation accuracy."""
-    if method in ("sse", "star_sse"):
+    if is_cyclic(method):
         ens = 0.80 + 0.01 * i - 0.005 * j + 0.004 * (k - 1)
         if method == "star_sse":
             ens += 0.002 + 0.001 * j
@@ -69,19 +71,19 @@ def _metrics(core: dict[str, dict[str, float]], e: float) -> dict[str, float]:
         c = core[kind]
         split_acc = {"val": c["val_acc"], "test": c["acc"], "ood": c["acc"] - 0.20}
         for split, acc in split_acc.items():
-            out[f"{kind}_{split}_acc"] = acc + e
-            out[f"{kind}_{split}_nll"] = c["nll"] + (0.5 if split == "ood" else 0.0) + e
-            out[f"{kind}_{split}_ece"] = c["ece"] + (0.02 if split == "ood" else 0.0) + e
-            out[f"{kind}_{split}_brier"] = 0.5 * (1.0 - acc) + e
+            out[metric_column(kind, split, "acc")] = acc + e
+            out[metric_column(kind, split, "nll")] = c["nll"] + (0.5 if split == "ood" else 0.0) + e
+            out[metric_column(kind, split, "ece")] = c["ece"] + (0.02 if split == "ood" else 0.0) + e
+            out[metric_column(kind, split, "brier")] = 0.5 * (1.0 - acc) + e
         for n, corruption in enumerate(CORRUPTIONS):
-            out[f"{kind}_ood_acc__{corruption}"] = c["acc"] - 0.15 - 0.1 * n + e
-            out[f"{kind}_ood_nll__{corruption}"] = c["nll"] + 0.4 + 0.2 * n + e
+            out[corruption_column(kind, "acc", corruption)] = c["acc"] - 0.15 - 0.1 * n + e
+            out[corruption_column(kind, "nll", corruption)] = c["nll"] + 0.4 + 0.2 * n + e
     return out
 
 
 def _row(method, i, j, k, seed, pre, lr, cycle, noise, val_bonus, n_snap, ft_lr, ft_ep):
     e = noise if (seed + pre) % 2 == 0 else -noise
-    cyclic = method in ("sse", "star_sse")
+    cyclic = is_cyclic(method)
     row = {
         "sweep": "synthetic",
         "trial_id": f"{method}_lr{i}_c{j}_s{seed}_p{pre}" if cyclic else f"{method}_s{seed}_p{pre}",
@@ -113,7 +115,7 @@ def _row(method, i, j, k, seed, pre, lr, cycle, noise, val_bonus, n_snap, ft_lr,
 
 
 def synthetic_results(
-    methods: tuple[str, ...] = ("local_de", "global_de", "sse", "star_sse"),
+    methods: tuple[str, ...] = METHODS,
     lr_ratios: tuple[float, ...] = LR_RATIOS,
     cycle_ratios: tuple[float, ...] = CYCLE_RATIOS,
     seeds: tuple[int, ...] = (0, 1),
@@ -129,7 +131,7 @@ def synthetic_results(
     rows = []
     trials = [(s, p) for s in seeds for p in pretrained]
     for method in methods:
-        cyclic = method in ("sse", "star_sse")
+        cyclic = is_cyclic(method)
         cells = (
             [(i, j, lr, c) for i, lr in enumerate(lr_ratios) for j, c in enumerate(cycle_ratios)]
             if cyclic

@@ -21,7 +21,10 @@ from common import machine, parser, run_spec, start_ray, verdict
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool) -> dict:
+def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool,
+               tiny_pretraining: bool | None = None) -> dict:
+    """The quick-start spec; `tiny`: a small grid and data (and, unless `tiny_pretraining`
+    is False, tiny pre-training)."""
     spec = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
     spec.update(
         name=name,
@@ -32,8 +35,13 @@ def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool) 
     )
     if tiny:
         spec["search"].update(lr_max_ratios=[1], cycle_epochs_ratios=[0.5])
-        spec["trial"]["data"].update(train_size=200, test_size=200)
+        spec["trial"]["data"].update(train_size=200, val_size=100, test_size=200)
+        spec["trial"]["data"]["ood"].update(max_images=20)
         spec["trial"]["finetune"]["epochs"] = 1
+    if tiny_pretraining is None:
+        tiny_pretraining = tiny
+    if tiny_pretraining:
+        spec["trial"]["pretrained"].update(epochs=0.2, train_size=1000)
     return spec
 
 
@@ -43,7 +51,7 @@ def main() -> int:
     start_ray()
     with tempfile.TemporaryDirectory() as storage:
         if not args.tiny:  # pre-train the embedded checkpoints once (shared by the runs below)
-            run_spec(quickstart(storage, "warmup", 2, 1, tiny=True))
+            run_spec(quickstart(storage, "warmup", 2, 1, tiny=True, tiny_pretraining=False))
         one = run_spec(quickstart(storage, "one", 1, 1, args.tiny))
         two = run_spec(quickstart(storage, "two", 1, 2, args.tiny))
         wide = run_spec(quickstart(storage, "wide", 2, 1, args.tiny))

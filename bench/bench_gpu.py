@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 from common import Timer, machine, parser
 
-from trainables.data import augment  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.models import build_model  # noqa: E402
+from trainables.data import augment
+from trainables.device import pick_runtime
+from trainables.models import build_model
 
 NVIDIA_A100_AMP = 2470.0
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sys
 
-import torch  # noqa: E402
-import torchvision.transforms as T  # noqa: E402
+import torch
+import torchvision.transforms as T
 from common import Timer, machine, parser, verdict
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from trainables.config import DataConfig  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.engine import Augmentation  # noqa: E402
+from trainables.config import DataConfig
+from trainables.data.task import load_task
+from trainables.engine import Augmentation
 
 
 class PilDataset(torch.utils.data.Dataset):

@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import sys
 
-import torch  # noqa: E402
+import torch
 from common import Timer, bench_config, machine, parser, verdict
 
-from trainables import TrialConfig  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.ensembles import RunningEnsemble, RunningSoup  # noqa: E402
-from trainables.job import Job  # noqa: E402
+from trainables import TrialConfig
+from trainables.ensembles import RunningEnsemble, RunningSoup
+from trainables.evaluate import Evaluator
 
 
 def main() -> int:
     args = parser(__doc__).parse_args()
     cfg = TrialConfig.from_dict(bench_config(args.tiny, method="local_de", num_members=8))
     print(f"machine: {machine()}")
-    job = Job(
-        cfg,
-        pick_runtime(cfg.device, eval_precision=cfg.eval.precision),
-        load_task(cfg.data, cfg.pretrained.train_size),
-    )
-    base = job._fresh_model(0).state_dict()
+    ev = Evaluator.for_config(cfg)
+    base = ev.fresh_model().state_dict()
     ens, soup = RunningEnsemble(), RunningSoup()
     ens_t, soup_t = [], []
     g = torch.Generator().manual_seed(0)
@@ -41,13 +35,13 @@ def main() -> int:
             n: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
             for n, v in base.items()
         }
-        probs = job.predict_all(job._model_from(weights))  # the member's own pass (not metric cost)
+        probs = ev.predict_all(ev.model_from(weights))  # the member's own pass (not metric cost)
         with Timer() as t_ens:
             ens.add(probs)
-            job.metrics("ens", {s: ens.mean(s) for s in probs})
+            ev.metrics("ens", {s: ens.mean(s) for s in probs})
         with Timer() as t_soup:
             soup.add(weights)
-            job.metrics("soup", job.soup_probs(soup, probs))
+            ev.metrics("soup", ev.soup_probs(soup, probs))
         ens_t.append(t_ens.seconds)
         soup_t.append(t_soup.seconds)
         print(f"k={k}: ensemble {1000 * t_ens.seconds:7.1f} ms   soup {1000 * t_soup.seconds:7.1f} ms")

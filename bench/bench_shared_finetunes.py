@@ -14,8 +14,8 @@ import tempfile
 
 from common import machine, parser, run_spec, start_ray, verdict
 
-from sweep.plan import make_plan  # noqa: E402
-from sweep.spec import parse_spec  # noqa: E402
+from sweep.plan import make_plan
+from sweep.spec import parse_spec
 
 
 def grid_spec(storage: str, name: str, share: bool, tiny: bool) -> dict:

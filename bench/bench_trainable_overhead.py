@@ -10,17 +10,17 @@ import cProfile
 import pstats
 import sys
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 from common import Timer, bench_config, machine, parser, verdict
 
-from trainables import TrialConfig, engine, run_job  # noqa: E402
-from trainables.checkpoints import load_backbone  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.models import build_model, replace_head  # noqa: E402
-from trainables.pretrained import load_pretrained  # noqa: E402
-from trainables.schedules import phase_lrs  # noqa: E402
+from trainables import TrialConfig, engine, run_job
+from trainables.checkpoints import load_backbone
+from trainables.data.task import load_task
+from trainables.device import pick_runtime
+from trainables.models import build_model, replace_head
+from trainables.pretrained import load_pretrained
+from trainables.schedules import phase_lrs
 
 
 def bare_loop(cfg: TrialConfig) -> int:
@@ -35,7 +35,7 @@ def bare_loop(cfg: TrialConfig) -> int:
     aug = engine.Augmentation.for_task(task, cfg.data)
     ft = cfg.finetune
     spe = engine.steps_per_epoch(len(task.train), ft.batch_size)
-    phases = [(ft.epochs, ft.lr)] + [(cfg.resolved_cycle_epochs, cfg.resolved_lr_max)] * cfg.num_cycles
+    phases = [(ft.epochs, ft.lr)] + [(cfg.cycle.epochs, cfg.cycle.lr_max)] * cfg.num_cycles
     gen, steps = torch.Generator().manual_seed(0), 0
     first = None
     for epochs, lr in phases:

@@ -11,9 +11,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -95,9 +92,4 @@ def start_ray(num_cpus: int = 2) -> None:
     import ray
 
     os.environ.setdefault("STARSWEEP_REPORT_EVERY_S", "3600")
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-    )
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

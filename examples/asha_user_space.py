@@ -18,17 +18,13 @@ import argparse
 import os
 import sys
 
-# Let `python examples/asha_user_space.py` import the project from a checkout.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import ray
+from optuna.samplers import TPESampler
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
 
-import ray  # noqa: E402
-from optuna.samplers import TPESampler  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
-
-from trainables import fine_tune_then_explore  # noqa: E402
+from trainables import fine_tune_then_explore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,13 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if not ray.is_initialized():
-        # Ray workers must import `trainables` too: from this checkout locally; on a
-        # cluster, submit with `ray job submit --working-dir .` (RAY_ADDRESS is then set).
+        # Ray workers import `trainables` as the driver does: installed (`pip install -e .`)
+        # locally; on a cluster, submit with `ray job submit --working-dir .` (RAY_ADDRESS is then set).
         if os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:
-            ray.init(num_cpus=args.num_cpus, include_dashboard=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     tuner = tune.Tuner(
         tune.with_resources(fine_tune_then_explore, {"cpu": 1}),
         param_space=param_space,

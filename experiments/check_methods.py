@@ -12,12 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_task import DEFAULTS, make_cfg
 
-from probe_task import DEFAULTS, make_cfg  # noqa: E402
-
-from trainables import run_job  # noqa: E402
+from trainables import run_job
 
 TASK = dict(DEFAULTS, split="src6", train_size=250, pt_epochs=10, lr=0.03, epochs=40, bs=32)
 RUNS = [

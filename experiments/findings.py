@@ -11,14 +11,11 @@ soups), never on test. Reads records only (analysis.load / analysis.aggregate).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis.aggregate import baseline_stats, metric_grid, rows_at_size  # noqa: E402
-from analysis.load import load_results  # noqa: E402
+from analysis.aggregate import baseline_stats, metric_grid, rows_at_size
+from analysis.load import load_results
 
 LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
 

@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
+from probe_task import DEFAULTS, make_cfg
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from experiments.probe_task import DEFAULTS, make_cfg  # noqa: E402
-from trainables.config import TrialConfig  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.job import Job  # noqa: E402
+from trainables.config import TrialConfig
+from trainables.data.task import load_task
+from trainables.device import pick_runtime
+from trainables.job import Job
 
 
 @torch.no_grad()
@@ -84,7 +81,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     task = load_task(cfg.data, None)
                     job = Job(cfg, rt, task)
-                    model = job._fresh_model(0)
+                    model = job.evaluator.fresh_model()
                     state = {
                         k: val for k, val in job.pretrained[0].items() if not k.startswith("fc.")
                     }

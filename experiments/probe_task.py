@@ -25,19 +25,16 @@ import argparse
 import csv
 import itertools
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from trainables import engine  # noqa: E402
-from trainables.config import TrialConfig  # noqa: E402
-from trainables.data.task import load_task  # noqa: E402
-from trainables.device import pick_runtime  # noqa: E402
-from trainables.job import Job  # noqa: E402
+from trainables import engine
+from trainables.config import TrialConfig
+from trainables.data.task import load_task
+from trainables.device import pick_runtime
+from trainables.job import Job
 
 SPLITS = {
     "src5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
@@ -130,7 +127,7 @@ def run_one(v: dict, with_test: bool) -> dict:
     t1 = time.perf_counter()
     state, _ = job.finetune(cfg.pretrained_index, cfg.seed)
     t2 = time.perf_counter()
-    model = job._model_from(state)
+    model = job.evaluator.model_from(state)
     row = dict(v)
     pv = engine.predict_probs(model, job.task.val.images, job.aug, runtime, 500)
     row["val_acc"], row["val_nll"] = acc_nll(pv, job.task.val.labels)

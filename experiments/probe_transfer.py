@@ -12,13 +12,9 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainables import run_job  # noqa: E402
+from trainables import run_job
 
 
 def main() -> None:

@@ -5,19 +5,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pydantic import BaseModel  # noqa: E402
-
-from trainables.config import TrialConfig  # noqa: E402
+from trainables.config import TrialConfig
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+def rows(model: type[BaseModel], prefix: str = "", names: list[str] | None = None) -> list[str]:
     out = []
-    for name, field in model.model_fields.items():
+    for name in names or list(model.model_fields):
+        field = model.model_fields[name]
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out += rows(ann, f"{prefix}{name}.")
@@ -28,7 +24,10 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def table() -> str:
-    return "\n".join(["| field | default | meaning |", "|---|---|---|", *rows(TrialConfig)])
+    # The fields a sweep sets per trial first, then those every trial of a sweep shares.
+    per_trial = list(TrialConfig.per_trial_fields())
+    names = per_trial + [n for n in TrialConfig.model_fields if n not in per_trial]
+    return "\n".join(["| field | default | meaning |", "|---|---|---|", *rows(TrialConfig, names=names)])
 
 
 if __name__ == "__main__":

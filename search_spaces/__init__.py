@@ -1,7 +1,16 @@
 """Tune param spaces for the fine-tune-then-explore trainable.
 
-What the sweep service uses (one spec -> one or more Tune experiments,
-"phases", all under `<storage>/<name>/`):
+What it holds (no Ray import until a Tune object is built):
+
+- `kinds`: the search kinds of a spec's `search:` (one pydantic union on `kind`).
+- `design`: `Design`, which trials a sweep runs (methods, search, seeds,
+  checkpoints, baselines); the sweep's spec model extends it.
+- `paper`, `optuna`, `custom`: the trials or Tune spaces of each kind;
+  `trial_list.TrialListSearcher` runs a fixed list of trials as one experiment.
+- `planned_trials(design, base, num_members)`: every trial known in advance.
+
+How the sweep service runs each kind (one spec -> one or more Tune experiments,
+"phases", all under `<storage>/<name>/`; `sweep.phases` builds them):
 
 - `paper_grid` / `values` (`search_spaces.paper`): one experiment `grid` with
   every SSE/StarSSE cell and the Local DE / Global DE baselines, run from a
@@ -43,36 +52,20 @@ Parquet, resume), use `search: {kind: custom, path: ..., function: ...}`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import importlib
 from typing import Any
 
-from search_spaces.trial_list import TrialListSearcher
-from sweep.spec import (
-    CustomSearch,
-    OptunaSearchSpec,
-    PaperGridSearch,
-    SweepSpec,
-    ValuesSearch,
-    custom_search_path,
-)
+from search_spaces import optuna, paper
+from search_spaces.design import Design
+from search_spaces.kinds import GRID_KINDS, OptunaSearchSpec
 
-__all__ = ["Phase", "TrialListSearcher", "build_phases", "merge", "planned_trials"]
+__all__ = ["Design", "TrialListSearcher", "merge", "planned_trials"]
 
 
-@dataclass
-class Phase:
-    """One Tune experiment of a sweep (a directory `<sweep_dir>/<name>`)."""
-
-    name: str
-    param_space: dict[str, Any]
-    num_samples: int
-    make_search_alg: Callable[[], Any] | None = None
-    make_scheduler: Callable[[], Any] | None = None
-    #: The full trial configs when known before running (list-based phases).
-    trials: list[dict[str, Any]] | None = None
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+def __getattr__(name: str):
+    if name == "TrialListSearcher":  # imports Ray: only when a Tune experiment is built
+        return importlib.import_module("search_spaces.trial_list").TrialListSearcher
+    raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -86,75 +79,12 @@ def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _list_phase(name: str, base: dict[str, Any], overlays: list[dict[str, Any]], description: str) -> Phase:
-    return Phase(
-        name=name,
-        param_space=copy.deepcopy(base),
-        num_samples=len(overlays),
-        make_search_alg=lambda: TrialListSearcher(overlays),
-        trials=[merge(base, o) for o in overlays],
-        description=description,
-    )
-
-
-def build_phases(
-    spec: SweepSpec, base: dict[str, Any] | None = None, load_custom: bool = True
-) -> list[Phase]:
-    """The Tune experiments a spec runs, in order."""
-    from search_spaces import paper
-
-    base = spec.base_config() if base is None else base
-    search = spec.search
-    phases: list[Phase] = []
-    if isinstance(search, (PaperGridSearch, ValuesSearch)):
-        overlays = paper.grid_trials(spec)
-        axes = (
-            f"{len(search.lr_max_ratios)} lr_max ratios x {len(search.cycle_epochs_ratios)} cycle ratios"
-            if isinstance(search, PaperGridSearch)
-            else f"{len(search.lr_max)} lr_max x {len(search.cycle_epochs)} cycle_epochs values"
-        )
-        phases.append(_list_phase("grid", base, overlays, f"{search.kind}: {axes}, plus baselines"))
-        return phases
-    if isinstance(search, OptunaSearchSpec):
-        from search_spaces import optuna as opt
-
-        for method in spec.cyclic_methods:
-            phases.append(Phase(
-                name=f"optuna_{method}",
-                param_space=merge(base, opt.optuna_param_space(spec, method)),
-                num_samples=search.num_samples,
-                make_search_alg=lambda m=method: opt.make_optuna_search(spec, m),
-                description=f"OptunaSearch (TPE) over lr_max_ratio x cycle_epochs_ratio, "
-                f"{search.num_samples} trials, {search.resolved_mode} {search.metric}",
-            ))
-    elif isinstance(search, CustomSearch):
-        custom_phase = Phase(name="custom", param_space={}, num_samples=search.num_samples,
-                             description=f"custom: {search.function}() from {search.path}")
-        if load_custom:
-            from search_spaces.custom import build_custom
-
-            param_space, search_alg, scheduler = build_custom(
-                custom_search_path(spec), search.function, base, spec
-            )
-            custom_phase.param_space = param_space
-            custom_phase.make_search_alg = (lambda: search_alg) if search_alg is not None else None
-            custom_phase.make_scheduler = (lambda: scheduler) if scheduler is not None else None
-        phases.append(custom_phase)
-    baselines = paper.baseline_trials(spec)
-    if baselines:
-        phases.append(_list_phase("baselines", base, baselines, "Local DE / Global DE baselines"))
-    return phases
-
-
-def planned_trials(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Full configs of every trial known in advance (optuna: the corners of its space)."""
-    from search_spaces import optuna as opt
-    from search_spaces import paper
-
-    base = spec.base_config()
-    overlays = paper.baseline_trials(spec)
-    if isinstance(spec.search, (PaperGridSearch, ValuesSearch)):
-        overlays = paper.cyclic_trials(spec) + overlays
-    elif isinstance(spec.search, OptunaSearchSpec):
-        overlays = opt.representative_trials(spec) + overlays
+def planned_trials(design: Design, base: dict[str, Any], num_members: int) -> list[dict[str, Any]]:
+    """Full configs (`base` + each trial's own keys) of every trial known in advance:
+    all of a grid; for optuna the corners of its space; and the baselines."""
+    overlays = paper.baseline_trials(design, num_members)
+    if isinstance(design.search, GRID_KINDS):
+        overlays = paper.cyclic_trials(design) + overlays
+    elif isinstance(design.search, OptunaSearchSpec):
+        overlays = optuna.representative_trials(design) + overlays
     return [merge(base, o) for o in overlays]

@@ -21,32 +21,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import tune
+from search_spaces.design import Design
+from search_spaces.kinds import OptunaSearchSpec
+from trainables.methods import CYCLIC_METHODS
 
-from sweep.spec import OptunaSearchSpec, SweepSpec
+
+def _search(design: Design) -> OptunaSearchSpec:
+    if not isinstance(design.search, OptunaSearchSpec):
+        raise TypeError(f"an optuna search was expected, got kind {design.search.kind!r}")
+    return design.search
 
 
-def optuna_param_space(spec: SweepSpec, method: str) -> dict[str, Any]:
+def optuna_param_space(design: Design, method: str) -> dict[str, Any]:
     """The trial-specific part of one method's Optuna space (merged over the base config)."""
-    search = spec.search
-    assert isinstance(search, OptunaSearchSpec)
+    from ray import tune
+
+    search = _search(design)
     return {
         "method": method,
-        "seed": spec.seeds[0],
-        "pretrained_index": spec.pretrained_indices[0],
+        "seed": design.seeds[0],
+        "pretrained_index": design.pretrained_indices[0],
         "lr_max_ratio": tune.loguniform(search.lr_max_ratio.low, search.lr_max_ratio.high),
         "cycle_epochs_ratio": tune.uniform(search.cycle_epochs_ratio.low, search.cycle_epochs_ratio.high),
     }
 
 
-def make_optuna_search(spec: SweepSpec, method: str):
+def make_optuna_search(design: Design, method: str):
     """A fresh OptunaSearch (TPE, seeded per method) for one method's Tuner."""
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
-    search = spec.search
-    assert isinstance(search, OptunaSearchSpec)
-    offset = {"sse": 0, "star_sse": 1}.get(method, 0)
+    search = _search(design)
+    offset = CYCLIC_METHODS.index(method)  # each method's own TPE stream
     return OptunaSearch(
         metric=search.metric,
         mode=search.resolved_mode,
@@ -54,15 +60,14 @@ def make_optuna_search(spec: SweepSpec, method: str):
     )
 
 
-def representative_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+def representative_trials(design: Design) -> list[dict[str, Any]]:
     """Configs at the corners of the space (for validation and dry-run bounds)."""
-    search = spec.search
-    assert isinstance(search, OptunaSearchSpec)
+    search = _search(design)
     out = []
-    for method in spec.cyclic_methods:
+    for method in design.cyclic_methods:
         for lr, cyc in ((search.lr_max_ratio.low, search.cycle_epochs_ratio.low),
                         (search.lr_max_ratio.high, search.cycle_epochs_ratio.high)):
-            out.append({"method": method, "seed": spec.seeds[0],
-                        "pretrained_index": spec.pretrained_indices[0],
+            out.append({"method": method, "seed": design.seeds[0],
+                        "pretrained_index": design.pretrained_indices[0],
                         "lr_max_ratio": lr, "cycle_epochs_ratio": cyc})
     return out

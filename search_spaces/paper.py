@@ -9,7 +9,7 @@ checkpoints 0, 1, ... with seed s).
 
 How the sweep runs it: the grid cells and the baselines have different keys
 (a baseline has no lr_max / cycle_epochs), so the sweep builds **one flat list
-of trials** (`grid_trials(spec)`) and runs it as **one Tune experiment** with
+of trials** (`grid_trials(design, num_members)`) and runs it as **one Tune experiment** with
 `TrialListSearcher` (see `search_spaces.trial_list` for why not a
 `grid_search` over a trial index). One experiment means every method and
 baseline shares the cluster concurrently, one directory to resume, one
@@ -18,7 +18,7 @@ experiment state.
 `paper_param_space(...)` gives the same SSE/StarSSE grid as a plain Tune
 `param_space` of `tune.grid_search`es, for users who build their own Tuner
 (baselines are not part of it: run them as a second Tuner or with
-`TrialListSearcher(baseline_trials(spec))`).
+`TrialListSearcher(baseline_trials(design, num_members))`).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ray import tune
-
-from sweep.spec import CYCLIC_METHODS, PaperGridSearch, SweepSpec, ValuesSearch
+from search_spaces.design import Design
+from search_spaces.kinds import PaperGridSearch, ValuesSearch
+from trainables.methods import CYCLIC_METHODS
 
 PAPER_LR_MAX_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
 PAPER_CYCLE_EPOCHS_RATIOS = (0.5, 1.0, 2.0, 4.0)
 
 
-def cyclic_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+def cyclic_trials(design: Design) -> list[dict[str, Any]]:
     """The SSE/StarSSE cells of a `paper_grid` or `values` search (trial-specific keys only)."""
-    search = spec.search
+    search = design.search
     if isinstance(search, PaperGridSearch):
         lr_key, lrs = "lr_max_ratio", search.lr_max_ratios
         cyc_key, cycles = "cycle_epochs_ratio", search.cycle_epochs_ratios
@@ -47,7 +47,7 @@ def cyclic_trials(spec: SweepSpec) -> list[dict[str, Any]]:
         return []
     trials = []
     for method, lr, cyc, pidx, seed in itertools.product(
-        spec.cyclic_methods, lrs, cycles, spec.pretrained_indices, spec.seeds
+        design.cyclic_methods, lrs, cycles, design.pretrained_indices, design.seeds
     ):
         trials.append({
             "method": method, lr_key: lr, cyc_key: cyc, "seed": seed, "pretrained_index": pidx,
@@ -55,24 +55,23 @@ def cyclic_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     return trials
 
 
-def baseline_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+def baseline_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
     """Local DE and Global DE trials (trial-specific keys only) for the methods listed."""
     trials = []
-    members = spec.num_members
-    if "local_de" in spec.methods:
-        for pidx, seed in itertools.product(spec.local_de_pretrained_indices(), spec.local_de_seeds()):
+    if "local_de" in design.methods:
+        for pidx, seed in itertools.product(design.local_de_pretrained_indices(), design.local_de_seeds()):
             trials.append({
-                "method": "local_de", "num_members": members, "seed": seed, "pretrained_index": pidx,
+                "method": "local_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
-    if "global_de" in spec.methods:
-        for seed in spec.global_de_seeds():
+    if "global_de" in design.methods:
+        for seed in design.global_de_seeds():
             trials.append({
-                "method": "global_de", "num_members": members, "seed": seed, "pretrained_index": 0,
+                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": 0,
             })
     return trials
 
 
-def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+def grid_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
     """Every trial of a `paper_grid` / `values` sweep, in the order Tune starts them.
 
     Baselines first: Global DE fine-tunes from every pre-trained checkpoint (and,
@@ -81,10 +80,10 @@ def grid_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     cells longest-first (largest cycle length), which packs concurrent trials
     tightly (the LPT rule); the order within equal lengths is the grid's.
     """
-    cells = cyclic_trials(spec)
-    key = "cycle_epochs_ratio" if isinstance(spec.search, PaperGridSearch) else "cycle_epochs"
+    cells = cyclic_trials(design)
+    key = "cycle_epochs_ratio" if isinstance(design.search, PaperGridSearch) else "cycle_epochs"
     cells.sort(key=lambda t: -t[key])
-    return baseline_trials(spec) + cells
+    return baseline_trials(design, num_members) + cells
 
 
 def paper_param_space(
@@ -97,9 +96,12 @@ def paper_param_space(
 ) -> dict[str, Any]:
     """The SSE/StarSSE paper grid as a Tune `param_space` (grid_search on each axis).
 
-    `base` holds the shared TrialConfig fields (data, model, pretrained, finetune,
-    ...). Pass the result to `tune.Tuner(fine_tune_then_explore, param_space=...)`.
+    `base` holds the shared trial config fields (a `TrialBase` dict: data, model,
+    pretrained, finetune, ...). Pass the result to
+    `tune.Tuner(fine_tune_then_explore, param_space=...)`.
     """
+    from ray import tune
+
     bad = [m for m in methods if m not in CYCLIC_METHODS]
     if bad:
         raise ValueError(f"paper_param_space covers sse/star_sse only, got {bad}")

@@ -30,86 +30,85 @@ import os
 import sys
 from pathlib import Path
 
+from sweep.layout import SweepLayout
 from trainables.errors import StarsweepError
+
+EPILOG = """examples:
+  python -m sweep dry-run specs/quickstart.yaml
+  python -m sweep run specs/quickstart.yaml
+  python -m sweep run specs/quickstart.yaml --set trial.finetune.epochs=2 storage=/tmp/runs
+  python -m sweep status quickstart
+  python -m sweep resume quickstart
+  python -m sweep export quickstart -o quickstart.parquet
+  python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000
+on a cluster:
+  ray job submit --address http://HEAD:8265 --working-dir . -- \\
+      python -m sweep run specs/cifar100_resnet50.yaml
+Spec format: sweep/spec.py and the README; specs/ holds examples."""
+NO_PREFLIGHT = ("skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
+                "cluster whose files are not here)")
+NUM_CPUS = "CPUs of the local Ray instance (default: all)"
+SWEEP_TARGET = "a sweep name (under --storage) or a sweep directory"
+SET_HELP = ("override spec fields: dotted KEY=VALUE pairs, VALUE in YAML (e.g. --set "
+            "trial.data.train_size=8 search.lr_max_ratios=[1] resources.gpu=0); repeatable; see "
+            "sweep/overrides.py")
+
+
+def _command(sub, name: str, help_: str, target: str, target_help: str) -> argparse.ArgumentParser:
+    """A subcommand taking a spec file ("spec") or a sweep ("sweep", with --storage)."""
+    metavar = "SPEC" if target == "spec" else "NAME|PATH"
+    p = sub.add_parser(name, help=f"{name} {metavar}: {help_}", description=help_)
+    p.add_argument(target, help=target_help, metavar=metavar)
+    if target == "spec":
+        p.add_argument("--storage", help="override the spec's storage directory")
+        p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                       metavar="KEY=VALUE", help=SET_HELP)
+    else:
+        p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
+    return p
+
+
+def _add_spec_commands(sub) -> None:
+    p = _command(sub, "run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
+    p.add_argument(
+        "--if-exists", choices=("error", "resume", "new"), default="error",
+        help="when a sweep of this name exists: stop (default), resume it (the spec must be "
+        "unchanged), or start a new sweep named <name>-2, <name>-3, ...",
+    )
+    p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p = _command(sub, "dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
+                 "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
+    p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
+
+
+def _add_sweep_commands(sub) -> None:
+    p = _command(sub, "resume", "finish a sweep: resume unfinished and errored trials from their last "
+                 "checkpoint (finished trials are never re-run)", "sweep", SWEEP_TARGET)
+    p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
+    p = _command(sub, "export", "rebuild the Parquet table (one row per trial x snapshot) from the "
+                 "experiment directories", "sweep", SWEEP_TARGET)
+    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.results}")
+    _command(sub, "status", "progress of a running or finished sweep", "sweep", SWEEP_TARGET)
+    p = _command(sub, "mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
+                 "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
+                 "again logs nothing twice", "sweep", SWEEP_TARGET)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
+                   f"sqlite:///<sweep>/{SweepLayout.mlflow_db} when it ran without MLflow)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sweep",
         description="Ray Tune sweeps of the StarSSE paper's fine-tune-then-explore experiments.",
-        epilog="examples:\n"
-        "  python -m sweep dry-run specs/quickstart.yaml\n"
-        "  python -m sweep run specs/quickstart.yaml\n"
-        "  python -m sweep run specs/quickstart.yaml --set trial.finetune.epochs=2 storage=/tmp/runs\n"
-        "  python -m sweep status quickstart\n"
-        "  python -m sweep resume quickstart\n"
-        "  python -m sweep export quickstart -o quickstart.parquet\n"
-        "  python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000\n"
-        "on a cluster:\n"
-        "  ray job submit --address http://HEAD:8265 --working-dir . -- \\\n"
-        "      python -m sweep run specs/cifar100_resnet50.yaml\n"
-        "Spec format: sweep/spec.py and the README; specs/ holds examples.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, help_: str, target: str, target_help: str) -> argparse.ArgumentParser:
-        metavar = "SPEC" if target == "spec" else "NAME|PATH"
-        p = sub.add_parser(name, help=f"{name} {metavar}: {help_}", description=help_)
-        p.add_argument(target, help=target_help, metavar=metavar)
-        return p
-
-    no_preflight = (
-        "skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
-        "cluster whose files are not here)"
-    )
-    set_help = (
-        "override spec fields: dotted KEY=VALUE pairs, VALUE in YAML (e.g. --set "
-        "trial.data.train_size=8 search.lr_max_ratios=[1] resources.gpu=0); repeatable; see "
-        "sweep/overrides.py"
-    )
-    p = add("run", "run the sweep a spec describes", "spec", "the YAML sweep spec")
-    p.add_argument("--storage", help="override the spec's storage directory")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                   metavar="KEY=VALUE", help=set_help)
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
-    p.add_argument(
-        "--if-exists", choices=("error", "resume", "new"), default="error",
-        help="when a sweep of this name exists: stop (default), resume it (the spec must be "
-        "unchanged), or start a new sweep named <name>-2, <name>-3, ...",
-    )
-    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
-
-    p = add("dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
-            "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
-    p.add_argument("--storage", help="override the spec's storage directory")
-    p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                   metavar="KEY=VALUE", help=set_help)
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
-
-    target_help = "a sweep name (under --storage) or a sweep directory"
-    p = add("resume", "finish a sweep: resume unfinished and errored trials from their last "
-            "checkpoint (finished trials are never re-run)", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-    p.add_argument("--num-cpus", type=float, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--no-preflight", action="store_true", help=no_preflight)
-
-    p = add("export", "rebuild the Parquet table (one row per trial x snapshot) from the "
-            "experiment directories", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-    p.add_argument("-o", "--output", help="write here instead of <sweep>/results.parquet")
-
-    p = add("status", "progress of a running or finished sweep", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-
-    p = add("mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
-            "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
-            "again logs nothing twice", "sweep", target_help)
-    p.add_argument("--storage", default="./runs", help="where to look for a sweep name (default ./runs)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
-                   "sqlite:///<sweep>/mlflow.db when it ran without MLflow)")
-    p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
+    _add_spec_commands(sub)
+    _add_sweep_commands(sub)
     return parser
 
 
@@ -136,7 +135,6 @@ def _load(args) -> tuple:
 def _preflight(spec, args, hint: bool = False) -> None:
     """Cheap checks before Ray starts (`trainables.preflight`): storage writable with free
     space, the data files and their format, `files` checkpoints load and fit the model."""
-    from trainables.config import TrialConfig
     from trainables.errors import StarsweepError
     from trainables.preflight import check_writable, preflight
 
@@ -144,9 +142,8 @@ def _preflight(spec, args, hint: bool = False) -> None:
         return
     check_writable(spec.sweep_dir, "storage",
                    "choose a writable directory with free space (--storage or the spec's storage:)")
-    trial = TrialConfig.model_validate({**spec.base_config(), "method": "local_de"})
     try:
-        preflight(trial)
+        preflight(spec.shared_trial())
     except StarsweepError as exc:
         if hint and not os.environ.get("RAY_ADDRESS"):
             raise type(exc)(f"{exc}\n(checked on this machine; for a spec meant for a cluster whose "
@@ -184,13 +181,19 @@ def _dry_run(args) -> int:
 
 
 def _run(args) -> int:
-    from sweep.manifest import MANIFEST, check_output_dir, read_manifest, sweep_dir_taken
+    from sweep.manifest import (
+        changed_fields,
+        check_output_dir,
+        read_manifest,
+        spec_from_manifest,
+        sweep_dir_taken,
+    )
     from sweep.runner import resume_sweep, run_sweep
     from sweep.spec import SpecError, parse_spec
 
     spec, text = _load(args)
     sweep_dir = Path(spec.sweep_dir)
-    resuming = args.if_exists == "resume" and (sweep_dir / MANIFEST).exists()
+    resuming = args.if_exists == "resume" and Path(spec.layout.manifest).exists()
     if args.if_exists == "new" and sweep_dir_taken(sweep_dir):
         n = 2
         while sweep_dir_taken(sweep_dir.parent / f"{spec.name}-{n}"):
@@ -204,14 +207,8 @@ def _run(args) -> int:
         check_output_dir(sweep_dir)
     _preflight(spec, args)
     if resuming:
-        started = dict(read_manifest(sweep_dir)["spec"])
-        wanted = spec.to_yaml_dict()
-        started["storage"] = wanted["storage"] = None
-        for data in (started, wanted):  # the manifest points at its own copy of a custom file
-            if isinstance(data.get("search"), dict) and data["search"].get("kind") == "custom":
-                data["search"] = {k: v for k, v in data["search"].items() if k != "path"}
-        if started != wanted:
-            changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
+        changed = changed_fields(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), spec)
+        if changed:
             raise SpecError(
                 f"{args.spec}: the spec changed since sweep {spec.name!r} started (fields: "
                 f"{', '.join(changed)}); use --if-exists new, or another name"
@@ -252,17 +249,17 @@ def _status(args) -> int:
 
 
 def _mlflow_sync(args) -> int:
+    from sweep.layout import SweepLayout
     from sweep.manifest import find_sweep_dir, read_manifest
-    from sweep.mlflow_logging import mlflow_ui_command, sync_sweep
     from sweep.results import rebuild_rows
+    from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
-    sweep_dir = find_sweep_dir(args.sweep, args.storage)
-    manifest = read_manifest(sweep_dir)
-    uri = args.tracking_uri or manifest.get("tracking_uri") or "sqlite:///" + str(sweep_dir / "mlflow.db")
+    layout = SweepLayout(find_sweep_dir(args.sweep, args.storage))
+    manifest = read_manifest(layout.root)
+    uri = args.tracking_uri or manifest.get("tracking_uri") or layout.default_tracking_uri
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
-    rows, _ = rebuild_rows(str(sweep_dir), manifest["name"], [p["name"] for p in manifest["phases"]])
-    artifacts = str(sweep_dir / "mlartifacts") if uri.startswith("sqlite:") else None
-    counts = sync_sweep(rows, uri, experiment, artifacts)
+    rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
+    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout))
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
           f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
           f"{counts['snapshots_skipped']} already there")

@@ -1,5 +1,6 @@
-"""A sweep's directory on disk: the manifest (`sweep.json`) and the checks that
-keep a new sweep from landing on an old one or on a directory that is not a sweep.
+"""A sweep's manifest (`sweep.json`: the validated spec, its phases, where MLflow is)
+and the checks that keep a new sweep from landing on an old one or on a directory
+that is not a sweep. File names come from `sweep.layout.SweepLayout`.
 
 No Ray here: `status`, `export` and `resume` read these before Ray starts.
 """
@@ -13,18 +14,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.spec import CustomSearch, SpecError, SweepSpec, custom_search_path, parse_spec
+from search_spaces.kinds import CustomSearch
+from sweep.layout import SweepLayout
+from sweep.spec import SpecError, SweepSpec, parse_spec
 from trainables.memo import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from search_spaces import Phase
+    from sweep.phases import Phase
 
-MANIFEST = "sweep.json"
+MANIFEST = SweepLayout.manifest
 MANIFEST_VERSION = 1
 
 
 def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) -> dict[str, Any]:
-    sweep_dir = Path(spec.sweep_dir)
+    layout = spec.layout
+    sweep_dir = Path(layout.root)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -33,30 +37,29 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
         raise StorageError(f"storage: cannot create {sweep_dir} ({exc.strerror}); choose a writable "
                            "directory with free space (--storage or the spec's storage:)") from None
     data = spec.to_yaml_dict()
-    data["storage"] = os.path.dirname(spec.sweep_dir)
+    data["storage"] = layout.storage
     if isinstance(spec.search, CustomSearch):
-        copy = sweep_dir / "custom_search.py"
-        shutil.copyfile(custom_search_path(spec), copy)
-        data["search"]["path"] = str(copy)
+        shutil.copyfile(spec.custom_search_file(), layout.custom_search)
+        data["search"]["path"] = layout.custom_search
     manifest = {
         "version": MANIFEST_VERSION,
         "name": spec.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": data,
         "spec_dir": spec.spec_dir,
-        "phases": [{"name": p.name, "num_trials": len(p.trials) if p.trials is not None else p.num_samples,
-                    "description": p.description} for p in phases],
+        "phases": [{"name": p.name, "num_trials": p.num_trials, "description": p.description}
+                   for p in phases],
         "tracking_uri": spec.tracking_uri,
         "mlflow_experiment": spec.mlflow_experiment if spec.mlflow.enabled else None,
     }
-    atomic_write_bytes(sweep_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+    atomic_write_bytes(Path(layout.manifest), json.dumps(manifest, indent=2).encode())
     if spec_text is not None:
-        atomic_write_bytes(sweep_dir / "spec.yaml", spec_text.encode())
+        atomic_write_bytes(Path(layout.spec), spec_text.encode())
     return manifest
 
 
 def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(sweep_dir) / MANIFEST
+    path = Path(SweepLayout(sweep_dir).manifest)
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -72,12 +75,6 @@ def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
             f"{MANIFEST_VERSION}); start a new sweep with another name or storage"
         )
     return manifest
-
-
-#: What a sweep directory may hold before its manifest exists (a start interrupted
-#: between creating the directory and writing sweep.json).
-SWEEP_ENTRIES = {"finetunes", "pretrained", "mlflow.db", "mlartifacts", "spec.yaml", "results.parquet",
-                 "custom_search.py"}
 
 
 def check_output_dir(sweep_dir: str | os.PathLike) -> None:
@@ -97,7 +94,7 @@ def check_output_dir(sweep_dir: str | os.PathLike) -> None:
     if sweep_dir.is_dir():
         foreign = sorted(
             p.name for p in sweep_dir.iterdir()
-            if p.name not in SWEEP_ENTRIES and not (p / "tuner.pkl").exists()
+            if p.name not in SweepLayout.entries() and not SweepLayout.is_phase(p)
             and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # an interrupted write
         )
         if foreign:
@@ -122,6 +119,21 @@ def spec_from_manifest(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -
     return parse_spec(data, source=str(Path(sweep_dir) / MANIFEST), spec_dir=manifest.get("spec_dir", "."))
 
 
+def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
+    """Top-level spec fields that differ between a started sweep and a spec (its storage,
+    and the path of a custom search, which the manifest points at its own copy, aside)."""
+
+    def comparable(spec: SweepSpec) -> dict[str, Any]:
+        data = spec.to_yaml_dict()
+        data["storage"] = None
+        if isinstance(spec.search, CustomSearch):
+            data["search"].pop("path")
+        return data
+
+    a, b = comparable(started), comparable(wanted)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def find_sweep_dir(name_or_path: str, storage: str = "./runs") -> Path:
     """A sweep directory from a name (under `storage`) or a path (sweep dir or one of its phases)."""
     candidates = [Path(name_or_path), Path(storage) / name_or_path]
@@ -129,7 +141,7 @@ def find_sweep_dir(name_or_path: str, storage: str = "./runs") -> Path:
         cand = cand.expanduser()
         if (cand / MANIFEST).is_file():
             return cand.resolve()
-        if (cand / "tuner.pkl").is_file() and (cand.parent / MANIFEST).is_file():
+        if SweepLayout.is_phase(cand) and (cand.parent / MANIFEST).is_file():
             return cand.parent.resolve()
     raise SpecError(
         f"no sweep {name_or_path!r}: neither {name_or_path!r} nor {str(Path(storage) / name_or_path)!r} "

@@ -10,14 +10,16 @@ fine-tune per distinct key.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces import Phase, build_phases
-from sweep.spec import CustomSearch, OptunaSearchSpec, SweepSpec, fmt_num
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec
+from sweep.console import fmt_num, fmt_range, text_table
+from sweep.phases import Phase, build_phases
+from sweep.spec_models import SweepSpec
 from trainables.config import TrialConfig
+from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
 
 
 @dataclass
@@ -42,7 +44,7 @@ class SweepPlan:
 
     @property
     def finetune_epochs(self) -> float:
-        return float(self.spec.base_trial().finetune.epochs)
+        return float(self.spec.trial.finetune.epochs)
 
     def pretrained_needed(self) -> list[int]:
         """Indices of the pre-trained checkpoints some trial fine-tunes from."""
@@ -77,7 +79,7 @@ class SweepPlan:
         return {
             "trials": len(self.trials) + n_open,
             "snapshots": sum(t.config.num_snapshots for t in self.trials)
-            + sum(n * (1 + self.spec.base_trial().num_cycles) for n, _, _ in self.open_phases.values()),
+            + sum(n * (1 + self.spec.trial.num_cycles) for n, _, _ in self.open_phases.values()),
             "unshared": (known_unshared + lo, known_unshared + hi),
             "shared": (shared_lo, shared_hi),
             "distinct_finetunes": distinct,
@@ -87,24 +89,21 @@ class SweepPlan:
         }
 
 
+TRIAL_COLUMNS = ["#", "phase", "method", "lr_max_ratio", "lr_max", "cycle_ratio", "cycle_epochs", "seed",
+                 "pretrained", "members", "snapshots", "epochs", "fine-tunes (ckpt,seed)"]
+
+
 def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     cfg = TrialConfig.model_validate(config)
-    if cfg.method == "local_de":
-        keys = [(cfg.pretrained_index, cfg.seed + i) for i in range(cfg.num_members)]
-        cycles = 0.0
-    elif cfg.method == "global_de":
-        keys = [(i, cfg.seed) for i in range(cfg.num_members)]
-        cycles = 0.0
-    else:
-        keys = [(cfg.pretrained_index, cfg.seed)]
-        cycles = cfg.num_cycles * cfg.resolved_cycle_epochs
-    return TrialPlan(phase, cfg, keys, cycles)
+    snapshots = plan_snapshots(cfg)
+    cycles = num_cycles_of(snapshots) * cfg.cycle.epochs if cfg.cycle else 0.0
+    return TrialPlan(phase, cfg, finetunes_of(snapshots), cycles)
 
 
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     phases = build_phases(spec, load_custom=load_custom)
     plan = SweepPlan(spec, phases)
-    base = spec.base_trial()
+    base = spec.trial
     ft, cycles = base.finetune.epochs, base.num_cycles
     for phase in phases:
         if phase.trials is not None:
@@ -119,27 +118,8 @@ def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     return plan
 
 
-def _table(rows: list[list[str]], right: set[int]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _range(lo: float, hi: float) -> str:
-    if math.isclose(lo, hi):
-        return fmt_num(round(lo, 2))
-    return f"{fmt_num(round(lo, 2))}-{fmt_num(round(hi, 2))}"
-
-
-def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
-    spec = plan.spec
-    base = spec.base_trial()
+def _header(plan: SweepPlan) -> list[str]:
+    spec, base = plan.spec, plan.spec.trial
     out = [
         f"sweep {spec.name!r} -> {spec.sweep_dir}",
         f"  data: {base.data.dataset}, train_size={base.data.train_size}, model {base.model.arch}; "
@@ -153,70 +133,75 @@ def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
         "",
         "Ray Tune experiments (phases):",
     ]
-    for phase in plan.phases:
-        n = len(phase.trials) if phase.trials is not None else phase.num_samples
-        out.append(f"  {phase.name}: {n} trials - {phase.description}")
+    return out + [f"  {phase.name}: {phase.num_trials} trials - {phase.description}" for phase in plan.phases]
+
+
+def _trial_row(i: int, t: TrialPlan) -> list[str]:
+    c, cycle = t.config, t.config.cycle
+    cyclic = is_cyclic(c.method)
+    one_checkpoint = BY_NAME[c.method].members_differ_in != "checkpoint"
+    cycle_values = (cycle.lr_max_ratio, cycle.lr_max, cycle.epochs_ratio, cycle.epochs) if cycle \
+        else (None,) * 4
+    return [
+        str(i), t.phase, c.method, *(fmt_num(v) for v in cycle_values),
+        str(c.seed), str(c.pretrained_index) if one_checkpoint else "-",
+        str(c.num_members) if not cyclic else "-",
+        str(c.num_snapshots), fmt_num(round(t.epochs, 3)), " ".join(f"({p},{s})" for p, s in t.finetunes),
+    ]
+
+
+def _trials(plan: SweepPlan, max_rows: int | None) -> list[str]:
+    """The table of trials known in advance, then a line per phase drawn while running."""
+    out = []
     if plan.trials:
-        rows = [["#", "phase", "method", "lr_max_ratio", "lr_max", "cycle_ratio", "cycle_epochs",
-                 "seed", "pretrained", "members", "snapshots", "epochs", "fine-tunes (ckpt,seed)"]]
         shown = plan.trials if max_rows is None else plan.trials[:max_rows]
-        for i, t in enumerate(shown, 1):
-            c = t.config
-            cyclic = c.method in ("sse", "star_sse")
-            ft_keys = " ".join(f"({p},{s})" for p, s in t.finetunes)
-            rows.append([
-                str(i), t.phase, c.method,
-                fmt_num(c.resolved_lr_max / c.finetune.lr) if cyclic else "-",
-                fmt_num(c.resolved_lr_max) if cyclic else "-",
-                fmt_num(c.resolved_cycle_epochs / c.finetune.epochs) if cyclic else "-",
-                fmt_num(c.resolved_cycle_epochs) if cyclic else "-",
-                str(c.seed), str(c.pretrained_index) if c.method != "global_de" else "-",
-                str(c.num_members) if not cyclic else "-",
-                str(c.num_snapshots), fmt_num(round(t.epochs, 3)), ft_keys,
-            ])
-        out += ["", "Trials:", _table(rows, right={0, 3, 4, 5, 6, 7, 8, 9, 10, 11})]
+        rows = [TRIAL_COLUMNS, *(_trial_row(i, t) for i, t in enumerate(shown, 1))]
+        out += ["", "Trials:", text_table(rows, right={0, 3, 4, 5, 6, 7, 8, 9, 10, 11})]
         if max_rows is not None and len(plan.trials) > max_rows:
             out.append(f"  ... {len(plan.trials) - max_rows} more (use --all to list every trial)")
     for name, (n, emin, emax) in plan.open_phases.items():
         if emin is None:
             out.append(f"\n{name}: {n} trials drawn by your search; epochs depend on your space")
         else:
-            out.append(f"\n{name}: {n} trials drawn by Optuna; {_range(emin, emax)} epochs each")
-    tot = plan.totals()
+            out.append(f"\n{name}: {n} trials drawn by Optuna; {fmt_range(emin, emax)} epochs each")
+    return out
+
+
+def _totals(plan: SweepPlan) -> list[str]:
+    tot, base = plan.totals(), plan.spec.trial
     by_method = Counter(t.config.method for t in plan.trials)
     for name, (n, _, _) in plan.open_phases.items():
         by_method[name] += n
-    unshared_lo, unshared_hi = tot["unshared"]
-    shared_lo, shared_hi = tot["shared"]
-    saved_lo, saved_hi = unshared_lo - shared_lo, unshared_hi - shared_hi
-    pct = 100.0 * saved_hi / unshared_hi if unshared_hi else 0.0
-    ft = plan.finetune_epochs
+    (unshared_lo, unshared_hi), (shared_lo, shared_hi) = tot["unshared"], tot["shared"]
+    pct = 100.0 * (unshared_hi - shared_hi) / unshared_hi if unshared_hi else 0.0
     unknown = "" if tot["bounded"] else " (+ the custom phase, unknown in advance)"
-    out += [
+    out = [
         "",
         "Totals:",
         f"  trials: {tot['trials']} ({', '.join(f'{m} {n}' for m, n in by_method.items())})",
         f"  snapshots (reports, one per checkpoint): {tot['snapshots']}",
         f"  fine-tunes used by trials: {tot['finetune_uses']}; distinct (pre-trained checkpoint, seed): "
-        f"{tot['distinct_finetunes']} x {fmt_num(ft)} epochs",
-        f"  training epochs without sharing fine-tunes: {_range(unshared_lo, unshared_hi)}{unknown}",
-        f"  training epochs with shared fine-tunes:     {_range(shared_lo, shared_hi)}{unknown}",
-        f"  shared fine-tunes save {_range(saved_lo, saved_hi)} epochs ({pct:.0f}%)",
+        f"{tot['distinct_finetunes']} x {fmt_num(plan.finetune_epochs)} epochs",
+        f"  training epochs without sharing fine-tunes: {fmt_range(unshared_lo, unshared_hi)}{unknown}",
+        f"  training epochs with shared fine-tunes:     {fmt_range(shared_lo, shared_hi)}{unknown}",
+        f"  shared fine-tunes save {fmt_range(unshared_lo - shared_lo, unshared_hi - shared_hi)} epochs "
+        f"({pct:.0f}%)",
     ]
     if base.pretrained.source == "embedded":
-        needed = plan.pretrained_needed()
         out.append(
-            f"  plus embedded pre-training: {len(needed)} checkpoint(s) x {fmt_num(base.pretrained.epochs)} "
-            f"epochs on the source classes (computed once, cached in {base_cache(spec)})"
+            f"  plus embedded pre-training: {len(plan.pretrained_needed())} checkpoint(s) x "
+            f"{fmt_num(base.pretrained.epochs)} epochs on the source classes (computed once, cached in "
+            f"{plan.spec.shared_trial().pretrained.cache_dir or '~/.cache/starsweep'})"
         )
     if base.data.train_size:
         n = base.data.train_size
-        out.append(f"  images trained (with sharing): ~{_range(shared_lo * n, shared_hi * n)}")
-    return "\n".join(out)
+        out.append(f"  images trained (with sharing): ~{fmt_range(shared_lo * n, shared_hi * n)}")
+    return out
 
 
-def base_cache(spec: SweepSpec) -> str:
-    return spec.base_config()["pretrained"].get("cache_dir") or "~/.cache/starsweep"
+def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
+    """The dry-run report: the sweep, its phases, its trials and what it will compute."""
+    return "\n".join(_header(plan) + _trials(plan, max_rows) + _totals(plan))
 
 
 def check_custom_loadable(spec: SweepSpec) -> None:

@@ -33,62 +33,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
-from ray.tune.result import AUTO_RESULT_KEYS
+
+from sweep.layout import SweepLayout
+from trainables.config import CycleSettings, TrialConfig
+from trainables.records import PA_TYPES, record_of, table_schema, table_status
 
 log = logging.getLogger("starsweep.sweep")
 
-RESULTS_FILE = "results.parquet"
-TUNE_KEYS = set(AUTO_RESULT_KEYS) | {
-    "trial_id", "experiment_id", "experiment_tag", "done", "should_checkpoint",
-    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date",
-    "pid", "hostname", "node_ip", "warmup_time", "episodes_total", "timesteps_total",
-}
-ID_COLUMNS = ["sweep", "phase", "trial_id", "status", "method"]
-CONFIG_COLUMNS = [
-    "lr_max", "cycle_epochs", "lr_max_ratio", "cycle_epochs_ratio", "num_cycles", "num_members",
-    "seed", "pretrained_index", "finetune_lr", "finetune_epochs",
-]
-RECORD_FIRST = ["snapshot", "num_snapshots", "diverged", "epochs_done", "wall_time_s"]
-TAIL_COLUMNS = ["checkpoint_path", "timestamp", "config_json"]
-INT_COLUMNS = {"snapshot", "num_snapshots", "num_cycles", "num_members", "seed", "pretrained_index"}
-BOOL_COLUMNS = {"diverged"}
-STRING_COLUMNS = {"sweep", "phase", "trial_id", "status", "method", "checkpoint_path", "config_json"}
-STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR", "DIVERGED")
-
-
 # Rows -------------------------------------------------------------------------
 def config_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config columns of a trial config dict (NaN cycle values for baselines)."""
-    finetune = config.get("finetune") or {}
-    ft_lr = float(finetune.get("lr", math.nan))
-    ft_epochs = float(finetune.get("epochs", math.nan))
-    method = str(config.get("method", ""))
-    cyclic = method in ("sse", "star_sse")
-
-    def resolve(abs_key: str, ratio_key: str, unit: float) -> tuple[float, float]:
-        absolute, ratio = config.get(abs_key), config.get(ratio_key)
-        if not cyclic:
-            return math.nan, math.nan
-        if absolute is not None:
-            return float(absolute), float(absolute) / unit if unit else math.nan
-        if ratio is not None:
-            return float(ratio) * unit, float(ratio)
-        return math.nan, math.nan
-
-    lr_max, lr_ratio = resolve("lr_max", "lr_max_ratio", ft_lr)
-    cyc, cyc_ratio = resolve("cycle_epochs", "cycle_epochs_ratio", ft_epochs)
+    """The resolved config columns of a trial config dict (NaN cycle values for baselines);
+    `TrialConfig` resolves absolute values and ratios."""
+    cfg = TrialConfig.model_validate(config)
+    cycle = cfg.cycle or CycleSettings(math.nan, math.nan, math.nan, math.nan)
     return {
-        "method": method,
-        "lr_max": lr_max, "cycle_epochs": cyc, "lr_max_ratio": lr_ratio, "cycle_epochs_ratio": cyc_ratio,
-        "num_cycles": config.get("num_cycles"), "num_members": config.get("num_members"),
-        "seed": config.get("seed"), "pretrained_index": config.get("pretrained_index"),
-        "finetune_lr": ft_lr, "finetune_epochs": ft_epochs,
+        "method": cfg.method,
+        "lr_max": cycle.lr_max, "cycle_epochs": cycle.epochs,
+        "lr_max_ratio": cycle.lr_max_ratio, "cycle_epochs_ratio": cycle.epochs_ratio,
+        "num_cycles": cfg.num_cycles, "num_members": cfg.num_members,
+        "seed": cfg.seed, "pretrained_index": cfg.pretrained_index,
+        "finetune_lr": cfg.finetune.lr, "finetune_epochs": cfg.finetune.epochs,
     }
-
-
-def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """The trial's own record: the reported dict without Tune's bookkeeping keys."""
-    return {k: v for k, v in result.items() if k not in TUNE_KEYS and not isinstance(v, dict)}
 
 
 def make_row(
@@ -109,36 +74,11 @@ def make_row(
 
 
 def trial_status(tune_status: str, rows: Iterable[dict[str, Any]]) -> str:
-    """Table status of a trial: Tune's, with DIVERGED for a finished trial that diverged."""
-    status = "PENDING" if tune_status == "PAUSED" else tune_status
-    if status == "TERMINATED" and any(bool(r.get("diverged")) for r in rows):
-        return "DIVERGED"
-    return status
+    """Table status of a trial from Tune's and its rows (DIVERGED if one is flagged)."""
+    return table_status(tune_status, any(bool(r.get("diverged")) for r in rows))
 
 
 # Table ------------------------------------------------------------------------
-def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in rows:
-        for k in r:
-            seen.setdefault(k, None)
-    fixed = ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST
-    metrics = sorted(k for k in seen if k not in fixed and k not in TAIL_COLUMNS)
-    return [c for c in fixed if c in seen or c in ID_COLUMNS + CONFIG_COLUMNS] + metrics + TAIL_COLUMNS
-
-
-def _column_type(name: str, values: list[Any]) -> pa.DataType:
-    if name in STRING_COLUMNS:
-        return pa.string()
-    if name in INT_COLUMNS:
-        return pa.int64()
-    if name in BOOL_COLUMNS:
-        return pa.bool_()
-    if any(isinstance(v, str) for v in values if v is not None):
-        return pa.string()
-    return pa.float64()
-
-
 def _convert(value: Any, typ: pa.DataType) -> Any:
     if value is None:
         return None
@@ -160,19 +100,18 @@ def _convert(value: Any, typ: pa.DataType) -> Any:
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as a table with the declared schema (`trainables.records.table_schema`)."""
     rows = sorted(
         rows, key=lambda r: (str(r.get("phase")), str(r.get("trial_id")), int(r.get("snapshot", 0)))
     )
-    columns = _ordered_columns(rows) if rows else ID_COLUMNS + CONFIG_COLUMNS + RECORD_FIRST + TAIL_COLUMNS
-    arrays, fields = [], []
-    for name in columns:
-        values = [r.get(name) for r in rows]
-        typ = _column_type(name, values)
-        if typ == pa.float64():
+    schema = table_schema({k for r in rows for k in r})
+    arrays = []
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if field.type == PA_TYPES["float"]:
             values = [math.nan if v is None else v for v in values]
-        arrays.append(pa.array([_convert(v, typ) for v in values], type=typ))
-        fields.append(pa.field(name, typ))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+        arrays.append(pa.array([_convert(v, field.type) for v in values], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -229,7 +168,7 @@ class ResultsCallback(tune.Callback):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.sweep_dir, RESULTS_FILE)
+        return SweepLayout(self.sweep_dir).results
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -281,7 +220,7 @@ class ResultsCallback(tune.Callback):
 
 # Rebuilding from the experiment directories ---------------------------------------
 def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
-    path = os.path.join(trial_dir, "result.json")
+    path = SweepLayout.trial_result(trial_dir)
     out = []
     if not os.path.isfile(path):
         return out
@@ -303,7 +242,7 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
     reading the experiment use the newest readable state instead of failing or
     silently finding no trials. Returns the files set aside."""
     moved = []
-    for path in sorted(Path(exp_dir).glob("experiment_state-*.json")):
+    for path in sorted(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
         try:
             json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError):
@@ -317,7 +256,7 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
 def experiment_trials(exp_dir: str) -> list[Any] | None:
     """Trials of one Tune experiment (None if it has no readable state yet)."""
     set_aside_unreadable_states(exp_dir)
-    if not any(Path(exp_dir).glob("experiment_state-*.json")):
+    if not any(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
         return None
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
@@ -335,12 +274,12 @@ def rebuild_rows(
     sweep_dir: str, sweep: str, phases: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Rows from the experiment directories merged with the current table; and trial statuses."""
-    existing = read_rows(os.path.join(sweep_dir, RESULTS_FILE))
-    rows: list[dict[str, Any]] = list(existing)
+    layout = SweepLayout(sweep_dir)
+    rows: list[dict[str, Any]] = list(read_rows(layout.results))
     statuses: dict[str, str] = {}
     complete = True
     for phase in phases:
-        exp_dir = os.path.join(sweep_dir, phase)
+        exp_dir = layout.phase(phase)
         trials = experiment_trials(exp_dir) if os.path.isdir(exp_dir) else None
         if trials is None:
             complete = complete and not os.path.isdir(exp_dir)
@@ -372,5 +311,5 @@ def rebuild_results(
     sweep_dir: str, sweep: str, phases: list[str], out: str | None = None
 ) -> tuple[Path, int]:
     rows, _ = rebuild_rows(sweep_dir, sweep, phases)
-    path = write_table(rows, out or os.path.join(sweep_dir, RESULTS_FILE))
+    path = write_table(rows, out or SweepLayout(sweep_dir).results)
     return path, len(rows)

@@ -3,16 +3,9 @@
 `run_sweep(spec)` connects to Ray (`ray.init()`: a local instance, or the
 cluster named by `RAY_ADDRESS`, which `ray job submit` sets), checks the
 per-trial resources against the cluster, writes the sweep manifest, creates
-the MLflow experiment, and runs each phase of the spec as one
-`tune.Tuner(tune.with_resources(fine_tune_then_explore, {...}), ...)`:
-
-    <storage>/<name>/
-      sweep.json          the manifest: validated spec, phases, paths
-      spec.yaml           the spec as written
-      results.parquet     one row per (trial, snapshot), kept current
-      mlflow.db           default MLflow tracking store (SQLite)
-      finetunes/          fine-tunes shared by all trials (TrialConfig.cache_dir)
-      <phase>/            a Tune experiment (grid | optuna_<method> | custom | baselines)
+the MLflow experiment, and runs each phase of the spec (`sweep.phases`) as one
+`tune.Tuner(tune.with_resources(fine_tune_then_explore, {...}), ...)` in the
+sweep directory (`sweep.layout` names what it holds).
 
 `resume_sweep(sweep_dir)` restores each started phase with
 `tune.Tuner.restore(path, trainable, resume_unfinished=True,
@@ -28,17 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search_spaces import Phase, build_phases
-from sweep.manifest import (  # noqa: F401 - re-exported for callers of the runner
-    MANIFEST,
-    check_output_dir,
-    find_sweep_dir,
-    read_manifest,
-    spec_from_manifest,
-    sweep_dir_taken,
-    write_manifest,
-)
-from sweep.spec import SweepSpec, check_cluster_resources
+from sweep.checks import check_cluster_resources
+from sweep.layout import SweepLayout
+from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
+from sweep.phases import Phase, build_phases
+from sweep.spec_models import SweepSpec
+from sweep.tracking import Tracking, open_experiment
+from trainables.records import ENDED
 
 log = logging.getLogger("starsweep.sweep")
 PROGRESS_PARAMS = {
@@ -61,10 +50,6 @@ def init_ray(num_cpus: float | None = None) -> str:
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": True}
     if not address:
-        repo = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
-        # Local workers import trainables/ and search_spaces/ from this checkout.
-        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
         # A local sweep needs no dashboard (the live table and `sweep status` show
@@ -130,13 +115,13 @@ def make_trainable(spec: SweepSpec):
     return tune.with_resources(fine_tune_then_explore, resources)
 
 
-def make_callbacks(spec: SweepSpec, phase: str, mlflow_ok: bool) -> list:
+def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
     from sweep.mlflow_logging import MLflowTrialCallback
     from sweep.results import ResultsCallback
 
     callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase)]
-    if spec.mlflow.enabled and mlflow_ok and spec.tracking_uri:
-        callbacks.append(MLflowTrialCallback(spec.tracking_uri, spec.mlflow_experiment, spec.name, phase))
+    if tracking is not None:
+        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase))
     return callbacks
 
 
@@ -150,7 +135,7 @@ def make_reporter(total: int | None):
     )
 
 
-def make_tuner(spec: SweepSpec, phase: Phase, mlflow_ok: bool):
+def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -169,7 +154,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, mlflow_ok: bool):
         storage_path=spec.sweep_dir,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-        callbacks=make_callbacks(spec, phase.name, mlflow_ok),
+        callbacks=make_callbacks(spec, phase.name, tracking),
         progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
         log_to_file=True,  # each trial's stdout/stderr (per-epoch progress) in its directory
         sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
@@ -197,11 +182,10 @@ def prepare_pretrained(spec: SweepSpec) -> None:
 
     from sweep.plan import make_plan
 
-    base = spec.base_config()
-    if base["pretrained"]["source"] != "embedded":
+    if spec.trial.pretrained.source != "embedded":
         return
     needed = make_plan(spec, load_custom=False).pretrained_needed()
-    config = {**base, "method": "local_de"}
+    config = spec.base_config()
 
     @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
     def pretrain(index: int) -> str:
@@ -213,13 +197,11 @@ def prepare_pretrained(spec: SweepSpec) -> None:
     ray.get([pretrain.remote(i) for i in needed])
 
 
-def _setup_mlflow(spec: SweepSpec) -> bool:
-    if not (spec.mlflow.enabled and spec.tracking_uri):
-        return False
-    from sweep.mlflow_logging import ensure_experiment
-
-    return ensure_experiment(spec.tracking_uri, spec.mlflow_experiment,
-                             os.path.join(spec.sweep_dir, "mlartifacts")) is not None
+def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
+    """The sweep's MLflow experiment, created on the driver before any trial starts (None when
+    MLflow is off or unreachable: the sweep goes on without it)."""
+    tracking = spec.tracking()
+    return open_experiment(tracking) if tracking is not None else None
 
 
 def _fit(tuner, phase: str) -> None:
@@ -242,12 +224,12 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
                     spec.storage, spec.sweep_dir)
     write_manifest(spec, phases, spec_text)
     prepare_pretrained(spec)
-    mlflow_ok = _setup_mlflow(spec)
+    tracking = _setup_mlflow(spec)
     n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
     for phase in phases:
-        _fit(make_tuner(spec, phase, mlflow_ok), phase.name)
+        _fit(make_tuner(spec, phase, tracking), phase.name)
     return finish(spec, [p.name for p in phases])
 
 
@@ -266,19 +248,19 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     where = init_ray(num_cpus)
     check_resources(spec)
     prepare_pretrained(spec)
-    mlflow_ok = _setup_mlflow(spec)
+    tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     for phase in phases:
-        exp_dir = os.path.join(spec.sweep_dir, phase.name)
+        exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
         # Without a readable experiment state Tune cannot know the phase's trials:
         # start the phase again (finished fine-tunes still come from the cache).
-        if tune.Tuner.can_restore(exp_dir) and any(Path(exp_dir).glob("experiment_state-*.json")):
+        if tune.Tuner.can_restore(exp_dir) and spec.layout.experiment_states(phase.name):
             tuner = tune.Tuner.restore(
                 exp_dir, make_trainable(spec), resume_unfinished=True, resume_errored=True,
             )
         else:
-            tuner = make_tuner(spec, phase, mlflow_ok)
+            tuner = make_tuner(spec, phase, tracking)
         _fit(tuner, phase.name)
     return finish(spec, [p.name for p in phases])
 
@@ -287,11 +269,11 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     """Complete the Parquet table from the experiments and print where everything is."""
     from collections import Counter
 
-    from sweep.mlflow_logging import mlflow_ui_command
     from sweep.results import rebuild_rows, write_table
+    from sweep.tracking import close_orphan_runs, mlflow_ui_command
 
     rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
-    path = write_table(rows, os.path.join(spec.sweep_dir, "results.parquet"))
+    path = write_table(rows, spec.layout.results)
     # A diverged trial finished: its rows say DIVERGED (a result, not a failure: exit 0).
     final = dict(statuses)
     final.update({r["trial_id"]: r["status"] for r in rows if r["trial_id"] in statuses})
@@ -301,17 +283,16 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
         print(f"{counts['DIVERGED']} trial(s) diverged (their last record is flagged `diverged`; "
               "the analysis shows their cells as diverged)")
     print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
-    if spec.mlflow.enabled and spec.tracking_uri:
-        from sweep.mlflow_logging import close_orphan_runs
-
-        if all(os.path.isdir(os.path.join(spec.sweep_dir, p)) for p in phase_names):
-            close_orphan_runs(spec.tracking_uri, spec.mlflow_experiment, spec.name, set(statuses))
-        print(f"MLflow:  {mlflow_ui_command(spec.tracking_uri)}")
-    failed = [tid for tid, s in statuses.items() if s == "ERROR"]
-    unfinished = [tid for tid, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    tracking = spec.tracking()
+    if tracking is not None:
+        if all(os.path.isdir(spec.layout.phase(p)) for p in phase_names):
+            close_orphan_runs(tracking, spec.name, set(statuses))
+        print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
+    failed = [tid for tid, s in final.items() if s == "ERROR"]
+    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if failed or unfinished:
         print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
-              f"each trial's error.txt under {spec.sweep_dir}/<phase>/; retry them with "
+              f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "
               f"`python -m sweep resume {spec.sweep_dir}`", file=sys.stderr)
         return 1
     return 0

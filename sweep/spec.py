@@ -9,7 +9,7 @@ A spec (every key but `name` is optional)::
 
     name: quickstart                # a safe identifier: letters, digits, _ - .
     storage: ./runs                 # results go to <storage>/<name>/
-    trial:                          # base TrialConfig shared by every trial
+    trial:                          # TrialBase: the trial config every trial shares
       data: {train_size: 1000}
       finetune: {lr: 0.02, epochs: 10}
       num_cycles: 4
@@ -40,44 +40,17 @@ allowed under `trial:`; use `methods`, `search`, `seeds` and
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from sweep.search_kinds import (  # noqa: F401 - re-exported: sweep.spec is the spec's public module
-    METRIC_RE,
-    SEARCH_MODELS,
-    CustomSearch,
-    NonNegInt,
-    OptunaSearchSpec,
-    PaperGridSearch,
-    PositiveFloat,
-    RatioRange,
-    SearchSpec,
-    ValuesSearch,
-)
-from sweep.spec_models import (  # noqa: F401 - re-exported
-    BASELINE_METHODS,
-    CYCLIC_METHODS,
-    NAME_RE,
-    SEARCH_KINDS,
-    SWEEP_SET_FIELDS,
-    Baselines,
-    GlobalDEBaseline,
-    LocalDEBaseline,
-    MLflowSpec,
-    Resources,
-    SpecError,
-    SweepSpec,
-    absolute_storage,
-    is_uri,
-)
-from trainables.config import TrialConfig, format_validation_error
+from sweep.checks import cross_check
+from sweep.spec_models import SpecError, SweepSpec
+from trainables.config import TrialConfig
+from trainables.validation import error_lines
 
 
 # Loading ----------------------------------------------------------------------
@@ -108,19 +81,6 @@ _UniqueKeyLoader.construct_mapping_plain = yaml.SafeLoader.construct_mapping  # 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
-
-
-def _error_lines(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
-    text = format_validation_error(exc, model, prefix)
-    return [line.strip() for line in text.split("\n")[1:] if line.strip()]
-
-
-def _suggest(word: str, allowed: list[str] | tuple[str, ...]) -> str:
-    word = str(word)
-    close = difflib.get_close_matches(word, list(allowed), n=1)
-    if not close and len(word) >= 3:
-        close = [a for a in allowed if word.lower() in a.lower()]
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -157,30 +117,19 @@ def parse_spec(raw: Any, source: str = "spec", spec_dir: str = ".") -> SweepSpec
     raw = dict(raw)
     errors: list[str] = []
 
-    # search: validated with the model of its kind, so errors say `search.<field>`.
-    search_raw = raw.pop("search", None)
-    search: BaseModel | None = PaperGridSearch()
-    if search_raw is not None:
-        search = _parse_search(search_raw, errors)
-
-    # trial: validated as a TrialConfig, so errors say `trial.<field>`.
-    trial_raw = raw.pop("trial", None)
-    trial: dict[str, Any] = {}
-    if trial_raw is not None:
-        trial = _parse_trial(trial_raw, errors)
+    # trial: a TrialBase (errors say `trial.<field>`); the per-trial fields are the sweep's.
+    if isinstance(raw.get("trial"), dict):
+        raw["trial"] = _without_per_trial_fields(raw["trial"], errors)
 
     if "spec_dir" in raw:
-        errors.append(f"spec_dir: unknown key{_suggest('spec_dir', list(SweepSpec.model_fields))}")
+        errors.append("spec_dir: unknown key (the directory of the spec file is not a spec key)")
         raw.pop("spec_dir")
     spec = None
     try:
-        spec = SweepSpec.model_validate(
-            {**raw, "search": search or PaperGridSearch(), "trial": trial or {},
-             "spec_dir": spec_dir}
-        )
+        spec = SweepSpec.model_validate({**raw, "spec_dir": spec_dir})
     except ValidationError as exc:
-        errors.extend(_error_lines(exc, SweepSpec))
-    if spec is not None and search is not None and trial is not None and not errors:
+        errors.extend(error_lines(exc, SweepSpec))
+    if spec is not None and not errors:
         errors.extend(cross_check(spec))
     if errors:
         raise SpecError(f"invalid sweep spec {source}:\n  " + "\n  ".join(errors))
@@ -188,182 +137,12 @@ def parse_spec(raw: Any, source: str = "spec", spec_dir: str = ".") -> SweepSpec
     return spec
 
 
-def _parse_search(search_raw: Any, errors: list[str]) -> BaseModel | None:
-    if not isinstance(search_raw, dict):
+def _without_per_trial_fields(trial: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """`trial` without the fields the sweep sets for each trial (one error line for each)."""
+    per_trial = TrialConfig.per_trial_fields()
+    for key in (k for k in trial if k in per_trial):
         errors.append(
-            f"search: must be a mapping with a `kind` ({', '.join(SEARCH_KINDS)}), "
-            f"got {search_raw!r}"
+            f"trial.{key}: set by the sweep for each trial, not in `trial:` (got {trial[key]!r}); "
+            "the spec's methods, search, seeds and pretrained_indices set it"
         )
-        return None
-    kind = search_raw.get("kind", "paper_grid")
-    model = SEARCH_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        errors.append(
-            f"search.kind: unknown search kind {kind!r}{_suggest(kind, SEARCH_KINDS)} "
-            f"(allowed: {', '.join(SEARCH_KINDS)})"
-        )
-        return None
-    try:
-        return model.model_validate(search_raw)
-    except (ValidationError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            errors.extend(_error_lines(exc, model, "search."))
-        else:
-            errors.append(f"search: {exc}")
-        return None
-
-
-def _parse_trial(trial_raw: Any, errors: list[str]) -> dict[str, Any] | None:
-    if not isinstance(trial_raw, dict):
-        errors.append(f"trial: must be a mapping of TrialConfig fields, got {trial_raw!r}")
-        return None
-    bad = [k for k in trial_raw if k in SWEEP_SET_FIELDS]
-    for key in bad:
-        errors.append(
-            f"trial.{key}: set by the sweep for each trial, not in `trial:` "
-            f"(got {trial_raw[key]!r}); use `{SWEEP_SET_FIELDS[key]}` instead"
-        )
-    if bad:
-        return None
-    try:
-        TrialConfig.model_validate({**trial_raw, "method": "local_de", "num_members": 1})
-    except ValidationError as exc:
-        errors.extend(_error_lines(exc, TrialConfig, "trial."))
-        return None
-    if "num_members" in trial_raw:
-        try:
-            TrialConfig.model_validate({**trial_raw, "method": "local_de"})
-        except ValidationError as exc:
-            errors.extend(_error_lines(exc, TrialConfig, "trial."))
-            return None
-    return dict(trial_raw)
-
-
-def cross_check(spec: SweepSpec) -> list[str]:
-    """Checks that involve several fields; each message names the field to change."""
-    errors: list[str] = []
-    base = spec.base_trial()
-    n_ckpt = base.pretrained.count
-    valid = f"valid: 0..{n_ckpt - 1}, from trial.pretrained ({base.pretrained.source})"
-
-    def check_indices(field: str, indices: list[int]) -> None:
-        bad = [i for i in indices if i >= n_ckpt]
-        if bad:
-            errors.append(
-                f"{field}: pre-trained checkpoint index {bad} out of range; only {n_ckpt} "
-                f"checkpoint(s) exist ({valid})"
-            )
-
-    if spec.cyclic_methods:
-        check_indices("pretrained_indices", spec.pretrained_indices)
-    members = spec.num_members
-    for name in ("local_de", "global_de"):
-        if getattr(spec.baselines, name) is not None and name not in spec.methods:
-            errors.append(
-                f"baselines.{name}: configured, but {name!r} is not in methods "
-                f"(got methods={spec.methods}); add it to methods or remove this block"
-            )
-    if "local_de" in spec.methods:
-        check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
-    if "global_de" in spec.methods and n_ckpt < members:
-        errors.append(
-            f"baselines.num_members: global_de with {members} members needs {members} "
-            f"pre-trained checkpoints, but trial.pretrained provides {n_ckpt} "
-            "(raise trial.pretrained.num_checkpoints / add paths, or lower baselines.num_members)"
-        )
-    search = spec.search
-    if isinstance(search, (ValuesSearch, OptunaSearchSpec)) and not spec.cyclic_methods:
-        errors.append(
-            f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
-            f"{spec.methods} has neither (add sse or star_sse to methods)"
-        )
-    if isinstance(search, OptunaSearchSpec):
-        for field in ("seeds", "pretrained_indices"):
-            values = getattr(spec, field)
-            if len(values) != 1:
-                errors.append(
-                    f"{field}: an optuna search uses one fine-tune seed and one pre-trained "
-                    f"checkpoint per method (TPE would otherwise treat them as "
-                    f"hyperparameters), got {values}; list one value"
-                )
-        if "_val_" in search.metric and base.data.val_size == 0:
-            errors.append(
-                f"search.metric: {search.metric!r} needs a validation split, but "
-                "trial.data.val_size is 0 (set val_size > 0 or use a *_test_* metric)"
-            )
-    if isinstance(search, CustomSearch):
-        path = custom_search_path(spec)
-        if not path.is_file():
-            errors.append(
-                f"search.path: no such Python file {search.path!r} "
-                f"(looked at {str(path)!r}; relative paths are relative to the spec's directory)"
-            )
-        elif path.suffix != ".py":
-            errors.append(f"search.path: must be a .py file (got {search.path!r})")
-    if spec.resources.gpu == 0 and base.device == "cuda":
-        errors.append(
-            "trial.device: 'cuda' but resources.gpu is 0, so no GPU would be visible to trials "
-            "(set resources.gpu > 0, or device: auto / cpu)"
-        )
-    # Finally every trial the sweep will run must be a valid TrialConfig.
-    if not errors:
-        from search_spaces import planned_trials
-
-        for cfg in planned_trials(spec):
-            try:
-                TrialConfig.model_validate(cfg)
-            except ValidationError as exc:
-                label = f"trial {cfg.get('method')} (seed {cfg.get('seed')}, pretrained_index " \
-                        f"{cfg.get('pretrained_index')})"
-                lines = _error_lines(exc, TrialConfig, "trial.")
-                errors.append(f"{label} would be invalid: " + "; ".join(lines))
-                break
-    return errors
-
-
-def custom_search_path(spec: SweepSpec) -> Path:
-    assert isinstance(spec.search, CustomSearch)
-    path = Path(os.path.expanduser(spec.search.path))
-    if not path.is_absolute():
-        path = Path(spec.spec_dir) / path
-    return path
-
-
-def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
-                            nodes: list[dict[str, float]] | None = None,
-                            where: str | None = None) -> None:
-    """Raise SpecError if one trial asks for more CPUs/GPUs than any node has.
-
-    `cluster` is `ray.cluster_resources()`; `nodes` the per-node resource dicts of
-    alive nodes (a trial's bundle must fit on one node).
-    """
-    errors = []
-    pools = nodes or [cluster]
-    for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
-        asked = getattr(spec.resources, field)
-        if asked <= 0:
-            continue
-        largest = max((float(n.get(key, 0.0)) for n in pools), default=0.0)
-        total = float(cluster.get(key, 0.0))
-        if asked > largest + 1e-9:
-            if where:
-                errors.append(
-                    f"resources.{field}: each trial asks for {asked:g} {key}(s), but {where} has "
-                    f"{largest:g}; lower resources.{field}, or submit the sweep to a Ray cluster "
-                    f"that has them (RAY_ADDRESS, or ray job submit)"
-                )
-                continue
-            place = "any single node" if nodes and len(nodes) > 1 else "the Ray cluster"
-            errors.append(
-                f"resources.{field}: each trial asks for {asked:g} {key}(s), but {place} "
-                f"has {largest:g} (cluster total {total:g}); lower resources.{field} "
-                f"or add {key} nodes"
-            )
-    if errors:
-        raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))
-
-
-def fmt_num(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:g}"
+    return {k: v for k, v in trial.items() if k not in per_trial}

@@ -1,41 +1,27 @@
-"""The typed models of a sweep spec (pydantic), its constants and `SpecError`.
+"""The typed model of a sweep spec (pydantic) and `SpecError`.
 
-`sweep.spec` loads YAML into these models, cross-checks them and re-exports
-them; import from `sweep.spec`. The search kinds live in `sweep.search_kinds`.
+`SweepSpec` extends `search_spaces.design.Design` (which trials: methods, search,
+seeds, checkpoints, baselines) with where and how they run: name, storage, the
+shared trial config, resources, retries, MLflow. `sweep.spec` loads YAML into it
+and cross-checks it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from sweep.search_kinds import (
-    NonNegInt,
-    PaperGridSearch,
-    SearchSpec,
-    _non_empty_unique,
-    _Strict,
-    _unique,
-)
-from trainables.config import METHODS, TrialConfig
+from search_spaces.design import Design
+from search_spaces.kinds import CustomSearch, Strict
+from sweep.layout import SweepLayout
+from sweep.tracking import Tracking
+from trainables.config import TrialBase
 from trainables.errors import ConfigError
 
-SEARCH_KINDS = ("paper_grid", "values", "optuna", "custom")
-CYCLIC_METHODS = ("sse", "star_sse")
-BASELINE_METHODS = ("local_de", "global_de")
-#: TrialConfig fields that the sweep sets for every trial, with where to set them instead.
-SWEEP_SET_FIELDS = {
-    "method": "methods",
-    "lr_max": "search (kind: values, lr_max)",
-    "lr_max_ratio": "search (kind: paper_grid, lr_max_ratios)",
-    "cycle_epochs": "search (kind: values, cycle_epochs)",
-    "cycle_epochs_ratio": "search (kind: paper_grid, cycle_epochs_ratios)",
-    "seed": "seeds",
-    "pretrained_index": "pretrained_indices",
-}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -43,40 +29,7 @@ class SpecError(ConfigError):
     """A sweep spec is unreadable or has a bad field (exit code 2, no traceback)."""
 
 
-
-
-# The rest of the spec --------------------------------------------------------
-class LocalDEBaseline(_Strict):
-    seeds: list[NonNegInt] | None = Field(
-        None, description="Trial seeds; member i of trial (p, s) is fine-tune (p, s+i). "
-        "None = the spec's seeds."
-    )
-    pretrained_indices: list[NonNegInt] | None = Field(
-        None, description="Checkpoints to fine-tune from; None = the spec's pretrained_indices."
-    )
-
-    _check = field_validator("seeds", "pretrained_indices")(
-        lambda v: v if v is None else _non_empty_unique(v)
-    )
-
-
-class GlobalDEBaseline(_Strict):
-    seeds: list[NonNegInt] | None = Field(
-        None, description="Trial seeds; member i of trial s is fine-tune (i, s). None = seeds."
-    )
-
-    _check = field_validator("seeds")(lambda v: v if v is None else _non_empty_unique(v))
-
-
-class Baselines(_Strict):
-    """Settings of the Local DE / Global DE baselines (run when listed in `methods`)."""
-
-    num_members: int | None = Field(None, gt=0, description="None = trial.num_members.")
-    local_de: LocalDEBaseline | None = None
-    global_de: GlobalDEBaseline | None = None
-
-
-class Resources(_Strict):
+class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
 
@@ -88,27 +41,20 @@ class Resources(_Strict):
         return v
 
 
-class MLflowSpec(_Strict):
+class MLflowSpec(Strict):
     enabled: bool = True
     tracking_uri: str | None = Field(
-        None, description="None = sqlite:///<storage>/<name>/mlflow.db"
+        None, description=f"None = sqlite:///<storage>/<name>/{SweepLayout.mlflow_db}"
     )
     experiment: str | None = Field(None, description="None = the sweep name.")
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Design):
     """A validated sweep spec. Build it with `load_spec` or `parse_spec`."""
 
     name: str
     storage: str = "./runs"
-    trial: dict[str, Any] = Field(default_factory=dict)
-    methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["sse", "star_sse"]
-    )
-    search: SearchSpec = Field(default_factory=PaperGridSearch)
-    seeds: list[NonNegInt] = Field(default_factory=lambda: [0])
-    pretrained_indices: list[NonNegInt] = Field(default_factory=lambda: [0])
-    baselines: Baselines = Field(default_factory=Baselines)
+    trial: TrialBase = Field(default_factory=TrialBase)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial.")
@@ -144,32 +90,19 @@ class SweepSpec(_Strict):
             )
         return v
 
-    @field_validator("methods")
-    @classmethod
-    def _check_methods(cls, v: list) -> list:
-        if not v:
-            raise ValueError(f"must list at least one of {', '.join(METHODS)}")
-        return _unique(v, "methods")
-
-    _check_lists = field_validator("seeds", "pretrained_indices")(_non_empty_unique)
-
     # Derived values -----------------------------------------------------------
     @property
+    def layout(self) -> SweepLayout:
+        """The sweep directory, <storage>/<name> (absolute), and the names of what it holds."""
+        return SweepLayout(os.path.join(absolute_storage(self.storage), self.name))
+
+    @property
     def sweep_dir(self) -> str:
-        """Where this sweep's results live: <storage>/<name>, absolute."""
-        return os.path.join(absolute_storage(self.storage), self.name)
-
-    @property
-    def cyclic_methods(self) -> list[str]:
-        return [m for m in self.methods if m in CYCLIC_METHODS]
-
-    @property
-    def baseline_methods(self) -> list[str]:
-        return [m for m in self.methods if m in BASELINE_METHODS]
+        return self.layout.root
 
     @property
     def num_members(self) -> int:
-        return self.baselines.num_members or int(self.base_trial().num_members)
+        return self.baselines.num_members or self.trial.num_members
 
     @property
     def tracking_uri(self) -> str | None:
@@ -177,51 +110,39 @@ class SweepSpec(_Strict):
             return None
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        return "sqlite:///" + os.path.join(self.sweep_dir, "mlflow.db")  # 4 slashes: absolute
+        return self.layout.default_tracking_uri
 
     @property
     def mlflow_experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
-    def local_de_seeds(self) -> list[int]:
-        cfg = self.baselines.local_de
-        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
+    def tracking(self) -> Tracking | None:
+        """The sweep's MLflow experiment (not opened yet); None when MLflow is off."""
+        uri = self.tracking_uri
+        return Tracking.for_sweep(uri, self.mlflow_experiment, self.layout) if uri else None
 
-    def local_de_pretrained_indices(self) -> list[int]:
-        cfg = self.baselines.local_de
-        if cfg and cfg.pretrained_indices is not None:
-            return list(cfg.pretrained_indices)
-        return list(self.pretrained_indices)
+    def custom_search_file(self) -> Path:
+        """The file of a custom search (a relative path is relative to the spec's directory)."""
+        assert isinstance(self.search, CustomSearch)
+        path = Path(os.path.expanduser(self.search.path))
+        return path if path.is_absolute() else Path(self.spec_dir) / path
 
-    def global_de_seeds(self) -> list[int]:
-        cfg = self.baselines.global_de
-        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
-
-    def base_trial(self) -> TrialConfig:
-        """The shared trial config (method and search fields still at their defaults)."""
-        return TrialConfig.model_validate({**self.trial, "method": "local_de"})
-
-    def base_config(self) -> dict[str, Any]:
-        """The shared trial config as a plain dict, with the sweep's cache directories.
-
-        The sweep-set fields (method, lr/cycle values, seed, pretrained_index) are
-        left out: each trial adds its own.
-        """
-        trial = dict(self.trial)
-        if self.share_finetunes:
-            trial["cache_dir"] = trial.get("cache_dir") or os.path.join(self.sweep_dir, "finetunes")
-        else:
-            trial["cache_dir"] = None
-        pretrained = dict(trial.get("pretrained") or {})
+    def shared_trial(self) -> TrialBase:
+        """What every trial of the sweep shares: `trial` with the sweep's cache directories
+        (shared fine-tunes in the sweep directory, pre-trained checkpoints in its storage)."""
+        trial, layout = self.trial, self.layout
+        cache_dir = (trial.cache_dir or layout.finetunes) if self.share_finetunes else None
         # Embedded pre-trained checkpoints are shared by every sweep in the same storage
         # (content-keyed, so different pre-training settings never collide).
-        storage = os.path.dirname(self.sweep_dir)
-        pretrained["cache_dir"] = pretrained.get("cache_dir") or os.path.join(storage, "pretrained")
-        trial["pretrained"] = pretrained
-        full = TrialConfig.model_validate({**trial, "method": "local_de"}).model_dump(mode="json")
-        for key in SWEEP_SET_FIELDS:
-            full.pop(key, None)
-        return full
+        pretrained = trial.pretrained.model_copy(
+            update={"cache_dir": trial.pretrained.cache_dir or layout.pretrained}
+        )
+        return trial.model_copy(update={"cache_dir": cache_dir, "pretrained": pretrained})
+
+    def base_config(self) -> dict[str, Any]:
+        """`shared_trial()` as a plain dict: each trial adds its method, cycle
+        hyperparameters, seed and pre-trained checkpoint index."""
+        return self.shared_trial().model_dump(mode="json")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The spec as YAML-able data (for the sweep manifest)."""

@@ -15,7 +15,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sweep.results import RESULTS_FILE, experiment_trials, read_rows
+from sweep.console import text_table
+from sweep.layout import SweepLayout
+from sweep.results import experiment_trials, read_rows
+from trainables.records import ENDED, PROGRESS, table_status
+
+HEADER = ["phase", "method", "trials", "done", "running", "pending", "error", "not started",
+          "snapshots", "best ens_val_acc", "best ens_test_acc"]
+BEST = ("ens_val_acc", "ens_test_acc")
 
 
 def _fmt(x: Any) -> str:
@@ -24,74 +31,75 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def _trial_states(layout: SweepLayout, phase: str, by_trial: dict[str, list[dict]]) -> dict[str, tuple]:
+    """trial_id -> (method, status, K) of a phase's trials: Tune's view, then the table's
+    (newer while trials run; a trial Tune knows as ended stays ended)."""
+    exp_dir = Path(layout.phase(phase))
+    states = {t.trial_id: (str(t.config.get("method", "?")), t.status, 0)
+              for t in (experiment_trials(str(exp_dir)) if exp_dir.is_dir() else None) or []}
+    for tid, rows in by_trial.items():
+        if rows[0].get("phase") != phase:
+            continue
+        status = rows[0].get("status") or "RUNNING"
+        old = states.get(tid)
+        if old is not None and old[1] in ENDED and status == "RUNNING":
+            status = old[1]
+        states[tid] = (str(rows[0].get("method")), status, int(rows[0].get("num_snapshots") or 0))
+    return states
+
+
+def _per_method(states: dict[str, tuple], by_trial: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """Counts per method: trials by progress, snapshots reported / planned, best final metrics."""
+    per_method: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    for tid, (method, status, k) in states.items():
+        m = per_method[method]
+        m["trials"] += 1
+        m[PROGRESS.get(table_status(status), "pending")] += 1
+        rows = by_trial.get(tid, [])
+        m["snaps"] += len(rows)
+        m["snaps_total"] += k or len(rows)
+        for metric in BEST:
+            vals = [r[metric] for r in rows if isinstance(r.get(metric), float)
+                    and not math.isnan(r[metric]) and r.get("snapshot") == r.get("num_snapshots")]
+            if vals:
+                m[metric] = max([m.get(metric, -1.0), *vals])
+    return per_method
+
+
+def _phase_rows(name: str, planned: int, per_method: dict[str, dict[str, Any]], created: int) -> list[list]:
+    rows = [[name, method, str(m["trials"]), str(m["done"]), str(m["running"]), str(m["pending"]),
+             str(m["error"]), "", f"{m['snaps']}/{m['snaps_total'] or '?'}",
+             *(_fmt(m.get(metric)) for metric in BEST)]
+            for method, m in sorted(per_method.items())]
+    if planned > created:
+        rows.append([name, "(not created yet)", str(planned - created), "", "", "", "",
+                     str(planned - created), "", "", ""])
+    return rows
+
+
 def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
-    sweep_dir = Path(sweep_dir)
-    rows = read_rows(sweep_dir / RESULTS_FILE)
+    layout = SweepLayout(sweep_dir)
+    rows = read_rows(layout.results)
     by_trial: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_trial[r["trial_id"]].append(r)
-    lines = [f"sweep {manifest['name']!r} in {sweep_dir} (created {manifest.get('created', '?')})"]
-    table = [["phase", "method", "trials", "done", "running", "pending", "error", "not started",
-              "snapshots", "best ens_val_acc", "best ens_test_acc"]]
-    total_done = total = 0
+    table, done, total = [HEADER], 0, 0
     for phase in manifest["phases"]:
         name, planned = phase["name"], int(phase["num_trials"])
-        exp_dir = sweep_dir / name
-        trials = experiment_trials(str(exp_dir)) if exp_dir.is_dir() else None
-        states: dict[str, tuple[str, str, int]] = {}  # trial_id -> (method, status, K)
-        for t in trials or []:
-            states[t.trial_id] = (str(t.config.get("method", "?")), t.status, 0)
-        for tid, trial_rows in by_trial.items():
-            if trial_rows[0].get("phase") != name:
-                continue
-            method = str(trial_rows[0].get("method"))
-            status = trial_rows[0].get("status") or "RUNNING"
-            old = states.get(tid)
-            if old is not None and old[1] in ("TERMINATED", "ERROR") and status == "RUNNING":
-                status = old[1]
-            states[tid] = (method, status, int(trial_rows[0].get("num_snapshots") or 0))
-        per_method: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
-        for tid, (method, status, k) in states.items():
-            m = per_method[method]
-            m["trials"] += 1
-            key = {"TERMINATED": "done", "DIVERGED": "done", "RUNNING": "running",
-                   "PENDING": "pending", "PAUSED": "pending", "ERROR": "error"}.get(status, "pending")
-            m[key] += 1
-            trial_rows = by_trial.get(tid, [])
-            m["snaps"] += len(trial_rows)
-            m["snaps_total"] += k or len(trial_rows)
-            for metric in ("ens_val_acc", "ens_test_acc"):
-                vals = [r.get(metric) for r in trial_rows if isinstance(r.get(metric), float)
-                        and not math.isnan(r[metric]) and r.get("snapshot") == r.get("num_snapshots")]
-                if vals:
-                    m[metric] = max([m.get(metric, -1.0), *vals])
-        created = len(states)
-        for method, m in sorted(per_method.items()):
-            table.append([
-                name, method, str(m["trials"]), str(m["done"]), str(m["running"]),
-                str(m["pending"]), str(m["error"]), "",
-                f"{m['snaps']}/{m['snaps_total'] or '?'}", _fmt(m.get("ens_val_acc")),
-                _fmt(m.get("ens_test_acc")),
-            ])
-            total_done += m["done"]
-        if planned > created:
-            table.append([name, "(not created yet)", str(planned - created), "", "", "", "",
-                          str(planned - created), "", "", ""])
-        total += max(planned, created)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for j, row in enumerate(table):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  " + "  ".join(cells))
-        if j == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append(f"trials finished: {total_done}/{total}; best = final snapshot of finished trials")
-    results = sweep_dir / RESULTS_FILE
+        states = _trial_states(layout, name, by_trial)
+        per_method = _per_method(states, by_trial)
+        table += _phase_rows(name, planned, per_method, len(states))
+        done += sum(m["done"] for m in per_method.values())
+        total += max(planned, len(states))
+    lines = [f"sweep {manifest['name']!r} in {sweep_dir} (created {manifest.get('created', '?')})",
+             text_table(table, right=set(range(2, len(HEADER))), indent="  "),
+             f"trials finished: {done}/{total}; best = final snapshot of finished trials"]
+    results = Path(layout.results)
     if results.is_file():
         age = time.time() - results.stat().st_mtime
         lines.append(f"results: {results} ({len(rows)} rows, updated {age:.0f}s ago)")
     if manifest.get("tracking_uri"):
-        from sweep.mlflow_logging import mlflow_ui_command
+        from sweep.tracking import mlflow_ui_command
 
         lines.append(f"MLflow:  {mlflow_ui_command(manifest['tracking_uri'])}")
     return "\n".join(lines)

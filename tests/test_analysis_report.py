@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +36,6 @@ def cli_report(results, tmp_path_factory) -> tuple[Path, int, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "analysis", "report", str(root), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     return out, proc.returncode, proc.stdout + proc.stderr
 
@@ -67,7 +65,6 @@ def test_cli_missing_file_exits_2_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "analysis", "report", str(missing), "--out", str(tmp_path / "o")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert proc.returncode == 2
     assert "nowhere.parquet" in proc.stderr and "Traceback" not in proc.stderr

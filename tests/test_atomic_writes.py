@@ -18,7 +18,7 @@ import torch
 from sweep import results
 from trainables import memo
 from trainables.errors import CheckpointError, StarsweepError
-from trainables.tune_adapter import STATE_FILE, load_state, save_state
+from trainables.state import STATE_FILE, TrialState, load_state, save_state
 
 
 def _enospc() -> OSError:
@@ -129,16 +129,17 @@ def test_parquet_write_cut_short_keeps_the_previous_table(tmp_path, monkeypatch,
 
 def test_trial_checkpoint_write_cut_short_and_a_corrupt_one(tmp_path, full_disk):
     start, stop = full_disk
-    state = {"snapshot": 2, "first": {"w": torch.arange(100.0)}}
+    state = TrialState(config={"method": "sse"}, snapshot=2, first={"w": torch.arange(100.0)})
     save_state(state, tmp_path)
     assert _files(tmp_path) == [STATE_FILE, STATE_FILE + ".sha256"]
     start()
     with pytest.raises(OSError):
-        save_state({"snapshot": 3, "first": {"w": torch.zeros(100)}}, tmp_path)
+        save_state(TrialState(config={}, snapshot=3, first={"w": torch.zeros(100)}), tmp_path)
     stop()
     assert _files(tmp_path) == [STATE_FILE, STATE_FILE + ".sha256"]
     loaded = load_state(tmp_path)
-    assert loaded["snapshot"] == 2 and torch.equal(loaded["first"]["w"], state["first"]["w"])
+    assert loaded.snapshot == 2 and loaded.config == {"method": "sse"}
+    assert torch.equal(loaded.first["w"], state.first["w"])
     # A state file damaged after the fact (bit rot, a bad copy) is refused by its hash,
     # never loaded; the trainable then starts the trial over.
     data = bytearray((tmp_path / STATE_FILE).read_bytes())

@@ -63,19 +63,13 @@ import torch
 import yaml
 
 from sweep.cli import main as cli_main
+from tiny import tiny_trial
 from trainables.models import ResNet18Cifar, SmallCNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
-TRIAL = {
-    "device": "cpu",
-    "num_cycles": 2,
-    "model": {"arch": "small_cnn", "width": 8},
-    "data": {"train_size": 200, "val_size": 50},
-    "pretrained": {"epochs": 0.5, "num_checkpoints": 2},
-    "finetune": {"epochs": 1},
-}
+TRIAL = tiny_trial(num_cycles=2)
 
 
 def _spec(tmp_path, **fields) -> dict:
@@ -253,8 +247,8 @@ def test_bad_input_through_dry_run(case, tmp_path, checkpoints, capsys, no_ray):
 
 
 def test_incompatible_output_path(tmp_path, capsys, no_ray):
-    from search_spaces import build_phases
     from sweep.manifest import write_manifest
+    from sweep.phases import build_phases
     from sweep.spec import parse_spec
 
     runs = tmp_path / "runs"
@@ -330,7 +324,7 @@ def test_full_storage(tmp_path, capsys, monkeypatch, no_ray):
 def test_missing_data_dir_through_a_real_cli_process(tmp_path):
     """`python -m sweep run` end to end: exit 2, one line, no Ray started, nothing written."""
     spec = _write(tmp_path, _spec(tmp_path, trial={"data": {**TRIAL["data"], "data_dir": "/no/data"}}))
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "sweep", "run", spec], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -1,26 +1,42 @@
-"""Every benchmark runs at a tiny size, so the suite in bench/ keeps working.
-Timings are never asserted here (the machines are noisy): `make bench` judges them."""
+"""Every benchmark runs at a tiny size, so the suite in bench/ keeps working, and
+`make bench` runs them all. Timings are never asserted here (the machines are noisy):
+`make bench` judges them; a tiny run must still print its figures and a finite ratio."""
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py"))
+VERDICT = re.compile(r"^\[[^\]]+\] ratio (?P<ratio>\S+) \(target [^)]+\): skipped \(tiny run\)$", re.M)
+GPU_FIGURE = re.compile(r"^ResNet-50 224px bf16 training: .* ratio (?P<ratio>\S+)$", re.M)  # no verdict
 
 
-def test_every_benchmark_is_smoke_tested():
-    assert len(SCRIPTS) == 6, SCRIPTS
+def test_make_bench_runs_every_benchmark():
+    benches = re.search(r"^BENCHES := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert sorted(f"bench_{name}.py" for name in benches) == SCRIPTS
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_runs_tiny(script, tmp_path):
+    import torch
+
     env = {"STARSWEEP_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, script, "--tiny"], cwd=BENCH, env=env, capture_output=True, text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "skipped" in proc.stdout  # a tiny run prints its figures but gives no verdict
+    if script == "bench_gpu.py" and not torch.cuda.is_available():
+        assert proc.stdout.strip() == "bench_gpu: skipped (no CUDA device on this machine)"
+        return
+    assert proc.stdout.startswith("machine: "), proc.stdout[:500]
+    verdict = (GPU_FIGURE if script == "bench_gpu.py" else VERDICT).search(proc.stdout)
+    assert verdict, proc.stdout[-2000:]  # a tiny run prints its figures but gives no verdict
+    ratio = float(verdict["ratio"])
+    assert math.isfinite(ratio) and ratio > 0, verdict.group(0)

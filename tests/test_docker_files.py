@@ -101,8 +101,7 @@ def test_rayjob_runs_an_existing_spec_on_shared_storage():
     for template in workers:
         assert set(shared_mounts(template)) >= set(mounts), "a worker group lacks the head's shared mount"
     spec = load_spec(str(ROOT / spec_file))
-    paths = [spec.sweep_dir, spec.trial.get("data", {}).get("data_dir"),
-             *spec.trial.get("pretrained", {}).get("paths", [])]
+    paths = [spec.sweep_dir, spec.trial.data.data_dir, *spec.trial.pretrained.paths]
     for path in filter(None, paths):
         assert _under(path, mounts), f"{spec_file}: {path} is not on the shared mount {mounts}"
     env_vars = yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}").get("env_vars", {})

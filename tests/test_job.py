@@ -77,19 +77,84 @@ def test_plans_of_the_baselines():
     assert [(p.pretrained_index, p.seed) for p in plan_snapshots(cfg)] == [(0, 2), (1, 2), (2, 2)]
 
 
-def test_records_have_every_metric_and_a_growing_ensemble(tmp_path):
-    records = run_job(tiny_config(tmp_path, method="global_de"))
-    assert len(records) == 2
-    first, last = records
-    for kind in ("ind", "ens", "soup"):
-        for split in ("val", "test", "ood"):
-            for m in ("acc", "nll", "ece", "brier"):
-                assert 0 <= last[f"{kind}_{split}_{m}"] < 100, (kind, split, m)
-        assert f"{kind}_ood_acc__contrast" in last
-    assert first["ens_test_acc"] == first["ind_test_acc"]  # an ensemble of one
-    assert math.isnan(first["div_fort"]) and last["div_fort"] >= 0
-    assert first["dist_first"] == 0 and last["dist_first"] > 0
-    assert last["epochs_done"] == 4
+def _probs(model, images, aug) -> torch.Tensor:
+    """Softmax probabilities by a plain float32 forward pass (no folding, no batching)."""
+    model.eval()
+    with torch.no_grad():
+        return torch.softmax(model(aug.eval(images)), dim=1)
+
+
+def _expected(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """acc, nll, brier and 15-bin ECE written out from their definitions."""
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    bins = torch.clamp((conf * 15).ceil().long() - 1, 0, 14)
+    ece = sum((correct[bins == b].mean() - conf[bins == b].mean()).abs() * (bins == b).float().mean()
+              for b in range(15) if (bins == b).any())
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).float()
+    nll = -probs[torch.arange(len(labels)), labels].log().mean().item()
+    return {"acc": correct.mean().item(), "nll": nll, "brier": ((probs - onehot) ** 2).sum(1).mean().item(),
+            "ece": float(ece)}
+
+
+def test_records_hold_the_metrics_of_the_snapshots_their_ensemble_and_their_soup(tmp_path):
+    """Every value of a 2-member Global DE record, recomputed from the saved snapshot
+    weights with plain PyTorch: the individual model, the ensemble (mean probabilities),
+    the soup (mean weights, BatchNorm re-estimated on the training images), OOD means,
+    diversity and distances."""
+    from torch.optim.swa_utils import update_bn
+
+    from trainables import engine, records
+    from trainables.data.task import load_task
+    from trainables.models import build_model
+
+    cfg_dict = tiny_config(tmp_path, method="global_de", save_snapshots_dir=str(tmp_path / "snaps"),
+                           eval={"batch_size": 256, "bn_update_images": 1000, "precision": "float32"})
+    first, last = run_job(cfg_dict)
+    cfg = TrialConfig.from_dict(cfg_dict)
+    task = load_task(cfg.data, cfg.pretrained.train_size)
+    aug = engine.Augmentation.for_task(task, cfg.data)
+    weights = [torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
+               for k in (1, 2)]
+
+    def model(state):
+        m = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
+        m.load_state_dict(state)
+        return m
+
+    p1, p2 = (_probs(model(w), task.test.images, aug) for w in weights)
+    soup = model({k: (v + weights[1][k]) / 2 if v.is_floating_point() else weights[1][k]
+                  for k, v in weights[0].items()})
+    update_bn([aug.eval(task.train.images)], soup)  # all 200 training images, one batch
+    expected = {
+        "ind": _expected(p2, task.test.labels),
+        "ens": _expected((p1 + p2) / 2, task.test.labels),
+        "soup": _expected(_probs(soup, task.test.images, aug), task.test.labels),
+    }
+    for kind, values in expected.items():
+        for metric, value in values.items():
+            tolerance = 1.5 / len(task.test) if metric in ("acc", "ece") else 1e-4
+            assert last[f"{kind}_test_{metric}"] == pytest.approx(value, abs=tolerance), (kind, metric)
+    assert first["ens_test_acc"] == first["ind_test_acc"] == first["soup_test_acc"]  # ensembles of one
+    # OOD: the mean over every (corruption, severity) set, and per corruption over severities
+    ood = {key: _expected(_probs(model(weights[1]), split.images, aug), split.labels)["acc"]
+           for key, split in task.ood.items()}
+    assert len(ood) == 4 and last["ind_ood_acc"] == pytest.approx(sum(ood.values()) / 4, abs=0.02)
+    contrast = [v for (c, _), v in ood.items() if c == "contrast"]
+    assert last["ind_ood_acc__contrast"] == pytest.approx(sum(contrast) / 2, abs=0.03)
+    # diversity and distances
+    pred1, pred2 = p1.argmax(1), p2.argmax(1)
+    disagree = (pred1 != pred2).float().mean().item()
+    errors = [(p != task.test.labels).float().mean().item() for p in (pred1, pred2)]
+    assert last["div_disagree_first"] == pytest.approx(disagree, abs=1.5 / len(task.test))
+    assert last["div_fort"] == pytest.approx(disagree / max(errors), abs=0.02)
+    assert math.isnan(first["div_fort"]) and first["dist_first"] == 0
+    params = {n for n, _ in model(weights[0]).named_parameters()}
+    dist = sum((weights[1][n] - weights[0][n]).pow(2).sum().item() for n in params) ** 0.5
+    assert last["dist_first"] == pytest.approx(dist, rel=1e-5)
+    assert last["epochs_done"] == last["epochs_trained"] == 4 and last["num_snapshots"] == 2
+    # and a record holds declared columns only (trainables/records.py, docs/records.md)
+    assert [key for key in last if not records.is_record_column(key)] == []
 
 
 def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
@@ -103,7 +168,7 @@ def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
 
     def crash_after_two(record, state):
         if record["snapshot"] == 2:
-            saved["state"] = _roundtrip(state)
+            saved["state"] = _roundtrip(state.to_dict())
             raise Crash
 
     with pytest.raises(Crash):

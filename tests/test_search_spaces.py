@@ -11,11 +11,12 @@ from collections import Counter
 
 import pytest
 
-from search_spaces import TrialListSearcher, build_phases, merge, planned_trials
-from search_spaces.custom import build_custom
+from search_spaces import TrialListSearcher, merge
+from search_spaces.custom import CustomSearchError, build_custom
 from search_spaces.paper import baseline_trials, cyclic_trials, paper_param_space
+from sweep.phases import build_phases, planned_trials
 from sweep.plan import make_plan
-from sweep.spec import SpecError, load_spec, parse_spec
+from sweep.spec import load_spec, parse_spec
 from trainables.config import TrialConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def test_paper_grid_counts():
     assert {t["lr_max_ratio"] for t in cyc} == {0.25, 0.5, 1.0, 2.0, 4.0}
     assert {t["cycle_epochs_ratio"] for t in cyc} == {0.5, 1.0, 2.0, 4.0}
     assert {(t["pretrained_index"], t["seed"]) for t in cyc} == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    base = baseline_trials(spec)
+    base = baseline_trials(spec, spec.num_members)
     assert Counter(t["method"] for t in base) == {"local_de": 5, "global_de": 5}
     assert all(t["num_members"] == 5 for t in base)
     phases = build_phases(spec)
@@ -94,10 +95,15 @@ def test_trial_list_searcher_save_restore(tmp_path):
     assert searcher.suggest("b") == {"method": "star_sse"}
     again = TrialListSearcher([])
     again.restore(str(path))
-    assert again.suggest("b") == {"method": "star_sse"}
-    assert again.suggest("c") == {"method": "local_de"}
-    assert again.suggest("d") == "FINISHED"
-    pickle.loads(pickle.dumps(again))
+    assert again.get_state() == {"trials": searcher.trials, "next_index": 1, "suggested": {"a": 0}}
+    # Tune also pickles the searcher with the experiment (tuner.pkl): a copy goes on where it was
+    clone = pickle.loads(pickle.dumps(again))
+    assert clone.get_state() == again.get_state()
+    for s in (again, clone):
+        assert s.suggest("b") == {"method": "star_sse"}
+        assert s.suggest("c") == {"method": "local_de"}
+        assert s.suggest("d") == "FINISHED"
+    assert clone.suggested == {"a": 0, "b": 1, "c": 2}
 
 
 def test_paper_param_space_is_a_grid():
@@ -121,16 +127,16 @@ def test_custom_search_loads_only_the_given_file(tmp_path):
     assert param_space["cache_dir"].endswith("custom_asha/finetunes")
     bad = tmp_path / "space.py"
     bad.write_text("def other():\n    pass\n")
-    with pytest.raises(SpecError, match="has no function 'build_search'.*other"):
+    with pytest.raises(CustomSearchError, match="has no function 'build_search'.*other"):
         build_custom(bad, "build_search", {}, spec)
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")
-    with pytest.raises(SpecError, match="importing .* failed: RuntimeError: boom"):
+    with pytest.raises(CustomSearchError, match="importing .* failed: RuntimeError: boom"):
         build_custom(broken, "build_search", {}, spec)
 
 
 def test_dry_run_output_numbers():
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "sweep", "dry-run", "specs/quickstart.yaml",
                            "--storage", "/tmp/starsweep-dry"], cwd=ROOT, env=env,

@@ -67,7 +67,7 @@ def _temp_files(storage) -> list[str]:
 
 def _run_cli(args: list[str], tmp_path, i: int) -> tuple[subprocess.CompletedProcess, int, dict]:
     tag = uuid.uuid4().hex
-    env = {**os.environ, "PYTHONPATH": ROOT, TAG: tag, "STARSWEEP_REPORT_EVERY_S": "60"}
+    env = {**os.environ, TAG: tag, "STARSWEEP_REPORT_EVERY_S": "60"}
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / f"run{i}.log"
     with open(log, "w") as out:

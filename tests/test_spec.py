@@ -11,20 +11,14 @@ import pytest
 import yaml
 
 from sweep.spec import SpecError, load_spec, parse_spec
+from tiny import tiny_trial
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VALID = {
     "name": "t",
     "storage": "runs",
-    "trial": {
-        "device": "cpu",
-        "num_cycles": 2,
-        "model": {"arch": "small_cnn", "width": 8},
-        "data": {"train_size": 200, "val_size": 50},
-        "pretrained": {"num_checkpoints": 3, "epochs": 0.5},
-        "finetune": {"epochs": 1},
-    },
+    "trial": tiny_trial(num_cycles=2, pretrained={"num_checkpoints": 3}),
     "methods": ["sse", "star_sse", "local_de", "global_de"],
     "search": {"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
     "baselines": {"num_members": 3},
@@ -128,7 +122,7 @@ CLI_CASES = [c for c in BAD_SPECS if c[0] in {
 
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     procs = {}
     for case_id, spec, _ in CLI_CASES:
@@ -191,15 +185,44 @@ def test_valid_spec_defaults_and_paths(tmp_path, monkeypatch):
     assert spec2.base_config()["cache_dir"] == "/shared/ft"
 
 
-def test_shipped_specs_are_valid():
-    for name in ("quickstart", "cifar100_resnet50", "optuna_quickstart", "custom_asha"):
-        spec = load_spec(os.path.join(ROOT, "specs", f"{name}.yaml"))
-        assert spec.name
+# Every shipped spec: its sweep name, the Tune phases with their trial counts, the
+# snapshots reported (README and the spec comments quote these).
+SHIPPED = {
+    "quickstart": ("quickstart", [("grid", 14)], 12 * 5 + 2 * 3),
+    "cifar100_resnet50": ("cifar100_resnet50_byol", [("grid", 170)], 170 * 5),
+    "optuna_quickstart": ("optuna_quickstart", [("optuna_sse", 6), ("optuna_star_sse", 6), ("baselines", 2)],
+                          12 * 5 + 2 * 3),
+    "custom_asha": ("custom_asha", [("custom", 8)], 8 * 5),
+    "paper_cpu": ("paper_cpu", [("grid", 64)], 64 * 5),
+}
+
+
+@pytest.mark.parametrize("file", SHIPPED)
+def test_shipped_specs_plan_what_they_say(file):
+    from sweep.plan import make_plan
+
+    name, phases, snapshots = SHIPPED[file]
+    spec = load_spec(os.path.join(ROOT, "specs", f"{file}.yaml"))
+    plan = make_plan(spec, load_custom=False)
+    assert spec.name == name
+    assert [(p.name, p.num_trials) for p in plan.phases] == phases
+    assert plan.totals()["snapshots"] == snapshots
+
+
+def test_paper_cpu_spec_is_the_paper_grid_on_the_embedded_task():
+    spec = load_spec(os.path.join(ROOT, "specs", "paper_cpu.yaml"))
+    base = spec.trial
+    assert base.data.dataset == "fashion_mnist_transfer" and base.data.train_size == 250
+    assert base.finetune.lr == 0.03 and base.finetune.epochs == 40 and base.num_cycles == 4
+    assert base.pretrained.source == "embedded" and base.pretrained.count == 5 == spec.num_members
+    assert spec.search.lr_max_ratios == [0.25, 0.5, 1, 2, 4]
+    assert spec.search.cycle_epochs_ratios == [0.5, 1, 2]
+    assert spec.seeds == [0, 1] and spec.methods == ["sse", "star_sse", "local_de", "global_de"]
 
 
 def test_cifar_spec_has_reference_hyperparameters():
     spec = load_spec(os.path.join(ROOT, "specs", "cifar100_resnet50.yaml"))
-    base = spec.base_trial()
+    base = spec.trial
     assert base.model.arch == "resnet50"
     assert base.data.input_size == 224 and base.data.augment == "resized_crop_flip"
     assert base.finetune.lr == 0.05 and base.finetune.weight_decay == 1e-4

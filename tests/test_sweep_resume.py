@@ -36,7 +36,7 @@ N_ROWS = 2 * 3 * 3 + 2 + 2
 
 
 def _env():
-    env = {**os.environ, "PYTHONPATH": ROOT, "STARSWEEP_REPORT_EVERY_S": "60"}
+    env = {**os.environ, "STARSWEEP_REPORT_EVERY_S": "60"}
     env.pop("RAY_ADDRESS", None)
     return env
 

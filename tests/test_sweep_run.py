@@ -22,19 +22,14 @@ import pytest
 from sweep.cli import main as cli_main
 from sweep.runner import resume_sweep, run_sweep
 from sweep.spec import parse_spec
+from tiny import tiny_trial
+from trainables.records import table_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_TRIAL = {
-    "device": "cpu",
-    "num_cycles": 2,
-    "model": {"arch": "small_cnn", "width": 8},
-    "data": {"train_size": 200, "val_size": 50, "test_size": 200,
-             "ood": {"max_images": 20, "severities": [1], "corruptions": ["gaussian_noise", "contrast"]}},
-    "pretrained": {"epochs": 0.5, "num_checkpoints": 2, "train_size": 1000},
-    "finetune": {"epochs": 1, "batch_size": 50},
-    "eval": {"batch_size": 256, "bn_update_images": 100},
-}
+TINY_TRIAL = tiny_trial(num_cycles=2, data={
+    "ood": {"max_images": 20, "severities": [1], "corruptions": ["gaussian_noise", "contrast"]},
+})
 
 # docs/records.md: the table's columns (per-corruption ones depend on the config).
 TABLE_COLUMNS = {
@@ -93,6 +88,7 @@ def test_grid_sweep_results_table(grid_sweep):
     for column, typ in TABLE_COLUMNS.items():
         assert column in schema, f"missing column {column}"
         assert schema[column] == typ, f"{column}: {schema[column]} != {typ}"
+    assert table.schema.equals(table_schema(table.column_names))  # written with the declared schema
     df = table.to_pandas()
     # 4 SSE/StarSSE trials x 3 snapshots + Local DE (2) + Global DE (2)
     assert len(df) == 4 * 3 + 2 + 2

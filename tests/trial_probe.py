@@ -121,8 +121,9 @@ def _wrap_run_job(tune_adapter) -> None:
     tune_adapter.run_job = run_job
 
 
-def _wrap_job(job) -> None:
-    real_pick, real_bn = job.pick_runtime, job.reestimate_bn
+def _wrap_evaluate(evaluate) -> None:
+    """The evaluator's device choice and its BN re-estimation of soups."""
+    real_pick, real_bn = evaluate.pick_runtime, evaluate.reestimate_bn
 
     def pick_runtime(requested="auto", num_cpus=None, eval_precision="auto"):
         runtime = real_pick(requested, num_cpus, eval_precision)
@@ -145,7 +146,7 @@ def _wrap_job(job) -> None:
              bn1_error_before=float((before - expected).abs().max()),
              bn1_scale=float(expected.abs().max()))
 
-    job.pick_runtime, job.reestimate_bn = pick_runtime, reestimate_bn
+    evaluate.pick_runtime, evaluate.reestimate_bn = pick_runtime, reestimate_bn
 
 
 def _wrap_engine(engine) -> None:
@@ -205,10 +206,10 @@ def install() -> None:
     """The worker_process_setup_hook: wrap the trainable's functions in this worker."""
     if not os.environ.get(PROBE_DIR):
         return
-    from trainables import engine, job, tune_adapter
+    from trainables import engine, evaluate, tune_adapter
     from trainables.data import augment
 
     _wrap_run_job(tune_adapter)
-    _wrap_job(job)
+    _wrap_evaluate(evaluate)
     _wrap_engine(engine)
     _wrap_augment(augment)

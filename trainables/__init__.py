@@ -15,7 +15,7 @@ import importlib
 _EXPORTS = {
     "TrialConfig": "trainables.config",
     "fine_tune_then_explore": "trainables.tune_adapter",
-    "plan_snapshots": "trainables.job",
+    "plan_snapshots": "trainables.methods",
     "run_job": "trainables.job",
 }
 

@@ -15,6 +15,7 @@ import yaml
 
 from trainables.errors import StarsweepError
 from trainables.job import run_job
+from trainables.methods import METHODS
 
 COLUMNS = [
     ("k", "snapshot", "{:d}"),
@@ -47,7 +48,7 @@ def format_table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainables", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML/JSON file of TrialConfig fields")
-    parser.add_argument("--method", choices=["local_de", "global_de", "sse", "star_sse"])
+    parser.add_argument("--method", choices=METHODS)
     parser.add_argument("--lr-max-ratio", type=float)
     parser.add_argument("--cycle-epochs-ratio", type=float)
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")

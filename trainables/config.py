@@ -11,14 +11,15 @@ plain SGD step sizes, `*_images` are image counts.
 
 from __future__ import annotations
 
-import difflib
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.errors import ConfigError
+from trainables.methods import BY_NAME, METHODS, is_cyclic, plan_snapshots, pretrained_needed
+from trainables.validation import format_validation_error
 
-METHODS = ("local_de", "global_de", "sse", "star_sse")
 CORRUPTIONS = (
     "gaussian_noise",
     "shot_noise",
@@ -203,20 +204,23 @@ class EvalConfig(_Strict):
     )
 
 
-class TrialConfig(_Strict):
-    """One fine-tune-then-explore job; every field is documented in the README."""
+@dataclass(frozen=True)
+class CycleSettings:
+    """A cyclic method's cycle: peak lr and length, absolute and as fine-tune ratios."""
 
-    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        "star_sse", description="local_de, global_de, sse or star_sse."
-    )
-    lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
-    lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
-    cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
-    cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
+    lr_max: float
+    lr_max_ratio: float
+    epochs: float
+    epochs_ratio: float
+
+
+class TrialBase(_Strict):
+    """What every trial of a sweep shares: the trial config without the fields a sweep
+    sets per trial (method, cycle hyperparameters, seed, pre-trained checkpoint index).
+    A sweep spec's `trial:` block is one; `TrialConfig` extends it."""
+
     num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
     num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
-    seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
-    pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
@@ -235,9 +239,31 @@ class TrialConfig(_Strict):
         1e4, gt=0, description="A training loss above this (or NaN/inf) marks the trial diverged."
     )
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Self:
+        """Validate a plain dict; raise ConfigError naming field, value and fix."""
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls)) from None
+
+
+class TrialConfig(TrialBase):
+    """One fine-tune-then-explore job; every field is documented in the README."""
+
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "star_sse", description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
+    )
+    lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
+    lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
+    cycle_epochs: float | None = Field(None, gt=0, description="Epochs per cycle (absolute).")
+    cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
+    seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
+    pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
+
     @model_validator(mode="after")
     def _check_method(self) -> TrialConfig:
-        if self.method in ("sse", "star_sse"):
+        if is_cyclic(self.method):
             for name in ("lr_max", "cycle_epochs"):
                 absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
                 if (absolute is None) == (ratio is None):
@@ -246,9 +272,9 @@ class TrialConfig(_Strict):
                         f"(got {name}={absolute}, {name}_ratio={ratio})"
                     )
         n_ckpt = self.pretrained.count
-        if self.method == "global_de" and n_ckpt < self.num_members:
+        if BY_NAME[self.method].members_differ_in == "checkpoint" and pretrained_needed(self)[-1] >= n_ckpt:
             raise ValueError(
-                f"global_de with num_members={self.num_members} needs that many pre-trained "
+                f"{self.method} with num_members={self.num_members} needs that many pre-trained "
                 f"checkpoints, but pretrained provides {n_ckpt}: add checkpoints or lower "
                 "num_members"
             )
@@ -259,56 +285,25 @@ class TrialConfig(_Strict):
             )
         return self
 
-    # Derived, resolved values -------------------------------------------------
+    # Derived values ----------------------------------------------------------------
     @property
-    def resolved_lr_max(self) -> float:
-        return self.lr_max if self.lr_max is not None else self.lr_max_ratio * self.finetune.lr
-
-    @property
-    def resolved_cycle_epochs(self) -> float:
-        if self.cycle_epochs is not None:
-            return self.cycle_epochs
-        return self.cycle_epochs_ratio * self.finetune.epochs
+    def cycle(self) -> CycleSettings | None:
+        """The cycle hyperparameters, absolute and as ratios of the fine-tune's lr and
+        epochs, whichever way they were given (None for methods without cycles): the one
+        place where ratios are resolved."""
+        if not is_cyclic(self.method):
+            return None
+        values = []
+        for name, unit in (("lr_max", self.finetune.lr), ("cycle_epochs", self.finetune.epochs)):
+            absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
+            values += [absolute, absolute / unit] if absolute is not None else [ratio * unit, ratio]
+        return CycleSettings(*values)
 
     @property
     def num_snapshots(self) -> int:
-        return self.num_members if self.method in ("local_de", "global_de") else 1 + self.num_cycles
+        return len(plan_snapshots(self))
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> TrialConfig:
-        """Validate a plain dict; raise ConfigError naming field, value and fix."""
-        try:
-            return cls.model_validate(raw or {})
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, cls)) from None
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at `loc[:-1]`, for key suggestions."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        current = field.annotation
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """Turn pydantic errors into lines `field: problem (got value)` with suggestions."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        field = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "config"
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(model, loc)
-            known = list(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(f"{field}: unknown key{hint} (allowed: {', '.join(known)})")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{field}: {msg}{shown}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    def per_trial_fields(cls) -> tuple[str, ...]:
+        """The fields a sweep sets for each trial (those `TrialBase` lacks)."""
+        return tuple(name for name in cls.model_fields if name not in TrialBase.model_fields)

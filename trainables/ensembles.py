@@ -28,6 +28,10 @@ class RunningEnsemble:
     def mean(self, split: str) -> torch.Tensor:
         return self.sums[split] / self.count
 
+    def to(self, device: torch.device) -> None:
+        """Move the sums to `device` (in place)."""
+        self.sums = {k: v.to(device) for k, v in self.sums.items()}
+
 
 class RunningSoup:
     """Uniform average of state dicts added so far (floating tensors averaged,

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainables.config import TrialConfig
+from trainables.config import TrialBase, TrialConfig
 from trainables.errors import CheckpointError, ConfigError, DataError, StorageError
 
 #: Below this much free space a storage directory counts as full.
@@ -52,9 +52,10 @@ _IDX = {  # stem -> (ndim, what)
 _IMG_EXT = {".jpg", ".jpeg", ".png"}
 
 
-def preflight(config: TrialConfig | dict, check_storage: bool = True) -> None:
-    """Raise a StarsweepError if the trial of `config` could not start; else return."""
-    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+def preflight(config: TrialBase | dict, check_storage: bool = True) -> None:
+    """Raise a StarsweepError if a trial of `config` (a trial config, or what the trials
+    of a sweep share) could not start; else return."""
+    cfg = config if isinstance(config, TrialBase) else TrialConfig.from_dict(config)
     check_data(cfg)
     check_pretrained(cfg)
     if check_storage:
@@ -106,7 +107,7 @@ def check_writable(path: str | os.PathLike, field: str, fix: str | None = None) 
 
 
 # Data ----------------------------------------------------------------------------
-def check_data(cfg: TrialConfig) -> None:
+def check_data(cfg: TrialBase) -> None:
     d = cfg.data
     root = Path(d.data_dir).expanduser()
     if d.dataset in ("cifar10", "cifar100") and d.download:
@@ -136,7 +137,7 @@ def check_data(cfg: TrialConfig) -> None:
         _check_image_folder(root)
 
 
-def _data_hint(cfg: TrialConfig) -> str:
+def _data_hint(cfg: TrialBase) -> str:
     from trainables.data.sources import FMNIST_HINT
 
     if cfg.data.dataset == "fashion_mnist_transfer":
@@ -175,7 +176,7 @@ def _idx_header(path: Path) -> tuple[list[int], int]:
     return dims, size
 
 
-def _check_fashion_mnist(cfg: TrialConfig, root: Path) -> None:
+def _check_fashion_mnist(cfg: TrialBase, root: Path) -> None:
     from trainables.data.sources import FMNIST_HINT, _find_idx
 
     dims = {}
@@ -237,7 +238,7 @@ def _check_image_folder(root: Path) -> None:
 
 
 # Pre-trained checkpoints ------------------------------------------------------------
-def check_pretrained(cfg: TrialConfig) -> None:
+def check_pretrained(cfg: TrialBase) -> None:
     p = cfg.pretrained
     if p.source == "embedded" and cfg.data.dataset != "fashion_mnist_transfer":
         raise ConfigError(

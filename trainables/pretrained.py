@@ -19,7 +19,7 @@ import torch
 
 from trainables import engine
 from trainables.checkpoints import read_state_dict, torchvision_weights, unwrap_state_dict
-from trainables.config import TrialConfig
+from trainables.config import TrialBase
 from trainables.data.splits import Task
 from trainables.device import Runtime
 from trainables.memo import compute_once, sha256_file
@@ -37,7 +37,7 @@ def content_key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _embedded_spec(cfg: TrialConfig, index: int) -> dict:
+def _embedded_spec(cfg: TrialBase, index: int) -> dict:
     p, d = cfg.pretrained, cfg.data
     return {
         "kind": "embedded-pretrain-v1",
@@ -54,7 +54,7 @@ def _embedded_spec(cfg: TrialConfig, index: int) -> dict:
     }
 
 
-def identity(cfg: TrialConfig, index: int) -> str:
+def identity(cfg: TrialBase, index: int) -> str:
     """A string that changes whenever pre-trained checkpoint `index` would change."""
     p = cfg.pretrained
     if p.source == "embedded":
@@ -67,7 +67,7 @@ def identity(cfg: TrialConfig, index: int) -> str:
     return f"torchvision:{cfg.model.arch}:{p.weights}"
 
 
-def pretrain_embedded(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) -> dict:
+def pretrain_embedded(cfg: TrialBase, index: int, task: Task, runtime: Runtime) -> dict:
     """Train checkpoint `index` on the source split; a self-describing checkpoint."""
     spec = _embedded_spec(cfg, index)
     with torch.random.fork_rng(devices=[]):
@@ -109,7 +109,7 @@ def pretrain_embedded(cfg: TrialConfig, index: int, task: Task, runtime: Runtime
     }
 
 
-def load_pretrained(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) -> dict:
+def load_pretrained(cfg: TrialBase, index: int, task: Task, runtime: Runtime) -> dict:
     """The state dict of pre-trained checkpoint `index` (computing it if embedded)."""
     p = cfg.pretrained
     if p.source == "files":
@@ -135,17 +135,14 @@ def load_pretrained(cfg: TrialConfig, index: int, task: Task, runtime: Runtime) 
 
 
 def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
-    """Make sure pre-trained checkpoint `index` of `config` exists (computing it if
-    it is embedded and missing); returns a description. The sweep runs one of these
-    per checkpoint in parallel before its trials start."""
-    from trainables.data.task import load_task
-    from trainables.device import pick_runtime
+    """Make sure pre-trained checkpoint `index` of `config` (a `TrialBase` dict) exists,
+    computing it if it is embedded and missing; returns a description. The sweep runs
+    one of these per checkpoint in parallel before its trials start."""
+    from trainables.evaluate import runtime_and_task
     from trainables.logs import configure_logging
 
     configure_logging()
-    cfg = TrialConfig.from_dict(config)
-    runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
-    source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
-    task = load_task(cfg.data, source_size)
+    cfg = TrialBase.from_dict(config)
+    runtime, task = runtime_and_task(cfg, num_cpus)
     load_pretrained(cfg, index, task, runtime)
     return identity(cfg, index)

@@ -1,21 +1,19 @@
-"""The search kinds of a sweep spec (`search:`): the paper grid, explicit values,
-Optuna, or a user's own space; and the small strict-model helpers they share
-with `sweep.spec`."""
+"""The search kinds (a sweep spec's `search:`): the paper grid, explicit values, Optuna
+TPE, or a user's own space, as one pydantic discriminated union on `kind`; and the
+small strict-model helpers the spec models share. No Ray here."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-METRIC_RE = re.compile(
-    r"^((ind|ens|soup)_(val|test|ood)_(acc|nll|ece|brier)|div_disagree_first|div_fort"
-    r"|dist_pretrained|dist_first)$"
-)
+from trainables.records import is_snapshot_metric, snapshot_metrics_help
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A spec model: unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -23,7 +21,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
-def _unique(values: list, what: str) -> list:
+def unique(values: list, what: str) -> list:
     seen, dups = set(), []
     for v in values:
         if v in seen and v not in dups:
@@ -34,34 +32,33 @@ def _unique(values: list, what: str) -> list:
     return values
 
 
-def _non_empty_unique(values: list) -> list:
+def non_empty_unique(values: list) -> list:
     if not values:
         raise ValueError("must list at least one value")
-    return _unique(values, "values")
+    return unique(values, "values")
 
 
-# Search kinds ----------------------------------------------------------------
-class PaperGridSearch(_Strict):
+class PaperGridSearch(Strict):
     """The paper's grid: cycle lr and length as ratios of the fine-tune lr and epochs."""
 
     kind: Literal["paper_grid"] = "paper_grid"
     lr_max_ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     cycle_epochs_ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
 
-    _check = field_validator("lr_max_ratios", "cycle_epochs_ratios")(_non_empty_unique)
+    _check = field_validator("lr_max_ratios", "cycle_epochs_ratios")(non_empty_unique)
 
 
-class ValuesSearch(_Strict):
+class ValuesSearch(Strict):
     """A grid of explicit, absolute cycle hyperparameters."""
 
     kind: Literal["values"]
     lr_max: list[PositiveFloat]
     cycle_epochs: list[PositiveFloat]
 
-    _check = field_validator("lr_max", "cycle_epochs")(_non_empty_unique)
+    _check = field_validator("lr_max", "cycle_epochs")(non_empty_unique)
 
 
-class RatioRange(_Strict):
+class RatioRange(Strict):
     low: PositiveFloat
     high: PositiveFloat
 
@@ -72,7 +69,7 @@ class RatioRange(_Strict):
         return self
 
 
-class OptunaSearchSpec(_Strict):
+class OptunaSearchSpec(Strict):
     """Optuna TPE over lr_max_ratio (log scale) x cycle_epochs_ratio, one Tuner per method."""
 
     kind: Literal["optuna"]
@@ -88,11 +85,10 @@ class OptunaSearchSpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _check_metric(cls, v: str) -> str:
-        if not METRIC_RE.match(v):
+        if not is_snapshot_metric(v):
             raise ValueError(
                 "must be a snapshot metric such as ens_val_acc, soup_val_nll or "
-                "ind_test_acc ({ind,ens,soup}_{val,test,ood}_{acc,nll,ece,brier}, div_fort, "
-                "div_disagree_first, dist_pretrained, dist_first)"
+                f"ind_test_acc ({snapshot_metrics_help()})"
             )
         return v
 
@@ -103,7 +99,7 @@ class OptunaSearchSpec(_Strict):
         return "max" if self.metric.endswith("_acc") else "min"
 
 
-class CustomSearch(_Strict):
+class CustomSearch(Strict):
     """A user's Python function `fn(base_config, spec) -> (param_space, search_alg, scheduler)`."""
 
     kind: Literal["custom"]
@@ -120,10 +116,20 @@ class CustomSearch(_Strict):
         return v
 
 
-SEARCH_MODELS: dict[str, type[BaseModel]] = {
-    "paper_grid": PaperGridSearch,
-    "values": ValuesSearch,
-    "optuna": OptunaSearchSpec,
-    "custom": CustomSearch,
-}
-SearchSpec = PaperGridSearch | ValuesSearch | OptunaSearchSpec | CustomSearch
+def _paper_grid_by_default(value: Any) -> Any:
+    """`search:` left empty, or without a `kind`, is the paper grid."""
+    if value is None:
+        return {"kind": "paper_grid"}
+    if isinstance(value, dict) and "kind" not in value:
+        return {"kind": "paper_grid", **value}
+    return value
+
+
+#: A sweep's search, one of the kinds above, chosen by its `kind` key.
+SearchSpec = Annotated[
+    PaperGridSearch | ValuesSearch | OptunaSearchSpec | CustomSearch,
+    Field(discriminator="kind"),
+    BeforeValidator(_paper_grid_by_default),
+]
+#: Search kinds whose trials are all known before the sweep runs (one flat list).
+GRID_KINDS = (PaperGridSearch, ValuesSearch)

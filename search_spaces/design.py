@@ -1,0 +1,89 @@
+"""Which trials a sweep runs: methods, the search over cycle hyperparameters, fine-tune
+seeds, pre-trained checkpoints and the settings of the Local DE / Global DE baselines.
+
+`Design` holds the keys of a sweep spec that decide its trials; the sweep's spec model
+extends it with where and how they run. The search spaces take a `Design`, never the
+sweep spec itself. No Ray here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from search_spaces.kinds import NonNegInt, PaperGridSearch, SearchSpec, Strict, non_empty_unique, unique
+from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, METHODS
+
+
+class LocalDEBaseline(Strict):
+    seeds: list[NonNegInt] | None = Field(
+        None, description="Trial seeds; member i of trial (p, s) is fine-tune (p, s+i). "
+        "None = the spec's seeds."
+    )
+    pretrained_indices: list[NonNegInt] | None = Field(
+        None, description="Checkpoints to fine-tune from; None = the spec's pretrained_indices."
+    )
+
+    _check = field_validator("seeds", "pretrained_indices")(
+        lambda v: v if v is None else non_empty_unique(v)
+    )
+
+
+class GlobalDEBaseline(Strict):
+    seeds: list[NonNegInt] | None = Field(
+        None, description="Trial seeds; member i of trial s is fine-tune (i, s). None = seeds."
+    )
+
+    _check = field_validator("seeds")(lambda v: v if v is None else non_empty_unique(v))
+
+
+class Baselines(Strict):
+    """Settings of the Local DE / Global DE baselines (run when listed in `methods`)."""
+
+    num_members: int | None = Field(None, gt=0, description="None = trial.num_members.")
+    local_de: LocalDEBaseline | None = None
+    global_de: GlobalDEBaseline | None = None
+
+
+class Design(Strict):
+    """The trials of a sweep: every (method, cycle hyperparameters, seed, checkpoint)."""
+
+    methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CYCLIC_METHODS)
+    )
+    search: SearchSpec = Field(default_factory=PaperGridSearch)
+    seeds: list[NonNegInt] = Field(default_factory=lambda: [0])
+    pretrained_indices: list[NonNegInt] = Field(default_factory=lambda: [0])
+    baselines: Baselines = Field(default_factory=Baselines)
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, v: list) -> list:
+        if not v:
+            raise ValueError(f"must list at least one of {', '.join(METHODS)}")
+        return unique(v, "methods")
+
+    _check_lists = field_validator("seeds", "pretrained_indices")(non_empty_unique)
+
+    @property
+    def cyclic_methods(self) -> list[str]:
+        return [m for m in self.methods if m in CYCLIC_METHODS]
+
+    @property
+    def baseline_methods(self) -> list[str]:
+        return [m for m in self.methods if m in BASELINE_METHODS]
+
+    def local_de_seeds(self) -> list[int]:
+        cfg = self.baselines.local_de
+        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
+
+    def local_de_pretrained_indices(self) -> list[int]:
+        cfg = self.baselines.local_de
+        if cfg and cfg.pretrained_indices is not None:
+            return list(cfg.pretrained_indices)
+        return list(self.pretrained_indices)
+
+    def global_de_seeds(self) -> list[int]:
+        cfg = self.baselines.global_de
+        return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)

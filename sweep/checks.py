@@ -1,0 +1,144 @@
+"""Checks of a sweep spec that involve several fields, and of its resources against a
+cluster. Each problem is one message naming the field to change, the bad value and
+the fix; `parse_spec` collects them before Ray starts (no Ray here).
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
+from sweep.phases import planned_trials
+from sweep.spec_models import SpecError, SweepSpec
+from trainables.config import TrialConfig
+from trainables.methods import BASELINE_METHODS
+from trainables.validation import error_lines
+
+
+def checkpoint_errors(spec: SweepSpec) -> list[str]:
+    """Pre-trained checkpoint indices in range; baselines configured only when run; enough
+    checkpoints for Global DE."""
+    errors: list[str] = []
+    pretrained = spec.trial.pretrained
+    n_ckpt = pretrained.count
+
+    def check_indices(field: str, indices: list[int]) -> None:
+        if bad := [i for i in indices if i >= n_ckpt]:
+            errors.append(
+                f"{field}: pre-trained checkpoint index {bad} out of range; only {n_ckpt} checkpoint(s) "
+                f"exist (valid: 0..{n_ckpt - 1}, from trial.pretrained ({pretrained.source}))"
+            )
+
+    if spec.cyclic_methods:
+        check_indices("pretrained_indices", spec.pretrained_indices)
+    for name in BASELINE_METHODS:
+        if getattr(spec.baselines, name) is not None and name not in spec.methods:
+            errors.append(
+                f"baselines.{name}: configured, but {name!r} is not in methods "
+                f"(got methods={spec.methods}); add it to methods or remove this block"
+            )
+    if "local_de" in spec.methods:
+        check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
+    members = spec.num_members
+    if "global_de" in spec.methods and n_ckpt < members:
+        errors.append(
+            f"baselines.num_members: global_de with {members} members needs {members} "
+            f"pre-trained checkpoints, but trial.pretrained provides {n_ckpt} "
+            "(raise trial.pretrained.num_checkpoints / add paths, or lower baselines.num_members)"
+        )
+    return errors
+
+
+def search_errors(spec: SweepSpec) -> list[str]:
+    """A search over cycles needs a cyclic method; Optuna one seed and checkpoint and, for a
+    validation metric, a validation split; a custom search its .py file."""
+    errors: list[str] = []
+    search = spec.search
+    if isinstance(search, ValuesSearch | OptunaSearchSpec) and not spec.cyclic_methods:
+        errors.append(
+            f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
+            f"{spec.methods} has neither (add sse or star_sse to methods)"
+        )
+    if isinstance(search, OptunaSearchSpec):
+        for field in ("seeds", "pretrained_indices"):
+            if len(values := getattr(spec, field)) != 1:
+                errors.append(
+                    f"{field}: an optuna search uses one fine-tune seed and one pre-trained "
+                    f"checkpoint per method (TPE would otherwise treat them as "
+                    f"hyperparameters), got {values}; list one value"
+                )
+        if "_val_" in search.metric and spec.trial.data.val_size == 0:
+            errors.append(
+                f"search.metric: {search.metric!r} needs a validation split, but "
+                "trial.data.val_size is 0 (set val_size > 0 or use a *_test_* metric)"
+            )
+    if isinstance(search, CustomSearch):
+        path = spec.custom_search_file()
+        if not path.is_file():
+            errors.append(
+                f"search.path: no such Python file {search.path!r} "
+                f"(looked at {str(path)!r}; relative paths are relative to the spec's directory)"
+            )
+        elif path.suffix != ".py":
+            errors.append(f"search.path: must be a .py file (got {search.path!r})")
+    return errors
+
+
+def device_errors(spec: SweepSpec) -> list[str]:
+    if spec.resources.gpu == 0 and spec.trial.device == "cuda":
+        return ["trial.device: 'cuda' but resources.gpu is 0, so no GPU would be visible to trials "
+                "(set resources.gpu > 0, or device: auto / cpu)"]
+    return []
+
+
+def planned_trial_errors(spec: SweepSpec) -> list[str]:
+    """The first planned trial that would not be a valid TrialConfig, if any."""
+    for cfg in planned_trials(spec):
+        try:
+            TrialConfig.model_validate(cfg)
+        except ValidationError as exc:
+            label = (f"trial {cfg.get('method')} (seed {cfg.get('seed')}, pretrained_index "
+                     f"{cfg.get('pretrained_index')})")
+            return [f"{label} would be invalid: " + "; ".join(error_lines(exc, TrialConfig, "trial."))]
+    return []
+
+
+def cross_check(spec: SweepSpec) -> list[str]:
+    """Checks that involve several fields; then, if they pass, that every trial the sweep
+    plans is a valid TrialConfig."""
+    errors = checkpoint_errors(spec) + search_errors(spec) + device_errors(spec)
+    return errors or planned_trial_errors(spec)
+
+
+def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
+                            nodes: list[dict[str, float]] | None = None,
+                            where: str | None = None) -> None:
+    """Raise SpecError if one trial asks for more CPUs/GPUs than any node has.
+
+    `cluster` is `ray.cluster_resources()`; `nodes` the per-node resource dicts of
+    alive nodes (a trial's bundle must fit on one node).
+    """
+    errors = []
+    pools = nodes or [cluster]
+    for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        asked = getattr(spec.resources, field)
+        if asked <= 0:
+            continue
+        largest = max((float(n.get(key, 0.0)) for n in pools), default=0.0)
+        total = float(cluster.get(key, 0.0))
+        if asked > largest + 1e-9:
+            if where:
+                errors.append(
+                    f"resources.{field}: each trial asks for {asked:g} {key}(s), but {where} has "
+                    f"{largest:g}; lower resources.{field}, or submit the sweep to a Ray cluster "
+                    f"that has them (RAY_ADDRESS, or ray job submit)"
+                )
+                continue
+            place = "any single node" if nodes and len(nodes) > 1 else "the Ray cluster"
+            errors.append(
+                f"resources.{field}: each trial asks for {asked:g} {key}(s), but {place} "
+                f"has {largest:g} (cluster total {total:g}); lower resources.{field} "
+                f"or add {key} nodes"
+            )
+    if errors:
+        raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))

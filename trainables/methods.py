@@ -1,0 +1,110 @@
+"""The four methods of the paper: their names, their groups and their snapshot plans.
+
+This module is the one place that knows what a method *is*; every other module
+(the trial config, the job, the sweep's dry-run, the search spaces, the analysis)
+derives method names, groups and snapshot counts from it. No torch, no Ray.
+
+Snapshots per method (`plan_snapshots`):
+- `local_de`:  fine-tunes of pre-trained checkpoint `pretrained_index` with
+  seeds seed, seed+1, ..., seed+num_members-1.
+- `global_de`: fine-tunes of pre-trained checkpoints 0..num_members-1, seed `seed`.
+- `sse`:       the fine-tune (pretrained_index, seed), then `num_cycles`
+  cycles, each starting from the previous snapshot.
+- `star_sse`:  the same fine-tune, then cycles that all start from it.
+
+Baselines (deep ensembles) have `num_members` snapshots, cyclic methods
+`1 + num_cycles`; only cyclic methods have the cycle hyperparameters
+`lr_max` and `cycle_epochs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Method:
+    """What distinguishes one method from the others."""
+
+    name: str
+    label: str  # as the paper writes it
+    #: baselines: what differs between members ("seed" or "checkpoint"); None for cyclic methods
+    members_differ_in: Literal["seed", "checkpoint"] | None = None
+    #: cyclic methods: which snapshot a cycle starts from ("previous" or "first")
+    cycle_starts_from: Literal["previous", "first"] | None = None
+
+    @property
+    def cyclic(self) -> bool:
+        return self.cycle_starts_from is not None
+
+
+_ALL = (
+    Method("local_de", "Local DE", members_differ_in="seed"),
+    Method("global_de", "Global DE", members_differ_in="checkpoint"),
+    Method("sse", "SSE", cycle_starts_from="previous"),
+    Method("star_sse", "StarSSE", cycle_starts_from="first"),
+)
+BY_NAME: dict[str, Method] = {m.name: m for m in _ALL}
+METHODS: tuple[str, ...] = tuple(BY_NAME)
+#: Methods whose snapshots 2..K are cycles (they need lr_max and cycle_epochs).
+CYCLIC_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.cyclic)
+#: The deep-ensemble baselines (every snapshot is a fine-tune).
+BASELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if not m.cyclic)
+
+
+def is_cyclic(method: str) -> bool:
+    return method in CYCLIC_METHODS
+
+
+def label(method: str) -> str:
+    """The paper's name of a method ('StarSSE'); unknown names are returned as they are."""
+    return BY_NAME[method].label if method in BY_NAME else method
+
+
+class TrialLike(Protocol):
+    """The fields of a trial config that decide its snapshots (a `TrialConfig` has them)."""
+
+    method: str
+    seed: int
+    pretrained_index: int
+    num_members: int
+    num_cycles: int
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """How snapshot k is made: a fine-tune of (pretrained_index, seed), or cycle `cycle`."""
+
+    kind: Literal["finetune", "cycle"]
+    pretrained_index: int
+    seed: int
+    cycle: int = 0
+
+
+def plan_snapshots(trial: TrialLike) -> list[SnapshotPlan]:
+    """The snapshots of a trial, in the order they are produced and reported."""
+    method = BY_NAME[trial.method]
+    if method.members_differ_in == "seed":
+        return [SnapshotPlan("finetune", trial.pretrained_index, trial.seed + i)
+                for i in range(trial.num_members)]
+    if method.members_differ_in == "checkpoint":
+        return [SnapshotPlan("finetune", i, trial.seed) for i in range(trial.num_members)]
+    first = SnapshotPlan("finetune", trial.pretrained_index, trial.seed)
+    cycles = [SnapshotPlan("cycle", trial.pretrained_index, trial.seed, c)
+              for c in range(1, trial.num_cycles + 1)]
+    return [first, *cycles]
+
+
+def finetunes_of(plan: list[SnapshotPlan]) -> list[tuple[int, int]]:
+    """The (pretrained_index, seed) of every fine-tune a plan needs, in plan order."""
+    return [(s.pretrained_index, s.seed) for s in plan if s.kind == "finetune"]
+
+
+def num_cycles_of(plan: list[SnapshotPlan]) -> int:
+    return sum(s.kind == "cycle" for s in plan)
+
+
+def pretrained_needed(trial: TrialLike) -> list[int]:
+    """Indices of the pre-trained checkpoints a trial fine-tunes from."""
+    return sorted({s.pretrained_index for s in plan_snapshots(trial)})
