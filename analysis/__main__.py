@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write every figure (PNG + SVG), summary.md/.csv and index.html.",
     )
     rep.add_argument(
-        "results", type=Path, help="results .parquet file, or a directory holding results.parquet"
+        "results", help="results .parquet file, or a directory holding results.parquet "
+        "(a local path or a URI: s3://bucket/runs/NAME)"
     )
     rep.add_argument("--out", type=Path, required=True, help="output directory")
     rep.add_argument(
@@ -104,25 +105,42 @@ def run(args: argparse.Namespace) -> Path:
     if uri:
         try:
             run_id = attach_to_mlflow(args.out, uri, experiment)
+            if args.mlflow_uri is None:
+                _push_store(args.results, uri)
             print(f"report logged to MLflow run {run_id} ({uri})", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - the report on disk is what matters
             print(f"warning: could not log the report to MLflow at {uri}: {exc}", file=sys.stderr)
     return index
 
 
-def _sweep_mlflow(results: Path) -> tuple[str | None, str | None]:
-    """The tracking URI and experiment of a sweep directory (from its sweep.json), if any."""
+def _sweep_mlflow(results: str) -> tuple[str | None, str | None]:
+    """The tracking URI and experiment of a sweep directory (from its sweep.json), if any;
+    a sweep in object storage gets its SQLite store copied to this machine first."""
     import json
 
-    sweep_dir = results if results.is_dir() else results.parent
-    manifest = Path(SweepLayout(sweep_dir).manifest)
+    from sweep import mlflow_mirror
+    from sweep.manifest import tracking_uri_of
+    from trainables import storage
+
     try:
-        data = json.loads(manifest.read_text())
+        sweep_dir = storage.parent(results) if storage.is_file(results) else results
+        data = json.loads(storage.read_bytes(SweepLayout(sweep_dir).manifest))
     except (OSError, ValueError):
         return None, None
     if not data.get("mlflow_experiment"):
         return None, None
-    return data.get("tracking_uri"), data["mlflow_experiment"]
+    uri = tracking_uri_of(data, sweep_dir)
+    mlflow_mirror.pull(SweepLayout(sweep_dir), uri)
+    return uri, data["mlflow_experiment"]
+
+
+def _push_store(results: str, uri: str) -> None:
+    """A sweep in object storage: its store's copy gets the report run too."""
+    from sweep import mlflow_mirror
+    from trainables import storage
+
+    sweep_dir = storage.parent(results) if storage.is_file(results) else results
+    mlflow_mirror.push(SweepLayout(sweep_dir), uri)
 
 
 def main(argv: list[str] | None = None) -> int:

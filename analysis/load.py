@@ -1,17 +1,20 @@
 """Read the results table (docs/records.md) and check it has what analysis needs.
 
 `load_results(path)` accepts a `.parquet` file or a directory holding
-`results.parquet`. Every problem (missing path, unreadable file, absent
-columns) raises `ValueError` naming the path, so the CLI can print it and exit 2.
+`results.parquet`, local or in object storage (`trainables.storage`: s3://,
+gs://). Every problem (missing path, unreadable file, absent columns) raises
+`ValueError` naming the path, so the CLI can print it and exit 2.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from sweep.layout import SweepLayout
+from trainables import storage
 from trainables.records import column_type
 
 RESULTS_FILENAME = SweepLayout.results
@@ -38,19 +41,22 @@ class ResultsError(ValueError):
     """The results table is missing, unreadable or lacks required columns."""
 
 
-def resolve_path(path: str | Path) -> Path:
-    """Return the Parquet file for `path` (a file, or a directory with results.parquet)."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / RESULTS_FILENAME
-        if not candidate.is_file():
-            raise ResultsError(
-                f"results table not found: directory {path} has no {RESULTS_FILENAME}"
-            )
-        return candidate
-    if not path.exists():
-        raise ResultsError(f"results table not found: {path} does not exist")
-    return path
+def resolve_path(path: str | Path) -> str:
+    """Return the Parquet file for `path` (a file, or a directory with results.parquet; a
+    local path or a storage URI such as s3://bucket/runs/NAME)."""
+    path = str(path)
+    try:
+        if storage.is_file(path):
+            return path
+        candidate = storage.join(path, RESULTS_FILENAME)
+        if storage.is_file(candidate):
+            return candidate
+        found = storage.exists(path)
+    except (OSError, storage.StorageLocationError) as exc:
+        raise ResultsError(f"results table {path} cannot be reached: {exc}") from None
+    if found:
+        raise ResultsError(f"results table not found: directory {path} has no {RESULTS_FILENAME}")
+    raise ResultsError(f"results table not found: {path} does not exist")
 
 
 def check_columns(df: pd.DataFrame, source: str | Path = "<dataframe>") -> None:
@@ -84,7 +90,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """Read the results table at `path` (file or directory) and check its columns."""
     file = resolve_path(path)
     try:
-        df = pd.read_parquet(file)
+        df = pd.read_parquet(io.BytesIO(storage.read_bytes(file)))
     except Exception as exc:  # pyarrow raises several unrelated types
         raise ResultsError(f"cannot read results table {file}: {exc}") from exc
     check_columns(df, file)

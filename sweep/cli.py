@@ -190,19 +190,20 @@ def _run(args) -> int:
     )
     from sweep.runner import resume_sweep, run_sweep
     from sweep.spec import SpecError, parse_spec
+    from trainables import storage
 
     spec, text = _load(args)
-    sweep_dir = Path(spec.sweep_dir)
-    resuming = args.if_exists == "resume" and Path(spec.layout.manifest).exists()
+    sweep_dir = spec.sweep_dir
+    resuming = args.if_exists == "resume" and storage.exists(spec.layout.manifest)
     if args.if_exists == "new" and sweep_dir_taken(sweep_dir):
         n = 2
-        while sweep_dir_taken(sweep_dir.parent / f"{spec.name}-{n}"):
+        while sweep_dir_taken(storage.join(spec.layout.storage, f"{spec.name}-{n}")):
             n += 1
         data = spec.to_yaml_dict()
         data["name"] = f"{spec.name}-{n}"
         spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
-        print(f"sweep {sweep_dir.name!r} exists: starting {spec.name!r}", flush=True)
-        sweep_dir = Path(spec.sweep_dir)
+        print(f"sweep {spec.name.rsplit('-', 1)[0]!r} exists: starting {spec.name!r}", flush=True)
+        sweep_dir = spec.sweep_dir
     if not resuming:
         check_output_dir(sweep_dir)
     _preflight(spec, args)
@@ -234,7 +235,7 @@ def _export(args) -> int:
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     manifest = read_manifest(sweep_dir)
     phases = [p["name"] for p in manifest["phases"]]
-    path, n = rebuild_results(str(sweep_dir), manifest["name"], phases, args.output)
+    path, n = rebuild_results(sweep_dir, manifest["name"], phases, args.output)
     print(f"wrote {path}: {n} rows (one per trial x snapshot)")
     return 0
 
@@ -249,20 +250,23 @@ def _status(args) -> int:
 
 
 def _mlflow_sync(args) -> int:
+    from sweep import mlflow_mirror
     from sweep.layout import SweepLayout
-    from sweep.manifest import find_sweep_dir, read_manifest
+    from sweep.manifest import find_sweep_dir, read_manifest, tracking_uri_of
     from sweep.results import rebuild_rows
     from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
     layout = SweepLayout(find_sweep_dir(args.sweep, args.storage))
     manifest = read_manifest(layout.root)
-    uri = args.tracking_uri or manifest.get("tracking_uri") or layout.default_tracking_uri
+    uri = args.tracking_uri or tracking_uri_of(manifest, layout.root) or layout.default_tracking_uri
+    mlflow_mirror.pull(layout, uri)  # a sweep in object storage: its copy of the store
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
     rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
     counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout))
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
           f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
           f"{counts['snapshots_skipped']} already there")
+    mlflow_mirror.push(layout, uri)
     print(f"MLflow:  {mlflow_ui_command(uri)}")
     return 0
 

@@ -7,20 +7,26 @@
         spec.yaml            the spec as written
         custom_search.py     a copy of a custom search's file
         results.parquet      one row per (trial, snapshot), kept current
-        mlflow.db            default MLflow tracking store (SQLite)
-        mlartifacts/         artifacts of that store
+        mlflow.db            default MLflow tracking store (SQLite; with an object storage,
+                             a copy of the driver's local one: `local_dir`)
+        mlartifacts/         artifacts of that store (idem)
         finetunes/           fine-tunes shared by all trials (the trials' cache_dir)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
           tuner.pkl, experiment_state-*.json, <trial>/result.json, <trial>/error.txt
 
-Every path is built from the root by `SweepLayout`, so that the storage behind it can
-change without touching its callers. No Ray here.
+Every path is built from the root by `SweepLayout` with `trainables.storage`: the root is
+a local directory or a URI (s3://bucket/runs/NAME), and so is every path it gives. Files
+only the driver uses (the SQLite MLflow store) stay on the driver's local disk
+(`local_dir`: the sweep directory itself when it is local). No Ray here.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import os
-from pathlib import Path
+
+from trainables import storage
 
 
 class _Entry:
@@ -53,13 +59,13 @@ class SweepLayout:
     TRIAL_ERROR = "error.txt"
 
     def __init__(self, root: str | os.PathLike):
-        self.root = str(root)
+        self.root = storage.normalize(str(root))
 
     def __repr__(self) -> str:
         return f"SweepLayout({self.root!r})"
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        return storage.join(self.root, *parts)
 
     @classmethod
     def entries(cls) -> frozenset[str]:
@@ -69,34 +75,70 @@ class SweepLayout:
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.root.rstrip(os.sep))
+        return storage.basename(self.root)
 
     @property
     def storage(self) -> str:
-        return os.path.dirname(self.root.rstrip(os.sep))
+        return storage.parent(self.root)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the sweep lives in an object store (no POSIX path on this machine)."""
+        return storage.is_remote(self.root)
 
     @property
     def pretrained(self) -> str:
-        return os.path.join(self.storage, self.PRETRAINED)
+        return storage.join(self.storage, self.PRETRAINED)
+
+    @property
+    def local_dir(self) -> str:
+        """The driver's local directory for what must stay on a local disk (the SQLite MLflow
+        store): the sweep directory itself, or for an object storage
+        `$STARSWEEP_CACHE/sweeps/<name>-<hash of the URI>` (default ~/.cache/starsweep)."""
+        local = storage.local_path(self.root)
+        if local is not None:
+            return local
+        home_cache = os.path.join(os.path.expanduser("~"), ".cache", "starsweep")
+        cache = os.environ.get("STARSWEEP_CACHE", home_cache)
+        digest = hashlib.sha256(self.root.encode()).hexdigest()[:12]
+        return os.path.join(cache, "sweeps", f"{self.name}-{digest}")
+
+    @property
+    def local_mlflow_db(self) -> str:
+        return os.path.join(self.local_dir, type(self).mlflow_db)
+
+    @property
+    def local_mlflow_artifacts(self) -> str:
+        return os.path.join(self.local_dir, type(self).mlflow_artifacts)
 
     @property
     def default_tracking_uri(self) -> str:
-        """The SQLite MLflow store in the sweep directory (4 slashes: an absolute path)."""
-        return "sqlite:///" + os.path.abspath(self.mlflow_db)
+        """The SQLite MLflow store on the driver's local disk (4 slashes: an absolute path)."""
+        return "sqlite:///" + os.path.abspath(self.local_mlflow_db)
 
     def phase(self, name: str) -> str:
         """The Tune experiment directory of a phase."""
         return self.path(name)
 
-    def experiment_states(self, phase: str) -> list[Path]:
+    def experiment_states(self, phase: str) -> list[str]:
         """Tune's experiment state files of a phase (none before it has saved one)."""
-        return sorted(Path(self.phase(phase)).glob(self.EXPERIMENT_STATE_GLOB))
+        return self.states_in(self.phase(phase))
+
+    @classmethod
+    def states_in(cls, exp_dir: str) -> list[str]:
+        names = fnmatch.filter(storage.list_dir(exp_dir), cls.EXPERIMENT_STATE_GLOB)
+        return [storage.join(exp_dir, n) for n in sorted(names)]
 
     @classmethod
     def is_phase(cls, path: str | os.PathLike) -> bool:
         """Whether `path` is a Tune experiment directory (it has Tune's tuner.pkl)."""
-        return (Path(path) / cls.TUNER).is_file()
+        return storage.is_file(storage.join(str(path), cls.TUNER))
 
     @classmethod
     def trial_result(cls, trial_dir: str) -> str:
-        return os.path.join(trial_dir, cls.TRIAL_RESULT)
+        return storage.join(trial_dir, cls.TRIAL_RESULT)
+
+    def trial_dir(self, phase: str, trial) -> str:
+        """The directory of a Tune trial of a phase (in the sweep's storage)."""
+        name = getattr(getattr(trial, "storage", None), "trial_dir_name", None)
+        return self.path(phase, name or os.path.basename(str(trial.path).rstrip("/")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from search_spaces.kinds import CustomSearch
 from sweep.layout import SweepLayout
 from sweep.spec import SpecError, SweepSpec, parse_spec
-from trainables.memo import atomic_write_bytes
+from trainables import storage
 
 if TYPE_CHECKING:
     from sweep.phases import Phase
@@ -28,18 +27,17 @@ MANIFEST_VERSION = 1
 
 def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) -> dict[str, Any]:
     layout = spec.layout
-    sweep_dir = Path(layout.root)
     try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage.make_dirs(layout.root)
     except OSError as exc:
         from trainables.errors import StorageError
 
-        raise StorageError(f"storage: cannot create {sweep_dir} ({exc.strerror}); choose a writable "
-                           "directory with free space (--storage or the spec's storage:)") from None
+        raise StorageError(f"storage: cannot create {layout.root} ({exc.strerror or exc}); choose a "
+                           "writable directory with free space (--storage or the spec's storage:)") from None
     data = spec.to_yaml_dict()
     data["storage"] = layout.storage
     if isinstance(spec.search, CustomSearch):
-        shutil.copyfile(spec.custom_search_file(), layout.custom_search)
+        storage.write_bytes(layout.custom_search, spec.custom_search_file().read_bytes())
         data["search"]["path"] = layout.custom_search
     manifest = {
         "version": MANIFEST_VERSION,
@@ -49,22 +47,25 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
         "spec_dir": spec.spec_dir,
         "phases": [{"name": p.name, "num_trials": p.num_trials, "description": p.description}
                    for p in phases],
-        "tracking_uri": spec.tracking_uri,
+        # With an object storage and no server: None, the SQLite store is on the driver's
+        # disk (`SweepLayout.local_dir`, copied into the sweep): `tracking_uri_of`.
+        "tracking_uri": (spec.mlflow.tracking_uri or (None if layout.is_remote else spec.tracking_uri))
+        if spec.mlflow.enabled else None,
         "mlflow_experiment": spec.mlflow_experiment if spec.mlflow.enabled else None,
     }
-    atomic_write_bytes(Path(layout.manifest), json.dumps(manifest, indent=2).encode())
+    storage.write_bytes(layout.manifest, json.dumps(manifest, indent=2).encode())
     if spec_text is not None:
-        atomic_write_bytes(Path(layout.spec), spec_text.encode())
+        storage.write_bytes(layout.spec, spec_text.encode())
     return manifest
 
 
 def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(SweepLayout(sweep_dir).manifest)
+    path = SweepLayout(sweep_dir).manifest
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(storage.read_bytes(path))
     except FileNotFoundError:
         raise SpecError(f"{sweep_dir} is not a sweep directory (no {MANIFEST})") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read {path}: {exc}; it is not a sweep this version can continue "
                         "(start a new sweep with another name or storage)") from None
     if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION or \
@@ -77,32 +78,39 @@ def read_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def tracking_uri_of(manifest: dict[str, Any], sweep_dir: str) -> str | None:
+    """The MLflow tracking URI of a started sweep (None when it runs without MLflow)."""
+    if not manifest.get("mlflow_experiment"):
+        return manifest.get("tracking_uri")
+    return manifest.get("tracking_uri") or SweepLayout(sweep_dir).default_tracking_uri
+
+
 def check_output_dir(sweep_dir: str | os.PathLike) -> None:
     """Raise SpecError if a new sweep cannot start in `sweep_dir`: a sweep is there
     already, or something that is not a sweep (a file, another program's directory)."""
-    sweep_dir = Path(sweep_dir)
-    if (sweep_dir / MANIFEST).exists():
+    layout = SweepLayout(sweep_dir)
+    root, name = layout.root, layout.name
+    if storage.exists(layout.manifest):
         raise SpecError(
-            f"name: a sweep {sweep_dir.name!r} already exists in {sweep_dir}; continue it with "
-            f"`python -m sweep resume {sweep_dir}` (or `run --if-exists resume`), see it with "
-            f"`python -m sweep status {sweep_dir}`, or start another with `run --if-exists new` "
+            f"name: a sweep {name!r} already exists in {root}; continue it with "
+            f"`python -m sweep resume {root}` (or `run --if-exists resume`), see it with "
+            f"`python -m sweep status {root}`, or start another with `run --if-exists new` "
             "or another name"
         )
-    if sweep_dir.exists() and not sweep_dir.is_dir():
-        raise SpecError(f"name: {sweep_dir} exists and is a file, not a sweep directory; "
+    if storage.is_file(root):
+        raise SpecError(f"name: {root} exists and is a file, not a sweep directory; "
                         "choose another name or storage")
-    if sweep_dir.is_dir():
-        foreign = sorted(
-            p.name for p in sweep_dir.iterdir()
-            if p.name not in SweepLayout.entries() and not SweepLayout.is_phase(p)
-            and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # an interrupted write
+    foreign = sorted(
+        n for n in storage.list_dir(root)
+        if n not in SweepLayout.entries() and not SweepLayout.is_phase(storage.join(root, n))
+        and not (n.startswith(".") and n.endswith(".tmp"))  # an interrupted write
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise SpecError(
+            f"name: {root} exists and is not a starsweep sweep (no {MANIFEST}; holds "
+            f"{shown}); choose another name or storage, or remove that directory"
         )
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise SpecError(
-                f"name: {sweep_dir} exists and is not a starsweep sweep (no {MANIFEST}; holds "
-                f"{shown}); choose another name or storage, or remove that directory"
-            )
 
 
 def sweep_dir_taken(sweep_dir: str | os.PathLike) -> bool:
@@ -115,8 +123,10 @@ def sweep_dir_taken(sweep_dir: str | os.PathLike) -> bool:
 
 def spec_from_manifest(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> SweepSpec:
     data = dict(manifest["spec"])
-    data["storage"] = str(Path(sweep_dir).resolve().parent)  # the sweep may have moved
-    return parse_spec(data, source=str(Path(sweep_dir) / MANIFEST), spec_dir=manifest.get("spec_dir", "."))
+    local = storage.local_path(str(sweep_dir))
+    root = str(Path(local).resolve()) if local is not None else storage.normalize(str(sweep_dir))
+    data["storage"] = storage.parent(root)  # the sweep may have moved
+    return parse_spec(data, source=storage.join(root, MANIFEST), spec_dir=manifest.get("spec_dir", "."))
 
 
 def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
@@ -134,16 +144,26 @@ def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def find_sweep_dir(name_or_path: str, storage: str = "./runs") -> Path:
-    """A sweep directory from a name (under `storage`) or a path (sweep dir or one of its phases)."""
-    candidates = [Path(name_or_path), Path(storage) / name_or_path]
+def find_sweep_dir(name_or_path: str, storage_location: str = "./runs") -> str:
+    """A sweep directory (a path or URI) from a name (under `storage_location`) or a path or
+    URI (a sweep directory or one of its phases)."""
+    candidates = [name_or_path, storage.join(storage_location, name_or_path)]
     for cand in candidates:
-        cand = cand.expanduser()
-        if (cand / MANIFEST).is_file():
-            return cand.resolve()
-        if SweepLayout.is_phase(cand) and (cand.parent / MANIFEST).is_file():
-            return cand.parent.resolve()
+        try:
+            if storage.exists(storage.join(cand, MANIFEST)):
+                return _resolved(cand)
+            parent = storage.parent(storage.normalize(cand))
+            if SweepLayout.is_phase(cand) and storage.exists(storage.join(parent, MANIFEST)):
+                return _resolved(parent)
+        except storage.StorageLocationError as exc:
+            raise SpecError(f"sweep {cand!r} cannot be reached: {exc}") from None
     raise SpecError(
-        f"no sweep {name_or_path!r}: neither {name_or_path!r} nor {str(Path(storage) / name_or_path)!r} "
-        f"holds a {MANIFEST} (give the sweep name with --storage, or the sweep directory)"
+        f"no sweep {name_or_path!r}: neither {name_or_path!r} nor "
+        f"{storage.join(storage_location, name_or_path)!r} holds a {MANIFEST} (give the sweep name "
+        "with --storage, or the sweep directory or URI)"
     )
+
+
+def _resolved(location: str) -> str:
+    local = storage.local_path(location)
+    return str(Path(local).resolve()) if local is not None else storage.normalize(location)

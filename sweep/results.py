@@ -6,28 +6,29 @@ the checkpoint written with it, plus `phase` (the Tune experiment),
 `timestamp` (when the record arrived) and `config_json` (the full trial
 config).
 
-The file is `<sweep_dir>/results.parquet`. `ResultsCallback` keeps it up to
+The file is `<sweep_dir>/results.parquet`, in the sweep's storage (a local
+directory or an object store: every read and write goes through
+`trainables.storage`). `ResultsCallback` keeps it up to
 date on the driver while the sweep runs (every result, completion and error);
 `rebuild_results` re-creates it from the Tune experiment directories (each
 trial's `result.json` and the experiment state) and merges what is already in
 the table, so it also completes the table after a driver crash. Rows are
 unique on (trial_id, snapshot): a snapshot reported again after a resume
-replaces the older row. Every write goes to a temporary file in the same
-directory, is fsynced and `os.replace`d into place, so a reader never sees
-half a file; a write that fails (a full disk) leaves the previous table intact
+replaces the older row. Every write is whole (`storage.write_bytes`: a
+fsynced temporary file renamed into place, or one object upload), so a reader
+never sees half a file; a write that fails (a full disk) leaves the previous table intact
 and the sweep goes on (the table is rebuilt from the experiments at the end).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from sweep.layout import SweepLayout
+from trainables import storage
 from trainables.config import CycleSettings, TrialConfig
 from trainables.records import PA_TYPES, record_of, table_schema, table_status
 
@@ -67,7 +69,7 @@ def make_row(
     row = {"sweep": sweep, "phase": phase, "trial_id": trial_id, "status": status}
     row.update(config_columns(config))
     row.update(record_of(result))
-    row["checkpoint_path"] = os.path.join(trial_path, ckpt) if (ckpt and trial_path) else ""
+    row["checkpoint_path"] = storage.join(trial_path, ckpt) if (ckpt and trial_path) else ""
     row["timestamp"] = float(result.get("timestamp") or time.time())
     row["config_json"] = json.dumps(config, sort_keys=True, default=str)
     return row
@@ -114,34 +116,25 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write rows to Parquet atomically (temp file in the same directory, fsync, os.replace):
-    a failed write (a full disk) leaves the previous table as it was and no temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_table(rows: list[dict[str, Any]], location: str | os.PathLike) -> str:
+    """Write rows to Parquet in one whole write (`storage.write_bytes`): a failed write (a
+    full disk) leaves the previous table as it was and no temp file."""
     table = rows_to_table(dedupe(rows))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename makes it the table
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    location = str(location)
+    storage.write_bytes(location, buf.getvalue().to_pybytes())
+    return location
 
 
-def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        return []
+def read_rows(location: str | os.PathLike) -> list[dict[str, Any]]:
+    location = str(location)
     try:
-        return pq.read_table(path).to_pylist()
+        if not storage.is_file(location):
+            return []
+        return pq.read_table(pa.BufferReader(storage.read_bytes(location))).to_pylist()
     except Exception as exc:  # a foreign or damaged file: rebuild rather than crash
-        log.warning("could not read %s (%s); it will be rebuilt", path, exc)
+        log.warning("could not read %s (%s); it will be rebuilt", location, exc)
         return []
 
 
@@ -197,7 +190,7 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = make_row(self.sweep, self.phase, trial.trial_id, "RUNNING", trial.config, result,
-                       getattr(trial, "path", None))
+                       SweepLayout(self.sweep_dir).trial_dir(self.phase, trial))
         if row is None:
             return
         self._load()[(trial.trial_id, int(row["snapshot"]))] = row
@@ -220,49 +213,61 @@ class ResultsCallback(tune.Callback):
 
 # Rebuilding from the experiment directories ---------------------------------------
 def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
-    path = SweepLayout.trial_result(trial_dir)
+    try:
+        text = storage.read_bytes(SweepLayout.trial_result(trial_dir)).decode(errors="replace")
+    except FileNotFoundError:
+        return []
     out = []
-    if not os.path.isfile(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
     return out
 
 
-def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[Path]:
+def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[str]:
     """Rename Tune state files that are not valid JSON (a driver killed while Tune
     wrote one leaves it empty or cut) to `*.unreadable`, so that restoring and
     reading the experiment use the newest readable state instead of failing or
     silently finding no trials. Returns the files set aside."""
     moved = []
-    for path in sorted(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
+    for location in SweepLayout.states_in(str(exp_dir)):
         try:
-            json.loads(path.read_text())
+            json.loads(storage.read_bytes(location))
         except (OSError, UnicodeDecodeError, ValueError):
-            target = path.with_name(path.name + ".unreadable")
-            os.replace(path, target)
-            log.warning("%s is not readable (cut by a crash?): set aside as %s", path, target.name)
+            target = storage.join(storage.parent(location), storage.basename(location) + ".unreadable")
+            storage.move(location, target)
+            log.warning("%s is not readable (cut by a crash?): set aside as %s", location,
+                        storage.basename(target))
             moved.append(target)
     return moved
 
 
+def tune_path(exp_dir: str) -> dict[str, Any]:
+    """Keyword arguments naming an experiment directory to Ray Tune (`path`/`storage_path`
+    in the file system, and the pyarrow file system for a URI)."""
+    if not storage.is_remote(exp_dir):
+        return {"path": storage.local_path(exp_dir)}
+    fs, path = storage.resolve(exp_dir)
+    return {"path": path, "storage_filesystem": fs}
+
+
 def experiment_trials(exp_dir: str) -> list[Any] | None:
     """Trials of one Tune experiment (None if it has no readable state yet)."""
+    exp_dir = str(exp_dir)
     set_aside_unreadable_states(exp_dir)
-    if not any(Path(exp_dir).glob(SweepLayout.EXPERIMENT_STATE_GLOB)):
+    if not any(fnmatch.filter(storage.list_dir(exp_dir), SweepLayout.EXPERIMENT_STATE_GLOB)):
         return None
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # trials without result.json yet are normal here
     try:
-        return list(tune.ExperimentAnalysis(exp_dir).trials)
+        where = tune_path(exp_dir)
+        return list(tune.ExperimentAnalysis(where.pop("path"), **where).trials)
     except Exception as exc:
         log.warning("cannot read the Tune experiment %s: %s", exp_dir, exc)
         return None
@@ -280,13 +285,14 @@ def rebuild_rows(
     complete = True
     for phase in phases:
         exp_dir = layout.phase(phase)
-        trials = experiment_trials(exp_dir) if os.path.isdir(exp_dir) else None
+        started = storage.is_dir(exp_dir)
+        trials = experiment_trials(exp_dir) if started else None
         if trials is None:
-            complete = complete and not os.path.isdir(exp_dir)
+            complete = complete and not started
             continue
         for trial in trials:
             statuses[trial.trial_id] = trial.status
-            trial_dir = getattr(trial, "path", None) or ""
+            trial_dir = layout.trial_dir(phase, trial)
             for result in read_result_json(trial_dir):
                 row = make_row(sweep, phase, trial.trial_id, trial.status, trial.config, result, trial_dir)
                 if row is not None:
@@ -309,7 +315,7 @@ def rebuild_rows(
 
 def rebuild_results(
     sweep_dir: str, sweep: str, phases: list[str], out: str | None = None
-) -> tuple[Path, int]:
+) -> tuple[str, int]:
     rows, _ = rebuild_rows(sweep_dir, sweep, phases)
     path = write_table(rows, out or SweepLayout(sweep_dir).results)
     return path, len(rows)

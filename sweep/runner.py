@@ -7,6 +7,12 @@ the MLflow experiment, and runs each phase of the spec (`sweep.phases`) as one
 `tune.Tuner(tune.with_resources(fine_tune_then_explore, {...}), ...)` in the
 sweep directory (`sweep.layout` names what it holds).
 
+The sweep directory is a local path or a URI (`trainables.storage`): Tune gets it as
+`storage_path` + `storage_filesystem`. The driver starts the job's claims actor
+(`trainables.coordinator`) so that trials on every node compute each shared fine-tune
+once, and with an object storage copies its local SQLite MLflow store into the sweep
+after every phase (`sweep.mlflow_mirror`).
+
 `resume_sweep(sweep_dir)` restores each started phase with
 `tune.Tuner.restore(path, trainable, resume_unfinished=True,
 resume_errored=True)` (finished trials are never re-run) and starts the
@@ -18,15 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from sweep import mlflow_mirror
 from sweep.checks import check_cluster_resources
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
 from sweep.phases import Phase, build_phases
+from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
 from sweep.tracking import Tracking, open_experiment
+from trainables import storage
 from trainables.records import ENDED
 
 log = logging.getLogger("starsweep.sweep")
@@ -149,9 +157,11 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
     )
+    where = tune_path(spec.sweep_dir)
     run_config = tune.RunConfig(
         name=phase.name,
-        storage_path=spec.sweep_dir,
+        storage_path=where.pop("path"),
+        storage_filesystem=where.get("storage_filesystem"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         callbacks=make_callbacks(spec, phase.name, tracking),
@@ -189,8 +199,10 @@ def prepare_pretrained(spec: SweepSpec) -> None:
 
     @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
     def pretrain(index: int) -> str:
+        from trainables import coordinator
         from trainables.pretrained import prepare
 
+        coordinator.install()
         return prepare(config, index, num_cpus=spec.resources.cpu)
 
     print(f"pre-trained checkpoints {needed}: computing the missing ones in parallel", flush=True)
@@ -204,32 +216,42 @@ def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
     return open_experiment(tracking) if tracking is not None else None
 
 
-def _fit(tuner, phase: str) -> None:
+def _fit(tuner, phase: str, spec: SweepSpec) -> None:
     print(f"\n== phase {phase} ==", flush=True)
     tuner.fit()
+    mlflow_mirror.push(spec.layout, spec.tracking_uri)
+
+
+def _start_coordinator():
+    """The job's claims actor (shared fine-tunes computed once across nodes)."""
+    from trainables import coordinator
+
+    return coordinator.start()
 
 
 def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None) -> int:
     """Run a new sweep. Returns the process exit code."""
-    sweep_dir = Path(spec.sweep_dir)
+    sweep_dir = spec.sweep_dir
     check_output_dir(sweep_dir)
     _prepare_environment()
     phases = build_phases(spec)
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     check_resources(spec)
-    if os.environ.get("RAY_ADDRESS") and not os.path.isabs(os.path.expanduser(spec.storage)):
+    if os.environ.get("RAY_ADDRESS") and not storage.is_uri(spec.storage) \
+            and not os.path.isabs(os.path.expanduser(spec.storage)):
         log.warning("storage %r is relative: on a cluster it resolves to %s on the driver's node; "
                     "give a directory every node mounts so workers share fine-tunes and results",
                     spec.storage, spec.sweep_dir)
     write_manifest(spec, phases, spec_text)
+    _start_coordinator()
     prepare_pretrained(spec)
     tracking = _setup_mlflow(spec)
     n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
     for phase in phases:
-        _fit(make_tuner(spec, phase, tracking), phase.name)
+        _fit(make_tuner(spec, phase, tracking), phase.name, spec)
     return finish(spec, [p.name for p in phases])
 
 
@@ -239,7 +261,6 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
 
     from sweep.results import set_aside_unreadable_states
 
-    sweep_dir = Path(sweep_dir)
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
     _prepare_environment()
@@ -247,7 +268,9 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     check_resources(spec)
+    _start_coordinator()
     prepare_pretrained(spec)
+    mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     for phase in phases:
@@ -255,13 +278,14 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
         set_aside_unreadable_states(exp_dir)
         # Without a readable experiment state Tune cannot know the phase's trials:
         # start the phase again (finished fine-tunes still come from the cache).
-        if tune.Tuner.can_restore(exp_dir) and spec.layout.experiment_states(phase.name):
+        if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):
             tuner = tune.Tuner.restore(
-                exp_dir, make_trainable(spec), resume_unfinished=True, resume_errored=True,
+                trainable=make_trainable(spec), resume_unfinished=True, resume_errored=True,
+                **tune_path(exp_dir),
             )
         else:
             tuner = make_tuner(spec, phase, tracking)
-        _fit(tuner, phase.name)
+        _fit(tuner, phase.name, spec)
     return finish(spec, [p.name for p in phases])
 
 
@@ -285,8 +309,10 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
     tracking = spec.tracking()
     if tracking is not None:
-        if all(os.path.isdir(spec.layout.phase(p)) for p in phase_names):
+        if all(storage.is_dir(spec.layout.phase(p)) for p in phase_names):
             close_orphan_runs(tracking, spec.name, set(statuses))
+        if mlflow_mirror.push(spec.layout, tracking.uri):
+            print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
     failed = [tid for tid, s in final.items() if s == "ERROR"]
     unfinished = [tid for tid, s in final.items() if s not in ENDED]

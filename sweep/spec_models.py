@@ -19,6 +19,7 @@ from search_spaces.design import Design
 from search_spaces.kinds import CustomSearch, Strict
 from sweep.layout import SweepLayout
 from sweep.tracking import Tracking
+from trainables import storage
 from trainables.config import TrialBase
 from trainables.errors import ConfigError
 
@@ -80,21 +81,13 @@ class SweepSpec(Design):
     @field_validator("storage")
     @classmethod
     def _check_storage(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must be a directory such as ./runs")
-        if is_uri(v):
-            raise ValueError(
-                "URIs (s3://, gs://, ...) are not supported yet: shared fine-tunes, the Parquet "
-                "table and the SQLite MLflow store need a filesystem path; on a cluster use a "
-                "directory every node mounts (e.g. /mnt/shared/runs)"
-            )
-        return v
+        return check_storage_location(v)
 
     # Derived values -----------------------------------------------------------
     @property
     def layout(self) -> SweepLayout:
         """The sweep directory, <storage>/<name> (absolute), and the names of what it holds."""
-        return SweepLayout(os.path.join(absolute_storage(self.storage), self.name))
+        return SweepLayout(storage.join(storage.normalize(self.storage), self.name))
 
     @property
     def sweep_dir(self) -> str:
@@ -149,11 +142,25 @@ class SweepSpec(Design):
         return self.model_dump(mode="json", exclude={"spec_dir"})
 
 
-# Storage helpers --------------------------------------------------------------
-def is_uri(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path))
+# Storage ----------------------------------------------------------------------
+STORAGE_FORMS = ("a directory (./runs, /mnt/shared/runs) or a URI: s3://bucket/prefix, gs://bucket/prefix, "
+                 "file:///abs/path (an S3-compatible endpoint via AWS_ENDPOINT_URL or "
+                 "s3://bucket/prefix?endpoint_override=host:port&scheme=http)")
 
 
-def absolute_storage(storage: str) -> str:
-    """Absolute path of a storage directory (relative = to the current directory)."""
-    return os.path.abspath(os.path.expanduser(storage))
+def check_storage_location(v: str) -> str:
+    """`storage:` is a directory or a URI of a scheme pyarrow opens, with a bucket; the
+    store is reached (and written) only by the preflight, before compute."""
+    if not v.strip():
+        raise ValueError(f"must be {STORAGE_FORMS}")
+    scheme = storage.scheme(v)
+    if scheme is None:
+        return v
+    if scheme not in (*storage.LOCAL_SCHEMES, *storage.REMOTE_SCHEMES):
+        raise ValueError(f"unknown URI scheme {scheme + '://'!r}; must be {STORAGE_FORMS}")
+    if scheme in storage.LOCAL_SCHEMES and not storage.local_path(v).startswith("/"):
+        raise ValueError(f"a {scheme}:// URI needs an absolute path ({scheme}:///abs/path)")
+    bucket = v.split("://", 1)[1].split("?", 1)[0].split("/", 1)[0]
+    if scheme not in storage.LOCAL_SCHEMES and not bucket:
+        raise ValueError(f"names no bucket; must be {scheme}://BUCKET/prefix")
+    return v

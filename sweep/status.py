@@ -12,12 +12,14 @@ import math
 import os
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
+from sweep import mlflow_mirror
 from sweep.console import text_table
 from sweep.layout import SweepLayout
+from sweep.manifest import tracking_uri_of
 from sweep.results import experiment_trials, read_rows
+from trainables import storage
 from trainables.records import ENDED, PROGRESS, table_status
 
 HEADER = ["phase", "method", "trials", "done", "running", "pending", "error", "not started",
@@ -34,9 +36,9 @@ def _fmt(x: Any) -> str:
 def _trial_states(layout: SweepLayout, phase: str, by_trial: dict[str, list[dict]]) -> dict[str, tuple]:
     """trial_id -> (method, status, K) of a phase's trials: Tune's view, then the table's
     (newer while trials run; a trial Tune knows as ended stays ended)."""
-    exp_dir = Path(layout.phase(phase))
+    exp_dir = layout.phase(phase)
     states = {t.trial_id: (str(t.config.get("method", "?")), t.status, 0)
-              for t in (experiment_trials(str(exp_dir)) if exp_dir.is_dir() else None) or []}
+              for t in (experiment_trials(exp_dir) if storage.is_dir(exp_dir) else None) or []}
     for tid, rows in by_trial.items():
         if rows[0].get("phase") != phase:
             continue
@@ -94,12 +96,16 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
     lines = [f"sweep {manifest['name']!r} in {sweep_dir} (created {manifest.get('created', '?')})",
              text_table(table, right=set(range(2, len(HEADER))), indent="  "),
              f"trials finished: {done}/{total}; best = final snapshot of finished trials"]
-    results = Path(layout.results)
-    if results.is_file():
-        age = time.time() - results.stat().st_mtime
-        lines.append(f"results: {results} ({len(rows)} rows, updated {age:.0f}s ago)")
-    if manifest.get("tracking_uri"):
+    updated = storage.mtime(layout.results) if storage.is_file(layout.results) else None
+    if updated is not None:
+        age = time.time() - updated
+        lines.append(f"results: {layout.results} ({len(rows)} rows, updated {age:.0f}s ago)")
+    tracking_uri = tracking_uri_of(manifest, layout.root)
+    if tracking_uri:
         from sweep.tracking import mlflow_ui_command
 
-        lines.append(f"MLflow:  {mlflow_ui_command(manifest['tracking_uri'])}")
+        lines.append(f"MLflow:  {mlflow_ui_command(tracking_uri)}")
+        if mlflow_mirror.mirrored(layout, tracking_uri):
+            lines.append(f"         (SQLite on the driver's disk, copied to {layout.mlflow_db} "
+                         "after each phase)")
     return "\n".join(lines)

@@ -66,7 +66,7 @@ class Tracking:
     @classmethod
     def for_sweep(cls, uri: str, experiment: str, layout: SweepLayout) -> Tracking:
         """A sweep's experiment; with a local SQLite store its artifacts go into the sweep directory."""
-        return cls(uri, experiment, layout.mlflow_artifacts if uri.startswith("sqlite:") else None)
+        return cls(uri, experiment, layout.local_mlflow_artifacts if uri.startswith("sqlite:") else None)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None, "_experiment_id": None}

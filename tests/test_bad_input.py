@@ -22,7 +22,8 @@ through `python -m sweep dry-run` in a subprocess):
 14. pre-trained index out of range ............................ pretrained-index-out-of-range*
 15. unknown search kind, inverted Optuna range, bad metric .... unknown-search-kind*, optuna-range,
                                                                 optuna-bad-metric
-16. bad sweep name, URI storage, CUDA without a GPU, ... ...... bad-name, uri-storage, cuda-without-gpu, ...
+16. bad sweep name, bad storage URI, CUDA without a GPU, ... .. bad-name, uri-storage-scheme,
+                                                                uri-storage-bucket, cuda-without-gpu, ...
 
 Files and the environment, here, through `python -m sweep run` / `dry-run` / `resume`
 (in process with Ray forbidden to start, and one real `python -m sweep run`):

@@ -2,6 +2,7 @@
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,14 +200,17 @@ def test_shared_fine_tunes_are_computed_once(tmp_path):
 def test_a_de_job_computes_the_fine_tunes_nobody_else_is_computing_first(tmp_path):
     from trainables.data.task import load_task
     from trainables.device import pick_runtime
-    from trainables.memo import file_lock
+    from trainables.memo import current_claims
 
     cfg = TrialConfig.from_dict(tiny_config(tmp_path, method="local_de", cache_dir=str(tmp_path / "ft")))
     job = Job(cfg, pick_runtime("cpu"), load_task(cfg.data, cfg.pretrained.train_size))
-    first, second = (job.finetune_path(0, seed) for seed in (0, 1))
-    with file_lock(first.with_name(first.name + ".lock")):  # another trial is computing member 1
+    first, second = (Path(job.finetune_path(0, seed)) for seed in (0, 1))
+    assert current_claims().claim(str(first))  # another trial is computing member 1
+    try:
         job.finetune_free_ones_first(job.plan)
         assert second.exists() and not first.exists()
+    finally:
+        current_claims().release(str(first), None)
     records = job.run(lambda r, s: None)  # member 1 now; member 2 from the cache
     assert [r["epochs_trained"] for r in records] == [2, 4]  # both trained by this job
     alone = run_job(tiny_config(tmp_path, method="local_de"))  # no cache, plan order

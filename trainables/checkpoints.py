@@ -18,6 +18,7 @@ line that converts the file.
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainables import storage
 from trainables.errors import CheckpointError
 from trainables.models import is_head_key
 
@@ -44,24 +46,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def read_raw(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of the checkpoint at `path`, unwrapped (`state_dict`, `model_state`, ...)
-    and without `module.` prefixes, weights-only; CheckpointError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; fix the path")
+    and without `module.` prefixes, weights-only; CheckpointError naming the file otherwise.
+    `path` is a local path or a storage URI such as s3://bucket/byol_r50.pth (read through
+    `trainables.storage`)."""
+    path = str(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        found = storage.is_file(path)
+    except (OSError, storage.StorageLocationError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be reached ({_first_sentence(exc)}); "
+                              "check the URI, its endpoint and credentials") from None
+    if not found:
+        raise CheckpointError(f"checkpoint {path!r} does not exist; fix the path")
+    try:
+        blob = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a weights-only checkpoint (it pickles arbitrary "
+            f"checkpoint {path!r} is not a weights-only checkpoint (it pickles arbitrary "
             f"objects, refused for safety: {_first_sentence(exc)}); re-save it as "
             "torch.save(model.state_dict(), path)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or truncated ({type(exc).__name__}: "
+            f"checkpoint {path!r} is corrupt or truncated ({type(exc).__name__}: "
             f"{_first_sentence(exc)}); re-download or re-save it"
         ) from None
-    return unwrap_state_dict(blob, str(path), select=False)
+    return unwrap_state_dict(blob, path, select=False)
 
 
 def _first_sentence(exc: BaseException, limit: int = 160) -> str:

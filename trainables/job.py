@@ -18,11 +18,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from trainables import engine, pretrained
+from trainables import engine, pretrained, storage
 from trainables.checkpoints import load_backbone
 from trainables.config import TrialConfig
 from trainables.data.splits import Task
@@ -107,8 +106,9 @@ class Job:
             }
         )
 
-    def finetune_path(self, p: int, seed: int) -> Path:
-        return Path(self.cfg.cache_dir) / f"finetune-{self.finetune_key(p, seed)}.pt"
+    def finetune_path(self, p: int, seed: int) -> str:
+        """Where the shared fine-tune lives (a `trainables.storage` location)."""
+        return storage.join(self.cfg.cache_dir, f"finetune-{self.finetune_key(p, seed)}.pt")
 
     def finetune(self, p: int, seed: int, wait: bool = True) -> tuple[Weights, bool]:
         """Fine-tuned weights of (pretrained p, seed), shared through cache_dir. Returns
@@ -143,7 +143,7 @@ class Job:
         if self.cfg.cache_dir is None or len(todo) < 2:
             return
         for plan in todo:
-            if self.finetune_path(plan.pretrained_index, plan.seed).exists():
+            if storage.exists(self.finetune_path(plan.pretrained_index, plan.seed)):
                 continue  # done (validated when the snapshot loads it)
             try:
                 self.finetune(plan.pretrained_index, plan.seed, wait=False)

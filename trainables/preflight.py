@@ -35,8 +35,10 @@ import gzip
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
+from trainables import storage
 from trainables.config import TrialBase, TrialConfig
 from trainables.errors import CheckpointError, ConfigError, DataError, StorageError
 
@@ -81,9 +83,13 @@ def _reason(exc: OSError) -> str:
 
 def check_writable(path: str | os.PathLike, field: str, fix: str | None = None) -> None:
     """Raise StorageError unless `path` is (or can be created as) a writable directory
-    with at least MIN_FREE_BYTES free. Writes nothing but a probe file it deletes."""
-    target = Path(path).expanduser().absolute()
+    with at least MIN_FREE_BYTES free, or an object store prefix this process can write.
+    Writes nothing but a probe file it deletes."""
     fix = fix or f"set {field} to a writable directory with free space"
+    if storage.is_remote(str(path)):
+        _check_writable_remote(str(path), field, fix)
+        return
+    target = Path(path).expanduser().absolute()
     probe = target
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -104,6 +110,19 @@ def check_writable(path: str | os.PathLike, field: str, fix: str | None = None) 
             f"{field}: {str(target)!r} is full ({free / 2**20:.0f} MB free on its file system); "
             f"free space or {fix}"
         )
+
+
+def _check_writable_remote(location: str, field: str, fix: str) -> None:
+    probe = storage.join(location, f".starsweep-write-test-{uuid.uuid4().hex}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.delete(probe)
+    except (OSError, storage.StorageLocationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StorageError(
+            f"{field}: {location!r} cannot be written ({reason}); check that the bucket exists, the "
+            "endpoint (AWS_ENDPOINT_URL for an S3-compatible store) and the credentials; " + fix
+        ) from None
 
 
 # Data ----------------------------------------------------------------------------

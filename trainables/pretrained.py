@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from trainables import engine
+from trainables import engine, storage
 from trainables.checkpoints import read_state_dict, torchvision_weights, unwrap_state_dict
 from trainables.config import TrialBase
 from trainables.data.splits import Task
@@ -60,8 +60,8 @@ def identity(cfg: TrialBase, index: int) -> str:
     if p.source == "embedded":
         return "embedded:" + content_key(_embedded_spec(cfg, index))
     if p.source == "files":
-        path = Path(p.paths[index])
-        return f"file:{sha256_file(path) if path.is_file() else path}"
+        path = p.paths[index]
+        return f"file:{sha256_file(path) if storage.is_file(path) else path}"
     if p.source == "scratch":
         return f"scratch:{cfg.model.arch}:{cfg.model.width}:{index}"
     return f"torchvision:{cfg.model.arch}:{p.weights}"
@@ -128,10 +128,10 @@ def load_pretrained(cfg: TrialBase, index: int, task: Task, runtime: Runtime) ->
             f"pretrained.source: embedded needs data.dataset: fashion_mnist_transfer, got "
             f"{cfg.data.dataset!r}; use pretrained.source: files or torchvision"
         )
-    root = Path(p.cache_dir) if p.cache_dir else default_cache_root() / "pretrained"
-    path = root / f"{identity(cfg, index).split(':', 1)[1]}.pt"
-    blob, _ = compute_once(path, lambda: pretrain_embedded(cfg, index, task, runtime))
-    return unwrap_state_dict(blob, str(path))
+    root = p.cache_dir or str(default_cache_root() / "pretrained")
+    location = storage.join(root, f"{identity(cfg, index).split(':', 1)[1]}.pt")
+    blob, _ = compute_once(location, lambda: pretrain_embedded(cfg, index, task, runtime))
+    return unwrap_state_dict(blob, location)
 
 
 def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:

@@ -22,7 +22,8 @@ import torch
 from trainables.config import TrialConfig
 from trainables.ensembles import RunningEnsemble, RunningSoup
 from trainables.errors import CheckpointError
-from trainables.memo import atomic_torch_save, atomic_write_bytes, sha256_file
+from trainables.memo import atomic_torch_save, sha256_file
+from trainables.storage import atomic_write_bytes
 
 STATE_FORMAT = "starsweep-trial-state-v1"
 STATE_FILE = "state.pt"

@@ -46,7 +46,10 @@ def fine_tune_then_explore(config: dict) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
     from ray import tune
 
+    from trainables import coordinator
+
     configure_logging()
+    coordinator.install()  # shared fine-tunes: claimed cluster-wide
     cfg = TrialConfig.from_dict(config)
 
     def report(record: dict, state: TrialState) -> None:

@@ -1,0 +1,71 @@
+"""The default MLflow store of a sweep in object storage: SQLite on the driver's local
+disk, copied into the sweep's storage.
+
+SQLite must never sit on an object store or a network file system (no POSIX locks, no
+partial writes). So with `storage: s3://...` (or gs://) and no `mlflow.tracking_uri`
+server, the store lives in `SweepLayout.local_dir` on the driver (`mlflow.db` and
+`mlartifacts/`); `push` copies it into the sweep directory (`<sweep>/mlflow.db`, a
+consistent snapshot taken with SQLite's backup API, and the artifacts) after every
+phase and at the end of the sweep; `pull` brings that copy back to a driver that has
+none (a resume, `mlflow-sync` or report on another machine after the driver was lost).
+A local sweep directory holds the store itself: both are no-ops. No Ray here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import tempfile
+
+from sweep.layout import SweepLayout
+from trainables import storage
+
+log = logging.getLogger("starsweep.sweep")
+
+
+def mirrored(layout: SweepLayout, tracking_uri: str | None) -> bool:
+    """Whether the sweep's store is a driver-local SQLite copied into object storage."""
+    return layout.is_remote and tracking_uri == layout.default_tracking_uri
+
+
+def push(layout: SweepLayout, tracking_uri: str | None) -> bool:
+    """Copy the driver's SQLite store and its artifacts into the sweep directory."""
+    if not mirrored(layout, tracking_uri) or not os.path.isfile(layout.local_mlflow_db):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = os.path.join(tmp, "snapshot.db")
+        source, target = sqlite3.connect(layout.local_mlflow_db), sqlite3.connect(snapshot)
+        try:
+            source.backup(target)  # consistent even while MLflow writes
+        finally:
+            source.close()
+            target.close()
+        storage.upload(snapshot, layout.mlflow_db)
+    for directory, _, files in os.walk(layout.local_mlflow_artifacts):
+        for name in files:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, layout.local_dir).split(os.sep)
+            storage.upload(path, layout.path(*relative))
+    return True
+
+
+def pull(layout: SweepLayout, tracking_uri: str | None) -> bool:
+    """Bring the sweep's copy of the store to this driver if it has none."""
+    if not mirrored(layout, tracking_uri) or os.path.isfile(layout.local_mlflow_db):
+        return False
+    if not storage.is_file(layout.mlflow_db):
+        return False
+    storage.download(layout.mlflow_db, layout.local_mlflow_db)
+    _pull_tree(layout, layout.mlflow_artifacts, [SweepLayout.mlflow_artifacts])
+    log.info("MLflow store copied from %s to %s", layout.mlflow_db, layout.local_mlflow_db)
+    return True
+
+
+def _pull_tree(layout: SweepLayout, location: str, parts: list[str]) -> None:
+    for name in storage.list_dir(location):
+        child = storage.join(location, name)
+        if storage.is_file(child):
+            storage.download(child, os.path.join(layout.local_dir, *parts, name))
+        else:
+            _pull_tree(layout, child, [*parts, name])
