@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sweep.spec import load_spec
+from trainables import storage
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -102,8 +103,9 @@ def test_rayjob_runs_an_existing_spec_on_shared_storage():
         assert set(shared_mounts(template)) >= set(mounts), "a worker group lacks the head's shared mount"
     spec = load_spec(str(ROOT / spec_file))
     paths = [spec.sweep_dir, spec.trial.data.data_dir, *spec.trial.pretrained.paths]
-    for path in filter(None, paths):
-        assert _under(path, mounts), f"{spec_file}: {path} is not on the shared mount {mounts}"
+    for path in filter(None, paths):  # an object-store URI is reached from every node
+        assert storage.is_remote(path) or _under(path, mounts), \
+            f"{spec_file}: {path} is neither on the shared mount {mounts} nor in object storage"
     env_vars = yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}").get("env_vars", {})
     if "STARSWEEP_CACHE" in env_vars:
         assert _under(env_vars["STARSWEEP_CACHE"], mounts)
@@ -120,7 +122,8 @@ def test_cluster_launcher_config_references_existing_specs():
     for ref in refs:
         assert (ROOT / ref).is_file(), ref
         spec = load_spec(str(ROOT / ref))
-        assert _under(spec.sweep_dir, mounts), f"{ref}: storage {spec.storage} is not on {mounts}"
+        assert storage.is_remote(spec.sweep_dir) or _under(spec.sweep_dir, mounts), \
+            f"{ref}: storage {spec.storage} is neither on {mounts} nor in object storage"
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", "cluster.yaml"])
