@@ -1,4 +1,4 @@
-"""The thin Ray Tune layer of the trainable: the only module here that imports Ray.
+"""The thin Ray Tune layer of the trainable (with `trainables.coordinator`, the only Ray code).
 
 `fine_tune_then_explore(config)` is a Tune *function trainable*: it resumes
 from `ray.tune.get_checkpoint()` when Ray restarts a trial, runs the job, and
@@ -7,7 +7,9 @@ checkpoint holding the resumable state (`trainables.state`: `state.pt`,
 weights-only loadable, written atomically with a `state.pt.sha256` sidecar: a
 checkpoint cut short by a full disk or a crash is not loaded: the trial starts
 over instead, with a warning, and reports the same records again since the job
-is deterministic).
+is deterministic). Each result also names the Ray node that made it (`NODE_KEY`, in
+result.json, not a table column). Shared fine-tunes are claimed through the job's
+claims actor (`trainables.coordinator.install`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from trainables.logs import configure_logging
 from trainables.state import TrialState, load_state, save_state
 
 log = logging.getLogger("starsweep")
+#: The key of each reported result naming the Ray node that made the snapshot.
+NODE_KEY = "ray_node_id"
 
 
 def _restored_state() -> TrialState | None:
@@ -44,6 +48,7 @@ def _restored_state() -> TrialState | None:
 
 def fine_tune_then_explore(config: dict) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
+    import ray
     from ray import tune
 
     from trainables import coordinator
@@ -52,9 +57,12 @@ def fine_tune_then_explore(config: dict) -> None:
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
     cfg = TrialConfig.from_dict(config)
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(record: dict, state: TrialState) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save_state(state, directory)
-            tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
+            # result.json also says on which Ray node each snapshot was made (not a table column)
+            tune.report({**record, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     run_job(cfg, report, _restored_state(), num_cpus=allocated_cpus())

@@ -1,0 +1,256 @@
+"""Two Ray nodes on this machine, an S3 bucket on loopback, and the faults of a cluster.
+
+A head and a worker node are separate `ray start --block` processes (token auth, free
+ports, each with its own --temp-dir and HOME, one CPU and a custom resource each), the
+bucket a moto server; the sweep's storage is `s3://...` and its driver is `python -m
+sweep run` with RAY_ADDRESS, as a user's job would be. Everything is stopped by pid.
+
+1. uninterrupted: trials run on both nodes (each result names its node), the table and
+   the MLflow runs are complete, each shared fine-tune was computed once;
+2. driver loss: the driver is SIGKILLed mid-sweep; `python -m sweep resume s3://...`
+   finishes it: the table equals the uninterrupted one, nothing lost or duplicated;
+3. node loss: the worker node's processes (raylet, its workers, `ray start`) are
+   SIGKILLed mid-sweep; Tune restarts its trial on the head from its last checkpoint
+   in the bucket; the table equals the uninterrupted one.
+
+Run alone with `pytest -m cluster`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from s3_server import s3_server
+from test_cluster_submit import _free_port, _process_tree, _stop_head
+
+from tiny import tiny_trial
+from trainables import storage
+from trainables.tune_adapter import NODE_KEY
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BUCKET = "mn"
+STORAGE = f"s3://{BUCKET}/runs"
+SPEC = {
+    "trial": tiny_trial(num_cycles=3, pretrained={"num_checkpoints": 1}),
+    "methods": ["star_sse", "local_de"],
+    "search": {"kind": "paper_grid", "lr_max_ratios": [2], "cycle_epochs_ratios": [0.5]},
+    "baselines": {"num_members": 2},
+    "resources": {"cpu": 1},
+    "max_failures": 2,
+    "storage": STORAGE,
+}
+N_ROWS = 4 + 2  # StarSSE: fine-tune + 3 cycles; Local DE: 2 members
+METRICS = ["ind_test_acc", "ens_test_acc", "soup_test_acc", "ens_test_nll", "dist_first",
+           "epochs_done", "epochs_trained"]
+KEY = ["method", "seed", "pretrained_index", "snapshot"]
+
+
+def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and every process it started (collected first), by pid."""
+    for pid in sorted(_process_tree(proc.pid), reverse=True):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+PROBE = """
+import json, time, ray
+ray.init()
+deadline = time.time() + 150
+while time.time() < deadline:
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) == 2:
+        break
+    time.sleep(1)
+print(json.dumps({n["NodeID"]: sorted(n["Resources"]) for n in nodes}))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("multinode")
+    token = tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    with s3_server(BUCKET) as s3_env:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+        env.update(s3_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+                   RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+                   STARSWEEP_CLAIM_LEASE_S="5", STARSWEEP_REPORT_EVERY_S="30")
+        port = _free_port()
+        nodes, temp_dirs = {}, []
+        try:
+            for name, extra in (("head", ["--head", "--port", str(port), "--include-dashboard", "false",
+                                          "--ray-client-server-port", str(_free_port())]),
+                                ("worker", ["--address", f"127.0.0.1:{port}"])):
+                temp_dirs.append(tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp"))  # short socket paths
+                home = tmp / f"home_{name}"
+                home.mkdir()
+                node_env = {**env, "HOME": str(home), "STARSWEEP_CACHE": str(home / "cache")}
+                cmd = [str(BIN / "ray"), "start", "--block", *extra, "--num-cpus", "1", "--num-gpus", "0",
+                       "--resources", json.dumps({f"{name}_node": 1}), "--temp-dir", temp_dirs[-1],
+                       "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
+                       "--metrics-export-port", str(_free_port()),
+                       "--runtime-env-agent-port", str(_free_port())]
+                nodes[name] = _start(cmd, node_env, tmp / f"{name}.log")  # a worker waits for the GCS
+            env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+            probe = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True,
+                                   text=True, timeout=300)
+            assert probe.returncode == 0, probe.stderr[-3000:] + (tmp / "worker.log").read_text()[-2000:]
+            ids = json.loads(probe.stdout.strip().splitlines()[-1])
+            assert len(ids) == 2, (ids, (tmp / "worker.log").read_text()[-2000:])
+            node_ids = {name: next(i for i, res in ids.items() if f"{name}_node" in res)
+                        for name in ("head", "worker")}
+            yield {"env": env, "tmp": tmp, "nodes": nodes, "node_ids": node_ids}
+        finally:
+            if nodes.get("worker") and nodes["worker"].poll() is None:
+                _stop_head(nodes["worker"])
+            if nodes.get("head"):
+                _stop_head(nodes["head"])
+            for d in temp_dirs:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _spec_file(cluster: dict, name: str) -> Path:
+    path = cluster["tmp"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **copy.deepcopy(SPEC)}))
+    return path
+
+
+def _sweep(cluster: dict, *args: str) -> subprocess.Popen:
+    log = cluster["tmp"] / f"{args[0]}-{args[1].rsplit('/', 1)[-1]}-{time.time_ns()}.log"
+    proc = _start([sys.executable, "-m", "sweep", *args], cluster["env"], log)
+    proc.log = log
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    proc.wait(timeout=timeout)
+    out = proc.log.read_text()
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _table(name: str) -> pd.DataFrame:
+    location = f"{STORAGE}/{name}/results.parquet"
+    try:
+        return pd.read_parquet(io.BytesIO(storage.read_bytes(location)))
+    except (FileNotFoundError, OSError):
+        return pd.DataFrame()
+
+
+def _wait_rows(proc: subprocess.Popen, name: str, rows: int, trials: int) -> None:
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.log.read_text()[-4000:]
+        df = _table(name)
+        if len(df) >= rows and df.trial_id.nunique() >= trials:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {rows} rows of {trials} trials:\n{proc.log.read_text()[-4000:]}")
+
+
+def _result_nodes(name: str, phase: str = "grid") -> dict[str, list[tuple[int, str]]]:
+    """trial directory -> [(snapshot, node id)] of its result.json lines, in order."""
+    phase_dir = f"{STORAGE}/{name}/{phase}"
+    out = {}
+    for trial in storage.list_dir(phase_dir):
+        location = f"{phase_dir}/{trial}/result.json"
+        if storage.is_file(location):
+            lines = [json.loads(x) for x in storage.read_bytes(location).decode().splitlines() if x.strip()]
+            out[trial] = [(r["snapshot"], r[NODE_KEY]) for r in lines if "snapshot" in r]
+    return out
+
+
+def _same_table(df: pd.DataFrame, reference: pd.DataFrame) -> None:
+    assert len(df) == N_ROWS and not df.duplicated(["trial_id", "snapshot"]).any()
+    assert set(df.status) == {"TERMINATED"} and df.trial_id.nunique() == 2
+    a = df.sort_values(KEY).reset_index(drop=True)[KEY + METRICS]
+    b = reference.sort_values(KEY).reset_index(drop=True)[KEY + METRICS]
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(cluster):
+    """The uninterrupted sweep on both nodes."""
+    out = _finish(_sweep(cluster, "run", str(_spec_file(cluster, "whole"))))
+    return _table("whole"), out
+
+
+def test_sweep_on_two_nodes_with_s3_storage(cluster, reference):
+    df, out = reference
+    assert "sweep 'whole' done: 2 TERMINATED" in out
+    assert len(df) == N_ROWS and not df.duplicated(["trial_id", "snapshot"]).any()
+    nodes = {node for results in _result_nodes("whole").values() for _, node in results}
+    assert nodes == set(cluster["node_ids"].values())  # trials ran on both nodes
+    # Fine-tunes (ckpt 0, seed 0) for both trials, (0, 1) for Local DE's second member:
+    # each computed once across the nodes (the records count what a trial trained itself).
+    first = df[df.snapshot == 1]
+    assert (first.epochs_trained > 0).sum() == 1
+    finetunes = [n for n in storage.list_dir(f"{STORAGE}/whole/finetunes") if n.endswith(".pt")]
+    assert len(finetunes) == 2
+    from mlflow.tracking import MlflowClient
+
+    copy_db = cluster["tmp"] / "whole-mlflow.db"
+    storage.download(f"{STORAGE}/whole/mlflow.db", copy_db)
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy_db}")
+    runs = client.search_runs([client.get_experiment_by_name("whole").experiment_id])
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(df.trial_id.unique())
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_driver_loss_then_resume_from_the_bucket(cluster, reference):
+    proc = _sweep(cluster, "run", str(_spec_file(cluster, "driverloss")))
+    try:
+        _wait_rows(proc, "driverloss", rows=2, trials=2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, with no clean-up at all
+        proc.wait()
+    assert len(_table("driverloss")) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
+    out = _finish(_sweep(cluster, "resume", f"{STORAGE}/driverloss"))
+    assert "sweep 'driverloss' done: 2 TERMINATED" in out
+    _same_table(_table("driverloss"), reference[0])
+
+
+def test_node_loss_reschedules_on_the_head_from_checkpoints(cluster, reference):
+    proc = _sweep(cluster, "run", str(_spec_file(cluster, "nodeloss")))
+    try:
+        _wait_rows(proc, "nodeloss", rows=2, trials=2)
+        _kill_tree(cluster["nodes"]["worker"])  # raylet, its workers, `ray start`: SIGKILL
+        out = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "sweep 'nodeloss' done: 2 TERMINATED" in out
+    _same_table(_table("nodeloss"), reference[0])
+    head, worker = cluster["node_ids"]["head"], cluster["node_ids"]["worker"]
+    moved = [r for r in _result_nodes("nodeloss").values() if worker in {n for _, n in r}]
+    assert moved, "no trial had run on the worker node"
+    for results in moved:
+        snapshots = [s for s, _ in results]
+        assert snapshots == sorted(set(snapshots))  # resumed from its checkpoint: nothing redone
+        assert results[-1][1] == head  # finished on the head
