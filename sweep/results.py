@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -245,6 +246,24 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[str]:
                         storage.basename(target))
             moved.append(target)
     return moved
+
+
+def set_aside_unreadable_tuner(exp_dir: str) -> str | None:
+    """Rename a `tuner.pkl` a kill cut short (it does not unpickle) to `tuner.pkl.unreadable`;
+    returns its new location (the caller writes it again from the spec: it holds only the
+    phase's Tuner settings, while the trials are in the experiment state)."""
+    location = storage.join(str(exp_dir), SweepLayout.TUNER)
+    if not storage.is_file(location):
+        return None
+    try:
+        pickle.loads(storage.read_bytes(location))
+        return None
+    except Exception as exc:  # noqa: BLE001 - cut anywhere: EOFError, UnpicklingError, ...
+        target = storage.join(str(exp_dir), SweepLayout.TUNER + ".unreadable")
+        storage.move(location, target)
+        log.warning("%s is not readable (%s: cut by a kill?): set aside as %s, written again from the "
+                    "spec", location, type(exc).__name__, storage.basename(target))
+        return target
 
 
 def tune_path(exp_dir: str) -> dict[str, Any]:

@@ -259,7 +259,7 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
     from ray import tune
 
-    from sweep.results import set_aside_unreadable_states
+    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
 
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
@@ -276,6 +276,8 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) ->
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
+        if set_aside_unreadable_tuner(exp_dir):
+            make_tuner(spec, phase, tracking)  # writes the phase's tuner.pkl again, same spec
         # Without a readable experiment state Tune cannot know the phase's trials:
         # start the phase again (finished fine-tunes still come from the cache).
         if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):

@@ -44,7 +44,7 @@ from trainables.tune_adapter import NODE_KEY
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-BUCKET = "mn"
+BUCKET = "multinode"
 STORAGE = f"s3://{BUCKET}/runs"
 SPEC = {
     "trial": tiny_trial(num_cycles=3, pretrained={"num_checkpoints": 1}),

@@ -153,10 +153,14 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
     assert cli_main(["status", spec.sweep_dir]) == 0
     status = capsys.readouterr().out
     assert "trials finished: 6/6" in status and "star_sse" in status and "mlflow ui" in status
-    # resuming a finished sweep re-runs nothing
+    # resuming a finished sweep re-runs nothing, even with its tuner.pkl cut short by a kill
     files = glob.glob(os.path.join(spec.sweep_dir, "grid", "*", "result.json"))
     lines = {p: open(p).read().count("\n") for p in files}
+    tuner_pkl = os.path.join(spec.sweep_dir, "grid", "tuner.pkl")
+    with open(tuner_pkl, "r+b") as f:
+        f.truncate(os.path.getsize(tuner_pkl) // 2)
     assert resume_sweep(spec.sweep_dir) == 0
+    assert os.path.isfile(tuner_pkl + ".unreadable")
     after = pd.read_parquet(path)
     assert len(after) == len(before) and not after.duplicated(["trial_id", "snapshot"]).any()
     assert {p: open(p).read().count("\n") for p in lines} == lines
