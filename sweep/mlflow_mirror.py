@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import time
 
 from sweep.layout import SweepLayout
 from trainables import storage
@@ -48,6 +49,18 @@ def push(layout: SweepLayout, tracking_uri: str | None) -> bool:
             relative = os.path.relpath(path, layout.local_dir).split(os.sep)
             storage.upload(path, layout.path(*relative))
     return True
+
+
+def set_aside_stale(layout: SweepLayout, tracking_uri: str | None) -> str | None:
+    """A new sweep in object storage: a local store left from an earlier sweep at the same URI
+    (deleted from the bucket since) would mix its runs in; it is renamed aside, not deleted."""
+    if not mirrored(layout, tracking_uri) or not os.path.exists(layout.local_dir):
+        return None
+    target = f"{layout.local_dir}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(layout.local_dir, target)
+    log.warning("%s held the MLflow store of an earlier sweep at %s: moved to %s", layout.local_dir,
+                layout.root, target)
+    return target
 
 
 def pull(layout: SweepLayout, tracking_uri: str | None) -> bool:

@@ -150,7 +150,9 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
         num_samples=phase.num_samples,
         search_alg=phase.make_search_alg() if phase.make_search_alg else None,
         scheduler=phase.make_scheduler() if phase.make_scheduler else None,
-        max_concurrent_trials=spec.max_concurrent_trials,
+        # A known list of trials: all of them are requested at once (Tune otherwise keeps one
+        # pending trial for a searcher: trials start one by one and an autoscaler sees no demand).
+        max_concurrent_trials=spec.max_concurrent_trials or (len(phase.trials) if phase.trials else None),
         # Reuse trial processes: saves the torch import and data loading (~5-10 s) per trial;
         # the trainable keeps no state between trials except read-only caches.
         reuse_actors=True,
@@ -244,6 +246,7 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
                     "give a directory every node mounts so workers share fine-tunes and results",
                     spec.storage, spec.sweep_dir)
     write_manifest(spec, phases, spec_text)
+    mlflow_mirror.set_aside_stale(spec.layout, spec.tracking_uri)
     _start_coordinator()
     prepare_pretrained(spec)
     tracking = _setup_mlflow(spec)

@@ -100,7 +100,8 @@ def cluster(tmp_path_factory):
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         env.update(s3_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
                    RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-                   STARSWEEP_CLAIM_LEASE_S="5", STARSWEEP_REPORT_EVERY_S="30")
+                   STARSWEEP_CLAIM_LEASE_S="5", STARSWEEP_REPORT_EVERY_S="30",
+                   STARSWEEP_CACHE=str(tmp / "driver_cache"))  # the driver's MLflow store
         port = _free_port()
         nodes, temp_dirs = {}, []
         try:
