@@ -56,8 +56,11 @@ SPEC = {
     "storage": STORAGE,
 }
 N_ROWS = 4 + 2  # StarSSE: fine-tune + 3 cycles; Local DE: 2 members
-METRICS = ["ind_test_acc", "ens_test_acc", "soup_test_acc", "ens_test_nll", "dist_first",
-           "epochs_done", "epochs_trained"]
+# Every metric of the records; not `epochs_trained` (a cost: a fine-tune that a trial's
+# killed incarnation computed before its next snapshot is loaded, not trained, after resume).
+METRICS = ["ind_test_acc", "ens_test_acc", "soup_test_acc", "ind_val_acc", "ens_val_acc",
+           "ens_test_nll", "ens_test_ece", "soup_test_nll", "ind_ood_acc", "div_fort", "dist_first",
+           "dist_pretrained", "epochs_done", "num_snapshots"]
 KEY = ["method", "seed", "pretrained_index", "snapshot"]
 
 
