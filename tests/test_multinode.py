@@ -41,7 +41,7 @@ from tiny import tiny_trial
 from trainables import storage
 from trainables.tune_adapter import NODE_KEY
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "multinode"
