@@ -201,6 +201,6 @@ def test_a_tune_state_file_cut_by_a_kill_is_set_aside(tmp_path):
     empty = tmp_path / "experiment_state-2026-11-22_04-39-30.json"
     empty.write_text("")
     moved = set_aside_unreadable_states(tmp_path)
-    assert sorted(p.name for p in moved) == [cut.name + ".unreadable", empty.name + ".unreadable"]
+    assert sorted(map(os.path.basename, moved)) == [cut.name + ".unreadable", empty.name + ".unreadable"]
     assert sorted(p.name for p in tmp_path.glob("experiment_state-*.json")) == [good.name]
     assert set_aside_unreadable_states(tmp_path) == []  # nothing left to set aside
