@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import math
 import os
 import signal
@@ -37,6 +38,8 @@ from tiny import tiny_config, tiny_trial
 from trainables import TrialConfig, run_job
 from trainables.cycles import CycleTrainer
 from trainables.errors import ConfigError
+from trainables.evaluate import runtime_and_task
+from trainables.job import Job
 
 TRIAL = tiny_trial(num_cycles=3, parallel_cycles=2, finetune={"epochs": 2})
 
@@ -66,8 +69,11 @@ def test_only_star_sse_trains_cycles_at_the_same_time():
     assert [wanted("sse", v) for v in ("off", 2, "auto")] == [0, 0, 0]
 
 
-def _spec(tmp_path, name="par", **fields):
-    raw = {"name": name, "storage": str(tmp_path / "runs"), "trial": copy.deepcopy(TRIAL),
+def _spec(tmp_path, name="par", pretrained_dir=None, **fields):
+    trial = copy.deepcopy(TRIAL)
+    if pretrained_dir:  # embedded pre-trained checkpoints computed once for the module
+        trial["pretrained"]["cache_dir"] = str(pretrained_dir)
+    raw = {"name": name, "storage": str(tmp_path / "runs"), "trial": trial,
            "methods": ["star_sse"], "resources": {"cpu": 1}, "mlflow": {"enabled": False},
            "search": {"kind": "paper_grid", "lr_max_ratios": [2], "cycle_epochs_ratios": [1]}, **fields}
     return raw
@@ -100,13 +106,19 @@ def test_a_cycle_does_not_depend_on_the_other_cycles(tmp_path):
     def weights(k):
         return torch.load(snaps / f"snapshot_{k}.pt", weights_only=True)["model_state"]
 
-    outcome = CycleTrainer(cfg, num_cpus=1).train(weights(1), 3)
+    job = Job(TrialConfig.from_dict(cfg), *runtime_and_task(TrialConfig.from_dict(cfg), 1))
+    outcome = CycleTrainer(cfg, num_cpus=1).train(job.data, weights(1), 3)
     assert not outcome.reused and not outcome.diverged
     assert all(torch.equal(outcome.weights[k], v) for k, v in weights(4).items())
     assert not torch.equal(outcome.weights["fc.weight"], weights(3)["fc.weight"])
 
 
 # -- through Ray Tune --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pretrained")
+
+
 @pytest.fixture(scope="module")
 def ray3():
     """A local Ray with 3 logical CPUs: one StarSSE trial's 1 + 2 bundles of 1 CPU."""
@@ -127,10 +139,17 @@ def _logs(sweep_dir) -> str:
     return "".join(open(p, errors="replace").read() for p in glob.glob(f"{sweep_dir}/grid/*/stdout"))
 
 
+_REFERENCES: dict[str, list[dict]] = {}
+
+
 def _reference(config: dict, tmp_path) -> list[dict]:
-    """The same trial with its cycles one after the other, in this process, on 1 thread."""
+    """The same trial with its cycles one after the other, in this process, on 1 thread
+    (computed once per config: the tests of this module share it)."""
     cfg = {**config, "parallel_cycles": "off", "cache_dir": str(tmp_path / "ref_finetunes")}
-    return _nan_free([_metrics(r) for r in run_job(cfg, num_cpus=1)])
+    key = json.dumps({k: v for k, v in cfg.items() if k != "cache_dir"}, sort_keys=True)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _nan_free([_metrics(r) for r in run_job(cfg, num_cpus=1)])
+    return _REFERENCES[key]
 
 
 def _records(df: pd.DataFrame, reference: list[dict]) -> list[dict]:
@@ -144,7 +163,7 @@ def _nan_free(records: list[dict]) -> list[dict]:
     return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
 
 
-def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, monkeypatch):
+def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, monkeypatch, pretrained_dir):
     from ray import tune
 
     import sweep.runner as runner
@@ -158,7 +177,7 @@ def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, mon
 
     make_callbacks = runner.make_callbacks
     monkeypatch.setattr(runner, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), Resources()])
-    assert cli_main(["run", _write(tmp_path, _spec(tmp_path))]) == 0
+    assert cli_main(["run", _write(tmp_path, _spec(tmp_path, pretrained_dir=pretrained_dir))]) == 0
     assert seen["bundles"] == [{"CPU": 1}] * 3  # the trial's bundle + 2 cycle bundles
 
     sweep_dir = tmp_path / "runs" / "par"
@@ -172,7 +191,7 @@ def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, mon
     assert not list((sweep_dir / "finetunes").glob("cycle-*"))  # the stash goes with the trial
 
 
-def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch):
+def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir):
     """SIGKILL the trial's worker after snapshot 2 (cycle 1) is checkpointed and cycle 2 is
     stashed: the retried trial loads cycle 2 from the stash, trains only what is left, and
     ends with the records of an uninterrupted run."""
@@ -200,7 +219,7 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
     make_callbacks = runner.make_callbacks
     monkeypatch.setattr(runner, "make_callbacks",
                         lambda *a, **k: [*make_callbacks(*a, **k), KillAfterSnapshot2()])
-    raw = _spec(tmp_path, name="killed", max_failures=1)
+    raw = _spec(tmp_path, name="killed", pretrained_dir=pretrained_dir, max_failures=1)
     assert cli_main(["run", _write(tmp_path, raw)]) == 0
     assert state["killed"] and len(set(state["pids"])) == 2  # a second worker finished the trial
 

@@ -7,8 +7,9 @@ weights therefore depend only on (trial config, start weights, index): the same
 bits whichever other cycles ran before it, beside it or not at all (on CPU, with
 the same number of torch threads).
 
-`CycleTrainer` trains cycles of one trial config in one process (its data loaded
-once); `tune_adapter.RayCyclePool` runs one per bundle of the trial's placement
+`CycleTrainer` trains cycles of one trial config in any process, given the
+`CycleData` (the training split and input pipeline, a few MB, sent by the trial
+rather than loaded again); `tune_adapter.RayCyclePool` runs one per bundle of the trial's placement
 group so that StarSSE cycles train at the same time. The job asks a pool for the
 results in cycle order (`CyclePool`), so snapshot k is still reported when cycles
 1..k are done.
@@ -32,8 +33,10 @@ import torch
 
 from trainables import engine
 from trainables.config import TrialConfig
-from trainables.evaluate import Evaluator, runtime_and_task
+from trainables.data.splits import ImageSplit
+from trainables.device import Runtime, pick_runtime
 from trainables.memo import compute_once
+from trainables.models import build_model
 from trainables.schedules import phase_lrs
 
 log = logging.getLogger("starsweep")
@@ -49,26 +52,49 @@ def cpu_state(model: torch.nn.Module) -> Weights:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def train_phase(cfg: TrialConfig, evaluator: Evaluator, model: torch.nn.Module, epochs: float,
-                lr: float, seed: int, label: str) -> None:
+@dataclass
+class CycleData:
+    """What training needs of a trial's task: the training split, the input pipeline and
+    the shape of the model's input and output."""
+
+    train: ImageSplit
+    aug: engine.Augmentation
+    channels: int
+    num_classes: int
+
+    def to(self, device: torch.device) -> CycleData:
+        aug = engine.Augmentation(self.aug.mean.to(device), self.aug.std.to(device), self.aug.augment,
+                                  self.aug.padding, self.aug.input_size)
+        return CycleData(self.train.to(device), aug, self.channels, self.num_classes)
+
+    def model_from(self, cfg: TrialConfig, runtime: Runtime, weights: Weights) -> torch.nn.Module:
+        """The trial's model holding `weights`, on the runtime's device and memory format."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(cfg.model.arch, self.channels, self.num_classes, cfg.model.width)
+        model.load_state_dict(weights)
+        return runtime.prepare_model(model)
+
+
+def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torch.nn.Module,
+                epochs: float, lr: float, seed: int, label: str) -> None:
     """Train `model` in place on the trial's training set for `epochs` (cosine from `lr`,
     the fine-tune's batch size, momentum and weight decay); raise Diverged."""
-    ft, task = cfg.finetune, evaluator.task
-    spe = engine.steps_per_epoch(len(task.train), ft.batch_size)
+    ft = cfg.finetune
+    spe = engine.steps_per_epoch(len(data.train), ft.batch_size)
     result = engine.train_phase(
-        model, task.train, phase_lrs(epochs, spe, lr, ft.lr_step),
+        model, data.train, phase_lrs(epochs, spe, lr, ft.lr_step),
         batch_size=ft.batch_size, momentum=ft.momentum, weight_decay=ft.weight_decay,
-        aug=evaluator.aug, runtime=evaluator.runtime, seed=seed,
-        divergence_loss=cfg.divergence_loss, label=label,
+        aug=data.aug, runtime=runtime, seed=seed, divergence_loss=cfg.divergence_loss, label=label,
     )
     if result.diverged:
         raise Diverged(label)
 
 
-def train_cycle(cfg: TrialConfig, evaluator: Evaluator, start: Weights, index: int) -> Weights:
+def train_cycle(cfg: TrialConfig, runtime: Runtime, data: CycleData, start: Weights, index: int) -> Weights:
     """Cycle `index` (1-based) of a cyclic trial, trained from `start`; raises Diverged."""
-    model = evaluator.model_from(start)
-    train_phase(cfg, evaluator, model, cfg.cycle.epochs, cfg.cycle.lr_max,
+    model = data.model_from(cfg, runtime, start)
+    train_phase(cfg, runtime, data, model, cfg.cycle.epochs, cfg.cycle.lr_max,
                 engine.seed_for("cycle", cfg.seed, index), f"{cfg.method} cycle {index}")
     return cpu_state(model)
 
@@ -103,20 +129,21 @@ def drop_stash(paths: list[Path]) -> None:
 
 
 class CycleTrainer:
-    """Trains cycles of one trial config in this process; the data is loaded once."""
+    """Trains cycles of one trial config in this process (device and threads from
+    `num_cpus`, the CPUs it was given, as for a trial)."""
 
-    def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None,
-                 evaluator: Evaluator | None = None):
+    def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None):
         self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-        self.evaluator = evaluator or Evaluator(self.cfg, *runtime_and_task(self.cfg, num_cpus))
+        self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
 
-    def train(self, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
+    def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
         """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
         instead and a new one is stashed there (a diverged one is not)."""
         started = time.time()
+        data = data.to(self.runtime.device)
 
         def compute() -> dict:
-            return {"model_state": train_cycle(self.cfg, self.evaluator, start, index), "index": index}
+            return {"model_state": train_cycle(self.cfg, self.runtime, data, start, index), "index": index}
 
         worker = f"pid {os.getpid()}"
         try:
@@ -134,7 +161,7 @@ class CyclePool(Protocol):
 
     width: int  # cycles trained at the same time
 
-    def submit(self, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
         """Start the cycles (index, stash path or None), all from `start`."""
 
     def result(self, index: int) -> CycleOutcome:
@@ -151,14 +178,14 @@ class LocalCyclePool:
 
     def __init__(self, trainer: CycleTrainer):
         self.trainer = trainer
-        self.pending: dict[int, tuple[Weights, str | None]] = {}
+        self.pending: dict[int, tuple[CycleData, Weights, str | None]] = {}
 
-    def submit(self, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
-        self.pending.update({index: (start, stash) for index, stash in cycles})
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+        self.pending.update({index: (data, start, stash) for index, stash in cycles})
 
     def result(self, index: int) -> CycleOutcome:
-        start, stash = self.pending.pop(index)
-        return self.trainer.train(start, index, stash)
+        data, start, stash = self.pending.pop(index)
+        return self.trainer.train(data, start, index, stash)
 
     def close(self) -> None:
         self.pending.clear()

@@ -22,10 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from trainables import engine, pretrained
 from trainables.checkpoints import load_backbone
 from trainables.config import TrialConfig
 from trainables.cycles import (
+    CycleData,
     CycleOutcome,
     CyclePool,
     Diverged,
@@ -58,6 +61,8 @@ class Job:
         self.submitted: list[int] = []  # cycles handed to the pool
         self.evaluator = Evaluator(cfg, runtime, task)
         self.task, self.aug = self.evaluator.task, self.evaluator.aug
+        #: What training needs of the task (what a pool's workers get instead of loading it).
+        self.data = CycleData(self.task.train, self.aug, self.task.channels, self.task.num_classes)
         self.plan = plan_snapshots(cfg)
         self.spe = engine.steps_per_epoch(len(self.task.train), cfg.finetune.batch_size)
         # Load (and validate) every pre-trained checkpoint this job needs before training.
@@ -104,8 +109,8 @@ class Job:
             load_backbone(model, self.pretrained[p], self._pretrained_name(p))
             model = self.runtime.prepare_model(model)
             ft = self.cfg.finetune
-            train_phase(self.cfg, self.evaluator, model, ft.epochs, ft.lr, engine.seed_for("finetune", seed),
-                        f"finetune[p{p},s{seed}]")
+            train_phase(self.cfg, self.runtime, self.data, model, ft.epochs, ft.lr,
+                        engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
             return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
 
         if self.cfg.cache_dir is None:
@@ -143,7 +148,7 @@ class Job:
 
     def cycle(self, start: Weights, index: int) -> Weights:
         """Cycle `index` from `start`, trained here (raises Diverged)."""
-        return train_cycle(self.cfg, self.evaluator, start, index)
+        return train_cycle(self.cfg, self.runtime, self.data, start, index)
 
     def cycle_stash(self, index: int) -> Path | None:
         """Where a pool stashes finished cycle `index` until the trial ends (None: no cache_dir)."""
@@ -162,7 +167,8 @@ class Job:
         submitted (they all start from the first model); raises Diverged."""
         if not self.submitted:
             self.submitted = [p.cycle for p in self.plan[st.snapshot:] if p.kind == "cycle"]
-            self.cycle_pool.submit(st.first, [(c, self._stash_name(c)) for c in self.submitted])
+            cycles = [(c, self._stash_name(c)) for c in self.submitted]
+            self.cycle_pool.submit(self.data.to(torch.device("cpu")), st.first, cycles)
         outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
         how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
         log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started", outcome.index, how,

@@ -22,7 +22,7 @@ import logging
 import tempfile
 
 from trainables.config import TrialConfig
-from trainables.cycles import CycleOutcome, CycleTrainer, Weights
+from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, Weights
 from trainables.device import allocated_cpus
 from trainables.errors import CheckpointError, ConfigError
 from trainables.job import run_job
@@ -87,12 +87,12 @@ class RayCyclePool:
         ]
         self.refs: dict = {}
 
-    def submit(self, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
         import ray
 
-        start_ref = ray.put(start)
+        data_ref, start_ref = ray.put(data), ray.put(start)
         for i, (index, stash) in enumerate(cycles):
-            self.refs[index] = self.actors[i % self.width].train.remote(start_ref, index, stash)
+            self.refs[index] = self.actors[i % self.width].train.remote(data_ref, start_ref, index, stash)
 
     def result(self, index: int) -> CycleOutcome:
         import ray
