@@ -9,7 +9,8 @@
         results.parquet      one row per (trial, snapshot), kept current
         mlflow.db            default MLflow tracking store (SQLite)
         mlartifacts/         artifacts of that store
-        finetunes/           fine-tunes shared by all trials (the trials' cache_dir)
+        finetunes/           fine-tunes shared by all trials (the trials' cache_dir), and the
+                             finished StarSSE cycles of running trials (cycle-*.pt)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
           tuner.pkl, experiment_state-*.json, <trial>/result.json, <trial>/error.txt
 

@@ -96,6 +96,21 @@ def test_cycle_bundles_per_trial_fit_the_cluster_or_fail_before_training(tmp_pat
     assert "use parallel_cycles: auto" in str(err.value)
 
 
+def test_dry_run_shows_the_placement_group_and_the_wall_epochs(tmp_path):
+    from sweep.plan import format_plan, make_plan
+
+    spec = parse_spec(_spec(tmp_path, methods=["sse", "star_sse"], resources={"cpu": 2, "gpu": 0.5}))
+    plan = make_plan(spec)
+    # fine-tune 2 epochs + 3 cycles of 2 epochs; star_sse 2 at a time: 2 + ceil(3 / 2) x 2
+    assert {t.config.method: (t.epochs, t.wall_epochs) for t in plan.trials} == {
+        "sse": (8.0, 8.0), "star_sse": (8.0, 6.0)}
+    out = format_plan(plan)
+    assert ("star_sse cycles in parallel: up to 2 at a time; each star_sse trial asks for a placement "
+            "group of 1 + 2 bundles of {2 CPU, 0.5 GPU} (6 CPU, 1.5 GPU); sse cycles stay one after "
+            "the other") in out
+    assert "wall epochs" in out
+
+
 def test_a_cycle_does_not_depend_on_the_other_cycles(tmp_path):
     """Cycle 3 trained alone from the first model (another process's view: a fresh trainer)
     equals cycle 3 of a whole sequential trial, bit for bit."""
