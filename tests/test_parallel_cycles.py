@@ -206,7 +206,13 @@ def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, mon
     assert not list((sweep_dir / "finetunes").glob("cycle-*"))  # the stash goes with the trial
 
 
-def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir):
+#: STARSWEEP_REPEAT=10 runs the kill test 10 times in a row in one Ray session.
+REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir,
+                                                                   attempt):
     """SIGKILL the trial's worker after snapshot 2 (cycle 1) is checkpointed and cycle 2 is
     stashed: the retried trial loads cycle 2 from the stash, trains only what is left, and
     ends with the records of an uninterrupted run."""

@@ -61,7 +61,10 @@ def cycle_resources(cpu: float, gpu: float = 0.0, cap: int | None = None):
     from ray import tune
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
-        n = TrialConfig.from_dict(config).max_parallel_cycles
+        try:
+            n = TrialConfig.from_dict(config).max_parallel_cycles
+        except ConfigError:  # the trial itself fails with the message; the driver goes on
+            n = 0
         n = n if cap is None else min(n, cap)
         return tune.PlacementGroupFactory([_bundle(cpu, gpu)] * (1 + n))
 
