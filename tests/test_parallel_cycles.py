@@ -13,7 +13,8 @@
 - A placement group the cluster cannot hold fails the sweep before any training; `auto`
   takes what fits.
 
-The Ray tests share one local Ray of 3 logical CPUs (1 + 2 bundles of 1 CPU).
+The Ray tests (marked slow) share one local Ray of 3 logical CPUs (1 + 2 bundles of 1 CPU);
+`STARSWEEP_REPEAT=10 pytest tests/test_parallel_cycles.py -k kill` runs the kill test 10 times.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def _nan_free(records: list[dict]) -> list[dict]:
     return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
 
 
+@pytest.mark.slow
 def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, monkeypatch, pretrained_dir):
     from ray import tune
 
@@ -210,6 +212,7 @@ def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, mon
 REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(REPEAT))
 def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir,
                                                                    attempt):
@@ -256,6 +259,7 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
     assert not list(finetunes.glob("cycle-*"))
 
 
+@pytest.mark.slow
 def test_an_unsatisfiable_placement_group_fails_before_training(ray3, tmp_path, capsys):
     raw = _spec(tmp_path, name="too_wide", trial={**TRIAL, "parallel_cycles": 3})
     assert cli_main(["run", _write(tmp_path, raw)]) == 2
