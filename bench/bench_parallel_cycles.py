@@ -1,6 +1,7 @@
 """Benchmark 7: StarSSE cycles in parallel (`parallel_cycles`), a lone 4-cycle trial of the
-embedded task through the sweep service, its fine-tune shared from a warm cache so that the
-trial's time is its exploration (cycles, evaluation, actor start-up).
+embedded task through the sweep service. The figure is its exploration: the time from
+snapshot 1 (the fine-tune, computed by the first run and shared by the others through one
+cache) to the last snapshot: cycles, evaluations, and the cycle workers' start-up.
 
 - Per device: a single-threaded 1-CPU bundle stands in for a device (a GPU). Cycles in 2
   such bundles at a time (a placement group of 1 + 2 bundles) against one after the other
@@ -120,7 +121,6 @@ def main() -> int:
     from trainables.tune_adapter import cycle_resources
 
     with tempfile.TemporaryDirectory() as storage:
-        run_spec(spec(storage, "warmup", 2, "off", args.tiny))  # pre-training + the shared fine-tune
         bundles = cycle_resources(1, 0, 2)({"parallel_cycles": 2, "num_cycles": 4, "lr_max_ratio": 2,
                                             "cycle_epochs_ratio": 0.5}).bundles
         print(f"parallel trial's placement group: {bundles}")
