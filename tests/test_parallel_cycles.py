@@ -208,6 +208,11 @@ def test_parallel_cycles_give_the_records_of_sequential_ones(ray3, tmp_path, mon
     assert not list((sweep_dir / "finetunes").glob("cycle-*"))  # the stash goes with the trial
 
 
+def _stashed_cycles(directory) -> set[int]:
+    """The indices of the cycles stashed in `directory` (files appear complete: atomic writes)."""
+    return {torch.load(p, weights_only=True)["index"] for p in directory.glob("cycle-*.pt")}
+
+
 #: STARSWEEP_REPEAT=10 runs the kill test 10 times in a row in one Ray session.
 REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
 
@@ -217,8 +222,9 @@ REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
 def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir,
                                                                    attempt):
     """SIGKILL the trial's worker after snapshot 2 (cycle 1) is checkpointed and cycle 2 is
-    stashed: the retried trial loads cycle 2 from the stash, trains only what is left, and
-    ends with the records of an uninterrupted run."""
+    stashed (cycle 3 may be too: the workers start at different times): the retried trial
+    loads cycle 2 from the stash, trains only what is left, and ends with the records of an
+    uninterrupted run."""
     from ray import tune
 
     import sweep.runner as runner
@@ -234,10 +240,10 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             if state["killed"] or len(state["pids"]) != 2:
                 return
-            deadline = time.time() + 120  # cycle 2 trains beside cycle 1: it is done, or nearly
-            while len([p for p in finetunes.glob("cycle-*.pt")]) < 2 and time.time() < deadline:
+            deadline = time.time() + 300  # cycle 2 trains beside cycle 1: it is done, or nearly
+            while 2 not in _stashed_cycles(finetunes) and time.time() < deadline:
                 time.sleep(0.05)
-            state["killed"] = True
+            state["killed"], state["stashed_at_kill"] = True, _stashed_cycles(finetunes)
             os.kill(state["pids"][-1], signal.SIGKILL)
 
     make_callbacks = runner.make_callbacks
@@ -246,6 +252,7 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
     raw = _spec(tmp_path, name="killed", pretrained_dir=pretrained_dir, max_failures=1)
     assert cli_main(["run", _write(tmp_path, raw)]) == 0
     assert state["killed"] and len(set(state["pids"])) == 2  # a second worker finished the trial
+    assert state["stashed_at_kill"] >= {1, 2}
 
     sweep_dir = tmp_path / "runs" / "killed"
     df = pd.read_parquet(sweep_dir / "results.parquet")
