@@ -142,3 +142,36 @@ def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
             )
     if errors:
         raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))
+
+
+def _bundles_that_fit(bundle: dict[str, float], pools: list[dict[str, float]]) -> int:
+    """How many bundles {CPU, GPU} the nodes `pools` hold at once (each bundle on one node)."""
+    total = 0
+    for node in pools:
+        fits = [float(node.get(key, 0.0)) // need for key, need in bundle.items() if need > 0]
+        total += int(min(fits)) if fits else 0
+    return total
+
+
+def parallel_cycle_bundles(spec: SweepSpec, cluster: dict[str, float],
+                           nodes: list[dict[str, float]] | None = None, where: str | None = None) -> int:
+    """How many cycle bundles each star_sse trial's placement group gets besides its own:
+    `trial.parallel_cycles` (N, or for `auto` as many as the cluster holds next to the trial,
+    up to num_cycles; 0 when off or without star_sse). SpecError if N does not fit."""
+    trial = spec.trial
+    if "star_sse" not in spec.methods or trial.parallel_cycles == "off":
+        return 0
+    bundle = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    room = _bundles_that_fit(bundle, nodes or [cluster]) - 1  # besides the trial's own bundle
+    if trial.parallel_cycles == "auto":
+        return max(0, min(trial.num_cycles, room))
+    if trial.parallel_cycles > room:
+        shape = f"{{{spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU}}"
+        raise SpecError(
+            f"trial.parallel_cycles: {trial.parallel_cycles} asks for a placement group of 1 + "
+            f"{trial.parallel_cycles} bundles of {shape} per star_sse trial, but "
+            f"{where or 'the Ray cluster'} holds {max(room + 1, 0)} such bundle(s) "
+            f"({cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU); lower parallel_cycles, "
+            "use parallel_cycles: auto (as many as fit, else one after the other), or add nodes"
+        )
+    return trial.parallel_cycles

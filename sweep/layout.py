@@ -10,7 +10,8 @@
         mlflow.db            default MLflow tracking store (SQLite; with an object storage,
                              a copy of the driver's local one: `local_dir`)
         mlartifacts/         artifacts of that store (idem)
-        finetunes/           fine-tunes shared by all trials (the trials' cache_dir)
+        finetunes/           fine-tunes shared by all trials (the trials' cache_dir), and the
+                             finished StarSSE cycles of running trials (cycle-*.pt)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
           tuner.pkl, experiment_state-*.json, <trial>/result.json, <trial>/error.txt
 

@@ -6,10 +6,16 @@ cycle_epochs; local_de/global_de = num_members x finetune.epochs. The sweep
 computes each distinct fine-tune (pre-trained checkpoint index, seed) once and
 shares it through `<sweep>/finetunes`, so the real cost is the cycles plus one
 fine-tune per distinct key.
+
+A trial's wall time in epochs is what it takes from start to end: StarSSE trials
+with `parallel_cycles` train up to that many cycles at a time, each in its own
+placement-group bundle (`auto`: every cycle, if the cluster holds them), so
+theirs is finetune.epochs + ceil(num_cycles / parallel) x cycle_epochs.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +34,20 @@ class TrialPlan:
     config: TrialConfig
     finetunes: list[tuple[int, int]]
     cycle_epochs_total: float
+    num_cycles: int = 0
 
     @property
     def epochs(self) -> float:
         return len(self.finetunes) * self.config.finetune.epochs + self.cycle_epochs_total
+
+    @property
+    def wall_epochs(self) -> float:
+        """Epochs from the trial's start to its end: cycles in rounds of `max_parallel_cycles`."""
+        at_once = self.config.max_parallel_cycles
+        if not at_once or not self.num_cycles:
+            return self.epochs
+        rounds = math.ceil(self.num_cycles / at_once)
+        return self.epochs - self.cycle_epochs_total + rounds * self.cycle_epochs_total / self.num_cycles
 
 
 @dataclass
@@ -90,14 +106,14 @@ class SweepPlan:
 
 
 TRIAL_COLUMNS = ["#", "phase", "method", "lr_max_ratio", "lr_max", "cycle_ratio", "cycle_epochs", "seed",
-                 "pretrained", "members", "snapshots", "epochs", "fine-tunes (ckpt,seed)"]
+                 "pretrained", "members", "snapshots", "epochs", "wall epochs", "fine-tunes (ckpt,seed)"]
 
 
 def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     cfg = TrialConfig.model_validate(config)
     snapshots = plan_snapshots(cfg)
-    cycles = num_cycles_of(snapshots) * cfg.cycle.epochs if cfg.cycle else 0.0
-    return TrialPlan(phase, cfg, finetunes_of(snapshots), cycles)
+    n = num_cycles_of(snapshots)
+    return TrialPlan(phase, cfg, finetunes_of(snapshots), n * cfg.cycle.epochs if cfg.cycle else 0.0, n)
 
 
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
@@ -130,10 +146,25 @@ def _header(plan: SweepPlan) -> list[str]:
         f"  resources per trial: {fmt_num(spec.resources.cpu)} CPU, {fmt_num(spec.resources.gpu)} GPU; "
         f"max concurrent trials: {spec.max_concurrent_trials or 'as many as fit'}; "
         f"retries: {spec.max_failures}",
+        *_parallel_cycles(spec),
         "",
         "Ray Tune experiments (phases):",
     ]
     return out + [f"  {phase.name}: {phase.num_trials} trials - {phase.description}" for phase in plan.phases]
+
+
+def _parallel_cycles(spec: SweepSpec) -> list[str]:
+    """What a StarSSE trial asks of the cluster when its cycles run in parallel."""
+    base, res = spec.trial, spec.resources
+    if "star_sse" not in spec.methods or base.parallel_cycles == "off":
+        return []
+    n = base.num_cycles if base.parallel_cycles == "auto" else base.parallel_cycles
+    bundle = f"{{{fmt_num(res.cpu)} CPU, {fmt_num(res.gpu)} GPU}}"
+    fit = " (auto: as many as the cluster holds, else one after the other)" \
+        if base.parallel_cycles == "auto" else ""
+    return [f"  star_sse cycles in parallel: up to {n} at a time{fit}; each star_sse trial asks for a "
+            f"placement group of 1 + {n} bundles of {bundle} ({fmt_num(res.cpu * (1 + n))} CPU, "
+            f"{fmt_num(res.gpu * (1 + n))} GPU); sse cycles stay one after the other"]
 
 
 def _trial_row(i: int, t: TrialPlan) -> list[str]:
@@ -146,7 +177,8 @@ def _trial_row(i: int, t: TrialPlan) -> list[str]:
         str(i), t.phase, c.method, *(fmt_num(v) for v in cycle_values),
         str(c.seed), str(c.pretrained_index) if one_checkpoint else "-",
         str(c.num_members) if not cyclic else "-",
-        str(c.num_snapshots), fmt_num(round(t.epochs, 3)), " ".join(f"({p},{s})" for p, s in t.finetunes),
+        str(c.num_snapshots), fmt_num(round(t.epochs, 3)), fmt_num(round(t.wall_epochs, 3)),
+        " ".join(f"({p},{s})" for p, s in t.finetunes),
     ]
 
 
@@ -156,7 +188,7 @@ def _trials(plan: SweepPlan, max_rows: int | None) -> list[str]:
     if plan.trials:
         shown = plan.trials if max_rows is None else plan.trials[:max_rows]
         rows = [TRIAL_COLUMNS, *(_trial_row(i, t) for i, t in enumerate(shown, 1))]
-        out += ["", "Trials:", text_table(rows, right={0, 3, 4, 5, 6, 7, 8, 9, 10, 11})]
+        out += ["", "Trials:", text_table(rows, right={0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})]
         if max_rows is not None and len(plan.trials) > max_rows:
             out.append(f"  ... {len(plan.trials) - max_rows} more (use --all to list every trial)")
     for name, (n, emin, emax) in plan.open_phases.items():

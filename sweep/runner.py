@@ -27,7 +27,7 @@ import sys
 from typing import Any
 
 from sweep import mlflow_mirror
-from sweep.checks import check_cluster_resources
+from sweep.checks import check_cluster_resources, parallel_cycle_bundles
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
 from sweep.phases import Phase, build_phases
@@ -67,11 +67,27 @@ def init_ray(num_cpus: float | None = None) -> str:
     return f"the Ray cluster at {address}" if address else "a local Ray instance"
 
 
-def check_resources(spec: SweepSpec) -> None:
+def _alive_nodes() -> list[dict[str, float]]:
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """SpecError if a trial's placement group (its bundle, and its StarSSE cycle bundles)
+    does not fit the cluster Ray runs on."""
+    import ray
+
+    nodes = _alive_nodes()
     check_cluster_resources(spec, ray.cluster_resources(), nodes)
+    parallel_cycle_bundles(spec, ray.cluster_resources(), nodes)
+
+
+def cycle_bundles(spec: SweepSpec) -> int:
+    """Cycle bundles per star_sse trial on the cluster Ray runs on (`parallel_cycle_bundles`)."""
+    import ray
+
+    return parallel_cycle_bundles(spec, ray.cluster_resources(), _alive_nodes())
 
 
 def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> None:
@@ -89,7 +105,9 @@ def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> Non
         import torch
 
         gpus = float(torch.cuda.device_count())
-    check_cluster_resources(spec, {"CPU": cpus, "GPU": gpus}, where="the local Ray instance (this machine)")
+    where = "the local Ray instance (this machine)"
+    check_cluster_resources(spec, {"CPU": cpus, "GPU": gpus}, where=where)
+    parallel_cycle_bundles(spec, {"CPU": cpus, "GPU": gpus}, where=where)
 
 
 # Tuners ----------------------------------------------------------------------------
@@ -115,11 +133,18 @@ def trial_name(trial) -> str:
 
 
 def make_trainable(spec: SweepSpec):
+    """The trainable with its resources: a placement group of one bundle per trial, plus one
+    per StarSSE cycle it trains at the same time (`trial.parallel_cycles`)."""
     from ray import tune
 
     from trainables import fine_tune_then_explore
+    from trainables.tune_adapter import cycle_resources
 
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    cap = cycle_bundles(spec)
+    if cap:
+        print(f"StarSSE cycles: up to {cap} at a time per trial (parallel_cycles: "
+              f"{spec.trial.parallel_cycles}), each in its own bundle", flush=True)
+    resources = cycle_resources(spec.resources.cpu, spec.resources.gpu, cap)
     return tune.with_resources(fine_tune_then_explore, resources)
 
 

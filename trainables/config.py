@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ConfigError
 from trainables.methods import BY_NAME, METHODS, is_cyclic, plan_snapshots, pretrained_needed
@@ -238,6 +238,34 @@ class TrialBase(_Strict):
     divergence_loss: float = Field(
         1e4, gt=0, description="A training loss above this (or NaN/inf) marks the trial diverged."
     )
+    parallel_cycles: Literal["auto", "off"] | int = Field(
+        "off",
+        description="star_sse only: cycles trained at the same time, each in its own placement-group "
+        "bundle (the trial's resources once more per cycle); off = one after the other in the trial; "
+        "N = N at a time (the sweep fails before training if the cluster cannot hold 1 + N bundles); "
+        "auto = as many as the cluster holds, up to num_cycles, else one after the other. "
+        "Results are the same either way.",
+    )
+
+    @field_validator("parallel_cycles", mode="before")
+    @classmethod
+    def _check_parallel_cycles(cls, value: Any) -> Any:
+        if value in ("auto", "off"):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError("must be 'auto', 'off' or a whole number of cycles >= 1")
+
+    @model_validator(mode="after")
+    def _check_parallel_cycles_fit(self) -> Self:
+        if isinstance(self.parallel_cycles, int) and self.parallel_cycles > self.num_cycles:
+            raise ValueError(
+                f"parallel_cycles={self.parallel_cycles} but num_cycles={self.num_cycles}: at most "
+                f"{self.num_cycles} cycles can run at once (lower parallel_cycles, or use auto)"
+            )
+        return self
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Self:
@@ -298,6 +326,15 @@ class TrialConfig(TrialBase):
             absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
             values += [absolute, absolute / unit] if absolute is not None else [ratio * unit, ratio]
         return CycleSettings(*values)
+
+    @property
+    def max_parallel_cycles(self) -> int:
+        """How many cycles this trial may train at the same time, besides the trial itself:
+        0 (one after the other in the trial) unless its cycles are independent (StarSSE) and
+        `parallel_cycles` asks for more; `auto` = every cycle (the sweep caps it to what fits)."""
+        if not BY_NAME[self.method].cycles_independent or self.parallel_cycles == "off":
+            return 0
+        return self.num_cycles if self.parallel_cycles == "auto" else self.parallel_cycles
 
     @property
     def num_snapshots(self) -> int:

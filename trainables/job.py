@@ -9,7 +9,9 @@ adapter puts it in a Tune checkpoint; tests keep it in memory).
 
 Every phase draws its randomness from a generator seeded by (seed, phase), so
 a resumed job continues bit-for-bit like an uninterrupted one on CPU; no
-global RNG state needs saving.
+global RNG state needs saving. StarSSE cycles are independent (`trainables.cycles`):
+given a `CyclePool`, the job submits them all once the first model exists and
+takes their results in cycle order, so they may train at the same time elsewhere.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ import torch
 from trainables import engine, pretrained, storage
 from trainables.checkpoints import load_backbone
 from trainables.config import TrialConfig
+from trainables.cycles import (
+    CycleData,
+    CycleOutcome,
+    CyclePool,
+    Diverged,
+    cpu_state,
+    drop_stash,
+    train_cycle,
+    train_phase,
+)
 from trainables.data.splits import Task
 from trainables.device import Runtime
 from trainables.errors import CheckpointError
@@ -33,7 +45,6 @@ from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
 from trainables.metrics import l2_distance
 from trainables.models import is_head_key, replace_head
 from trainables.records import KINDS, metric_column
-from trainables.schedules import phase_lrs
 from trainables.state import TrialState, Weights, snapshot_file
 
 log = logging.getLogger("starsweep")
@@ -41,21 +52,16 @@ log = logging.getLogger("starsweep")
 Report = Callable[[dict, TrialState], None]
 
 
-class _Diverged(Exception):
-    pass
-
-
-def _cpu_state(model: torch.nn.Module) -> Weights:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 class Job:
     """The state machine of one trial: snapshot -> evaluate -> record, in plan order."""
 
-    def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task):
-        self.cfg, self.runtime = cfg, runtime
+    def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task, cycle_pool: CyclePool | None = None):
+        self.cfg, self.runtime, self.cycle_pool = cfg, runtime, cycle_pool
+        self.submitted: list[int] = []  # cycles handed to the pool
         self.evaluator = Evaluator(cfg, runtime, task)
         self.task, self.aug = self.evaluator.task, self.evaluator.aug
+        #: What training needs of the task (what a pool's workers get instead of loading it).
+        self.data = CycleData(self.task.train, self.aug, self.task.channels, self.task.num_classes)
         self.plan = plan_snapshots(cfg)
         self.spe = engine.steps_per_epoch(len(self.task.train), cfg.finetune.batch_size)
         # Load (and validate) every pre-trained checkpoint this job needs before training.
@@ -75,24 +81,6 @@ class Job:
         return src.paths[p] if src.source == "files" else f"{src.source} checkpoint {p}"
 
     # -- training -----------------------------------------------------------------
-    def _train(self, model, epochs: float, lr: float, seed: int, label: str) -> None:
-        ft = self.cfg.finetune
-        result = engine.train_phase(
-            model,
-            self.task.train,
-            phase_lrs(epochs, self.spe, lr, ft.lr_step),
-            batch_size=ft.batch_size,
-            momentum=ft.momentum,
-            weight_decay=ft.weight_decay,
-            aug=self.aug,
-            runtime=self.runtime,
-            seed=seed,
-            divergence_loss=self.cfg.divergence_loss,
-            label=label,
-        )
-        if result.diverged:
-            raise _Diverged(label)
-
     def finetune_key(self, p: int, seed: int) -> str:
         data = self.cfg.data.model_dump(exclude={"ood"})
         return pretrained.content_key(
@@ -121,8 +109,9 @@ class Job:
             load_backbone(model, self.pretrained[p], self._pretrained_name(p))
             model = self.runtime.prepare_model(model)
             ft = self.cfg.finetune
-            self._train(model, ft.epochs, ft.lr, engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
-            return {"model_state": _cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
+            train_phase(self.cfg, self.runtime, self.data, model, ft.epochs, ft.lr,
+                        engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
+            return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
 
         if self.cfg.cache_dir is None:
             return compute()["model_state"], True
@@ -154,30 +143,54 @@ class Job:
                     plan.pretrained_index,
                     plan.seed,
                 )
-            except _Diverged:
+            except Diverged:
                 return  # the snapshot loop meets it again and reports the divergence
 
     def cycle(self, start: Weights, index: int) -> Weights:
-        model = self.evaluator.model_from(start)
-        self._train(
-            model,
-            self.cfg.cycle.epochs,
-            self.cfg.cycle.lr_max,
-            engine.seed_for("cycle", self.cfg.seed, index),
-            f"{self.cfg.method} cycle {index}",
-        )
-        return _cpu_state(model)
+        """Cycle `index` from `start`, trained here (raises Diverged)."""
+        return train_cycle(self.cfg, self.runtime, self.data, start, index)
+
+    def cycle_stash(self, index: int) -> str | None:
+        """Where a pool stashes finished cycle `index` until the trial ends (None: no cache_dir)."""
+        if self.cfg.cache_dir is None:
+            return None
+        cycle = self.cfg.cycle
+        key = pretrained.content_key({
+            "kind": "cycle-v1", "finetune": self.finetune_key(self.cfg.pretrained_index, self.cfg.seed),
+            "lr_max": cycle.lr_max, "epochs": cycle.epochs, "index": index,
+            "divergence_loss": self.cfg.divergence_loss,
+        })
+        return storage.join(self.cfg.cache_dir, f"cycle-{key}.pt")
+
+    def pooled_cycle(self, plan: SnapshotPlan, st: TrialState) -> Weights:
+        """Cycle `plan.cycle` from the pool: on the first call, every remaining cycle is
+        submitted (they all start from the first model); raises Diverged."""
+        if not self.submitted:
+            self.submitted = [p.cycle for p in self.plan[st.snapshot:] if p.kind == "cycle"]
+            cycles = [(c, self.cycle_stash(c)) for c in self.submitted]
+            self.cycle_pool.submit(self.data.to(torch.device("cpu")), st.first, cycles)
+        outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
+        how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
+        log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started", outcome.index, how,
+                 outcome.worker, outcome.started - self.started_at, outcome.ended - self.started_at)
+        if outcome.diverged:
+            raise Diverged(f"cycle {plan.cycle}")
+        return outcome.weights
+
 
     # -- snapshot -> evaluate -> record -----------------------------------------------------
     def snapshot(self, plan: SnapshotPlan, st: TrialState) -> Weights:
-        """The weights of the next snapshot (raises _Diverged); counts its epochs in `st`."""
+        """The weights of the next snapshot (raises Diverged); counts its epochs in `st`."""
         if plan.kind == "finetune":
             weights, computed = self.finetune(plan.pretrained_index, plan.seed)
             epochs = self.cfg.finetune.epochs
             st.epochs_trained += epochs if computed else 0.0
         else:
             from_previous = BY_NAME[self.cfg.method].cycle_starts_from == "previous"
-            weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
+            if self.cycle_pool is not None and not from_previous:
+                weights = self.pooled_cycle(plan, st)
+            else:
+                weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
             epochs = self.cfg.cycle.epochs
             st.epochs_trained += epochs
         st.epochs_done += epochs
@@ -230,14 +243,22 @@ class Job:
         st = state or TrialState.new(self.cfg)
         st.ensemble.to(self.runtime.device)
         t0 = time.perf_counter() - st.elapsed_s
+        self.started_at = time.time()
         self.finetune_free_ones_first(self.plan[st.snapshot:])
-        for plan in self.plan[st.snapshot:]:
-            try:
-                weights = self.snapshot(plan, st)
-            except _Diverged:
-                self.record_divergence(st, report, t0)
-                break
-            self.record(self.evaluate(weights, plan, st), weights, st, report, t0)
+        try:
+            for plan in self.plan[st.snapshot:]:
+                try:
+                    weights = self.snapshot(plan, st)
+                except Diverged:
+                    self.record_divergence(st, report, t0)
+                    break
+                self.record(self.evaluate(weights, plan, st), weights, st, report, t0)
+        finally:
+            if self.cycle_pool is not None:
+                self.cycle_pool.close()
+        # The trial has ended (its last record is reported): its stashed cycles are not needed.
+        if self.submitted:
+            drop_stash([p for s in self.plan if s.kind == "cycle" and (p := self.cycle_stash(s.cycle))])
         return st.records
 
 
@@ -246,16 +267,18 @@ def run_job(
     report: Report | None = None,
     state: TrialState | dict | None = None,
     num_cpus: float | None = None,
+    cycle_pool: CyclePool | None = None,
 ) -> list[dict]:
     """Run (or resume from `state`) one trial and return its records, one per snapshot.
 
     Works without Ray: `run_job({"method": "star_sse", "lr_max_ratio": 2,
-    "cycle_epochs_ratio": 1})` trains on the embedded task on CPU.
+    "cycle_epochs_ratio": 1})` trains on the embedded task on CPU. `cycle_pool`: where
+    StarSSE cycles train (`trainables.cycles.CyclePool`; None = here, one after the other).
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     if state is not None:
         state = resume_state(state, cfg)
-    job = Job(cfg, *runtime_and_task(cfg, num_cpus))
+    job = Job(cfg, *runtime_and_task(cfg, num_cpus), cycle_pool=cycle_pool)
     return job.run(report or (lambda record, st: None), state)
 
 

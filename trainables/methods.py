@@ -10,7 +10,8 @@ Snapshots per method (`plan_snapshots`):
 - `global_de`: fine-tunes of pre-trained checkpoints 0..num_members-1, seed `seed`.
 - `sse`:       the fine-tune (pretrained_index, seed), then `num_cycles`
   cycles, each starting from the previous snapshot.
-- `star_sse`:  the same fine-tune, then cycles that all start from it.
+- `star_sse`:  the same fine-tune, then cycles that all start from it (independent of
+  each other, so they may run in parallel: `TrialConfig.parallel_cycles`).
 
 Baselines (deep ensembles) have `num_members` snapshots, cyclic methods
 `1 + num_cycles`; only cyclic methods have the cycle hyperparameters
@@ -37,6 +38,11 @@ class Method:
     @property
     def cyclic(self) -> bool:
         return self.cycle_starts_from is not None
+
+    @property
+    def cycles_independent(self) -> bool:
+        """Every cycle starts from the first model (StarSSE): cycles can run in parallel."""
+        return self.cycle_starts_from == "first"
 
 
 _ALL = (

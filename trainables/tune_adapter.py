@@ -10,6 +10,12 @@ over instead, with a warning, and reports the same records again since the job
 is deterministic). Each result also names the Ray node that made it (`NODE_KEY`, in
 result.json, not a table column). Shared fine-tunes are claimed through the job's
 claims actor (`trainables.coordinator.install`).
+
+StarSSE cycles in parallel: `cycle_resources(cpu, gpu, cap)` is the trial's resource
+request, a placement group of one bundle for the trial and one per cycle it may train
+at the same time (`TrialConfig.max_parallel_cycles`, at most `cap`); `RayCyclePool`
+puts one `CycleTrainer` actor in each cycle bundle, and the job takes their cycles in
+cycle order (`trainables.cycles`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import logging
 import tempfile
 
 from trainables.config import TrialConfig
+from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, Weights
 from trainables.device import allocated_cpus
-from trainables.errors import CheckpointError
+from trainables.errors import CheckpointError, ConfigError
 from trainables.job import run_job
 from trainables.logs import configure_logging
 from trainables.state import TrialState, load_state, save_state
@@ -46,6 +53,89 @@ def _restored_state() -> TrialState | None:
     return state
 
 
+def _bundle(cpu: float, gpu: float) -> dict[str, float]:
+    return {"CPU": cpu, "GPU": gpu} if gpu else {"CPU": cpu}
+
+
+def cycle_resources(cpu: float, gpu: float = 0.0, cap: int | None = None):
+    """The resource request of `fine_tune_then_explore` as `tune.with_resources` takes it: a
+    function of the trial config giving a placement group of one bundle {cpu, gpu} for the
+    trial and one more per cycle it may train at the same time (StarSSE with
+    `parallel_cycles`; at most `cap`, which the sweep sets to what the cluster holds)."""
+    from ray import tune
+
+    def resources(config: dict) -> tune.PlacementGroupFactory:
+        try:
+            n = TrialConfig.from_dict(config).max_parallel_cycles
+        except ConfigError:  # the trial itself fails with the message; the driver goes on
+            n = 0
+        n = n if cap is None else min(n, cap)
+        return tune.PlacementGroupFactory([_bundle(cpu, gpu)] * (1 + n))
+
+    return resources
+
+
+class RayCyclePool:
+    """Cycles at the same time: one `CycleTrainer` actor in each given bundle of the trial's
+    placement group; cycle i goes to actor i mod n (cycles are equally long)."""
+
+    def __init__(self, config: dict, placement_group, bundles: list[int]):
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        specs = placement_group.bundle_specs
+        self.width = len(bundles)
+        self.actors = [
+            ray.remote(CycleTrainer).options(
+                num_cpus=specs[b].get("CPU", 0), num_gpus=specs[b].get("GPU", 0),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group, b),
+            ).remote(config, specs[b].get("CPU"))
+            for b in bundles
+        ]
+        self.refs: dict = {}
+
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+        import ray
+
+        data_ref, start_ref = ray.put(data), ray.put(start)
+        for i, (index, stash) in enumerate(cycles):
+            self.refs[index] = self.actors[i % self.width].train.remote(data_ref, start_ref, index, stash)
+
+    def result(self, index: int) -> CycleOutcome:
+        import ray
+
+        return ray.get(self.refs.pop(index))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors, self.refs = [], {}
+
+
+def cycle_pool(cfg: TrialConfig, config: dict) -> RayCyclePool | None:
+    """The pool of this trial's parallel cycles: the cycle bundles of its placement group
+    (None: cycles one after the other in the trial). ConfigError if `parallel_cycles` is a
+    number the placement group has no bundles for."""
+    from ray.util import get_current_placement_group
+
+    wanted = cfg.max_parallel_cycles
+    pg = get_current_placement_group() if wanted else None
+    bundles = list(range(1, len(pg.bundle_specs)))[:wanted] if pg is not None else []
+    if isinstance(cfg.parallel_cycles, int) and len(bundles) < wanted:
+        raise ConfigError(
+            f"parallel_cycles={cfg.parallel_cycles} needs a placement group of 1 + {wanted} bundles "
+            f"for this trial, but it has {len(bundles)} cycle bundle(s): run it with `python -m sweep`, or "
+            "give Tune `tune.with_resources(fine_tune_then_explore, "
+            "trainables.tune_adapter.cycle_resources(cpu, gpu))` (or set parallel_cycles: auto / off)"
+        )
+    if not bundles:
+        return None
+    log.info("StarSSE cycles: %d at a time, in bundles %s of the placement group", len(bundles), bundles)
+    return RayCyclePool(config, pg, bundles)
+
+
 def fine_tune_then_explore(config: dict) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
     import ray
@@ -65,4 +155,9 @@ def fine_tune_then_explore(config: dict) -> None:
             # result.json also says on which Ray node each snapshot was made (not a table column)
             tune.report({**record, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    run_job(cfg, report, _restored_state(), num_cpus=allocated_cpus())
+    pool = cycle_pool(cfg, config)
+    try:
+        run_job(cfg, report, _restored_state(), num_cpus=allocated_cpus(), cycle_pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()

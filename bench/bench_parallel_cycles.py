@@ -1,0 +1,145 @@
+"""Benchmark 7: StarSSE cycles in parallel (`parallel_cycles`), a lone 4-cycle trial of the
+embedded task through the sweep service. The figure is its exploration: the time from
+snapshot 1 (the fine-tune, computed by the first run and shared by the others through one
+cache) to the last snapshot: cycles, evaluations, and the cycle workers' start-up.
+
+- Per device: a single-threaded 1-CPU bundle stands in for a device (a GPU). Cycles in 2
+  such bundles at a time (a placement group of 1 + 2 bundles) against one after the other
+  in the trial's single bundle. Target: exploration >= 1.7x faster. Prints each cycle's
+  start and end (seconds after the trial started) to show that they overlap.
+- No regression on this 2-core CPU: the same parallel trial against one after the other
+  with both cores (2 torch threads). Target: parallel at most 10% slower.
+
+Also printed, without a target: the batched alternative on one device, two cycles' SGD
+steps as one `torch.func.vmap` computation over stacked weights (BatchNorm buffers
+stacked too) against the same two steps one after the other, on 1 thread.
+
+Ray gets 3 logical CPUs (the parallel trial's 1 + 2 bundles) on the 2 cores: the trial's
+own bundle only evaluates snapshots while the cycle bundles train.
+
+    python bench/bench_parallel_cycles.py          # targets: >= 1.7x per device, <= 1.10 vs 2 threads
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import tempfile
+
+import pandas as pd
+from common import machine, parser, run_spec, start_ray, verdict
+
+CYCLE_LINE = re.compile(r"cycle (\d+) (trained|loaded from the stash) by pid (\d+): ([\d.]+) s to ([\d.]+) s")
+
+
+def spec(storage: str, name: str, cpu: int, parallel, tiny: bool) -> dict:
+    trial = {
+        "num_cycles": 2 if tiny else 4, "parallel_cycles": parallel, "device": "cpu",
+        "cache_dir": os.path.join(storage, "finetunes"),  # one fine-tune, shared by every run
+        "pretrained": {"num_checkpoints": 1, "epochs": 0.2 if tiny else 1,
+                       "train_size": 1000 if tiny else 5000},
+        "data": {"ood": {"max_images": 20, "severities": [3]}},
+    }
+    if tiny:
+        trial["finetune"] = {"epochs": 1}
+        trial["data"].update(train_size=100, val_size=50, test_size=200)
+        trial["model"] = {"width": 8}
+    return {
+        "name": name, "storage": storage, "trial": trial, "methods": ["star_sse"],
+        "search": {"kind": "paper_grid", "lr_max_ratios": [2], "cycle_epochs_ratios": [0.5]},
+        "resources": {"cpu": cpu, "gpu": 0}, "mlflow": {"enabled": False},
+    }
+
+
+def trial_seconds(storage: str, name: str) -> tuple[float, float]:
+    """(the trial's wall time, its exploration: from snapshot 1 to the last) from its records."""
+    df = pd.read_parquet(os.path.join(storage, name, "results.parquet")).sort_values("snapshot")
+    return float(df.wall_time_s.iloc[-1]), float(df.wall_time_s.iloc[-1] - df.wall_time_s.iloc[0])
+
+
+def cycle_times(storage: str, name: str) -> list[str]:
+    logs = "".join(open(p, errors="replace").read() for p in glob.glob(f"{storage}/{name}/grid/*/stdout"))
+    return [f"  cycle {m[1]} in pid {m[3]}: {float(m[4]):6.1f} s -> {float(m[5]):6.1f} s"
+            for m in CYCLE_LINE.finditer(logs)]
+
+
+def run(storage: str, name: str, cpu: int, parallel, tiny: bool) -> tuple[float, float]:
+    run_spec(spec(storage, name, cpu, parallel, tiny))
+    total, explore = trial_seconds(storage, name)
+    print(f"{name}: trial {total:.1f} s, exploration {explore:.1f} s", flush=True)
+    for line in cycle_times(storage, name):
+        print(line)
+    return total, explore
+
+
+def batched_vs_sequential_steps(steps: int) -> tuple[float, float]:
+    """Milliseconds per SGD step of 2 small CNNs (batch 32 each): vmapped, and one after the other."""
+    import copy
+    import time
+
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    from trainables.models import build_model
+
+    torch.set_num_threads(1)
+    models = [build_model("small_cnn", 1, 4, 32) for _ in range(2)]
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 4, (2, 32))
+    grads = vmap(grad(lambda p, b, xb, yb: F.cross_entropy(functional_call(skeleton, (p, b), (xb,)), yb)))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]
+
+    def batched():
+        with torch.no_grad():
+            for k, g in grads(params, buffers, x, y).items():
+                params[k].sub_(0.01 * g)
+
+    def sequential():
+        for i, (model, opt) in enumerate(zip(models, opts, strict=True)):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+
+    times = {}
+    for name, step in (("batched", batched), ("sequential", sequential)) * 2:  # second round counts
+        step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times[name] = (time.perf_counter() - start) / steps * 1000
+    return times["batched"], times["sequential"]
+
+
+def main() -> int:
+    args = parser(__doc__).parse_args()
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
+    start_ray(num_cpus=3)
+    from trainables.tune_adapter import cycle_resources
+
+    with tempfile.TemporaryDirectory() as storage:
+        bundles = cycle_resources(1, 0, 2)({"parallel_cycles": 2, "num_cycles": 4, "lr_max_ratio": 2,
+                                            "cycle_epochs_ratio": 0.5}).bundles
+        print(f"parallel trial's placement group: {bundles}")
+        _, one = run(storage, "one_bundle", 1, "off", args.tiny)
+        _, two = run(storage, "two_bundles", 1, 2, args.tiny)
+        _, wide = run(storage, "two_threads", 2, "off", args.tiny)
+    batched, sequential = batched_vs_sequential_steps(3 if args.tiny else 40)
+    print(f"one device, 2 cycles' steps: torch.func.vmap {batched:.1f} ms vs one after the other "
+          f"{sequential:.1f} ms ({sequential / batched:.2f}x)")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    per_device = one / two
+    regression = two / wide
+    print(f"per device: one bundle {one:.1f} s, two bundles {two:.1f} s -> {per_device:.2f}x")
+    print(f"on 2 cores: parallel {two:.1f} s vs one after the other on 2 threads {wide:.1f} s "
+          f"-> {regression:.2f} ({'parallel' if regression < 1 else 'sequential'} is faster)")
+    ok_device = verdict("parallel_cycles per device", per_device, ">= 1.7", per_device >= 1.7, args.tiny)
+    ok_cores = verdict("parallel_cycles vs 2 threads", regression, "<= 1.10", regression <= 1.10, args.tiny)
+    return ok_device or ok_cores
+
+
+if __name__ == "__main__":
+    sys.exit(main())

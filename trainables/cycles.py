@@ -1,0 +1,190 @@
+"""StarSSE cycles as independent units of work, and where they run.
+
+`train_cycle` is the one function that trains a cycle: from given start weights,
+with the cycle's schedule (cosine from `lr_max` to 0, fresh SGD) and its own
+random stream, seeded by (seed, "cycle", index) (`engine.seed_for`). A cycle's
+weights therefore depend only on (trial config, start weights, index): the same
+bits whichever other cycles ran before it, beside it or not at all (on CPU, with
+the same number of torch threads).
+
+`CycleTrainer` trains cycles of one trial config in any process, given the
+`CycleData` (the training split and input pipeline, a few MB, sent by the trial
+rather than loaded again); `tune_adapter.RayCyclePool` runs one per bundle of the trial's placement
+group so that StarSSE cycles train at the same time. The job asks a pool for the
+results in cycle order (`CyclePool`), so snapshot k is still reported when cycles
+1..k are done.
+
+Cycles finished by a pool are stashed until their trial ends (`stash_cycle`: the
+compute-once files of `trainables.memo`, in the trial's fine-tune cache): a trial
+restarted after a kill loads them and trains only the cycles that had not
+finished. No Ray here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from trainables import engine, storage
+from trainables.config import TrialConfig
+from trainables.data.splits import ImageSplit
+from trainables.device import Runtime, pick_runtime
+from trainables.memo import compute_once, sidecar
+from trainables.models import build_model
+from trainables.schedules import phase_lrs
+
+log = logging.getLogger("starsweep")
+
+Weights = dict[str, torch.Tensor]
+
+
+class Diverged(Exception):
+    """A training phase diverged (NaN/inf or a loss above `divergence_loss`)."""
+
+
+def cpu_state(model: torch.nn.Module) -> Weights:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@dataclass
+class CycleData:
+    """What training needs of a trial's task: the training split, the input pipeline and
+    the shape of the model's input and output."""
+
+    train: ImageSplit
+    aug: engine.Augmentation
+    channels: int
+    num_classes: int
+
+    def to(self, device: torch.device) -> CycleData:
+        aug = engine.Augmentation(self.aug.mean.to(device), self.aug.std.to(device), self.aug.augment,
+                                  self.aug.padding, self.aug.input_size)
+        return CycleData(self.train.to(device), aug, self.channels, self.num_classes)
+
+    def model_from(self, cfg: TrialConfig, runtime: Runtime, weights: Weights) -> torch.nn.Module:
+        """The trial's model holding `weights`, on the runtime's device and memory format."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(cfg.model.arch, self.channels, self.num_classes, cfg.model.width)
+        model.load_state_dict(weights)
+        return runtime.prepare_model(model)
+
+
+def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torch.nn.Module,
+                epochs: float, lr: float, seed: int, label: str) -> None:
+    """Train `model` in place on the trial's training set for `epochs` (cosine from `lr`,
+    the fine-tune's batch size, momentum and weight decay); raise Diverged."""
+    ft = cfg.finetune
+    spe = engine.steps_per_epoch(len(data.train), ft.batch_size)
+    result = engine.train_phase(
+        model, data.train, phase_lrs(epochs, spe, lr, ft.lr_step),
+        batch_size=ft.batch_size, momentum=ft.momentum, weight_decay=ft.weight_decay,
+        aug=data.aug, runtime=runtime, seed=seed, divergence_loss=cfg.divergence_loss, label=label,
+    )
+    if result.diverged:
+        raise Diverged(label)
+
+
+def train_cycle(cfg: TrialConfig, runtime: Runtime, data: CycleData, start: Weights, index: int) -> Weights:
+    """Cycle `index` (1-based) of a cyclic trial, trained from `start`; raises Diverged."""
+    model = data.model_from(cfg, runtime, start)
+    train_phase(cfg, runtime, data, model, cfg.cycle.epochs, cfg.cycle.lr_max,
+                engine.seed_for("cycle", cfg.seed, index), f"{cfg.method} cycle {index}")
+    return cpu_state(model)
+
+
+@dataclass
+class CycleOutcome:
+    """A finished cycle: its weights (None if it diverged), when and where it ran."""
+
+    index: int
+    weights: Weights | None
+    started: float  # time.time() at its start and end
+    ended: float
+    worker: str  # "pid <pid>" of the process that trained (or loaded) it
+    reused: bool = False  # loaded from the stash: trained before the trial restarted
+
+    @property
+    def diverged(self) -> bool:
+        return self.weights is None
+
+
+def stash_cycle(location: str, train) -> tuple[dict, bool]:
+    """The stashed cycle at `location` (a path or an object-store URI, through
+    `trainables.storage`), or `train()` saved there. Returns (blob, trained_now)."""
+    return compute_once(location, train)
+
+
+def drop_stash(locations: list[str]) -> None:
+    """Remove stashed cycles (and their hash sidecars) once their trial has ended."""
+    for location in locations:
+        storage.delete(location)
+        storage.delete(sidecar(location))
+
+
+class CycleTrainer:
+    """Trains cycles of one trial config in this process (device and threads from
+    `num_cpus`, the CPUs it was given, as for a trial)."""
+
+    def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None):
+        self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+        self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
+
+    def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
+        """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
+        instead and a new one is stashed there (a diverged one is not)."""
+        started = time.time()
+        data = data.to(self.runtime.device)
+
+        def compute() -> dict:
+            return {"model_state": train_cycle(self.cfg, self.runtime, data, start, index), "index": index}
+
+        worker = f"pid {os.getpid()}"
+        try:
+            if stash is None:
+                blob, trained = compute(), True
+            else:
+                blob, trained = stash_cycle(stash, compute)
+        except Diverged:
+            return CycleOutcome(index, None, started, time.time(), worker)
+        return CycleOutcome(index, blob["model_state"], started, time.time(), worker, reused=not trained)
+
+
+class CyclePool(Protocol):
+    """Where a trial's independent cycles run; results are asked for in cycle order."""
+
+    width: int  # cycles trained at the same time
+
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+        """Start the cycles (index, stash path or None), all from `start`."""
+
+    def result(self, index: int) -> CycleOutcome:
+        """Cycle `index`, once it is done (blocks)."""
+
+    def close(self) -> None:
+        """Stop whatever still runs and free the workers."""
+
+
+class LocalCyclePool:
+    """Cycles one after the other in this process, each trained when it is asked for."""
+
+    width = 1
+
+    def __init__(self, trainer: CycleTrainer):
+        self.trainer = trainer
+        self.pending: dict[int, tuple[CycleData, Weights, str | None]] = {}
+
+    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+        self.pending.update({index: (data, start, stash) for index, stash in cycles})
+
+    def result(self, index: int) -> CycleOutcome:
+        data, start, stash = self.pending.pop(index)
+        return self.trainer.train(data, start, index, stash)
+
+    def close(self) -> None:
+        self.pending.clear()
