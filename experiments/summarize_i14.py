@@ -28,7 +28,7 @@ def pm(s: pd.Series, scale: float = 100) -> str:
 
 
 def lr_table(df: pd.DataFrame) -> pd.DataFrame:
-    keys = ["tag", "source", "epochs", "lr"]
+    keys = ["tag", "source", "width", "epochs", "lr"]
     g = df.groupby(keys, sort=True)
     out = g.agg(n=("seed", "size"), val=("val_acc", "mean"), val_sd=("val_acc", "std"),
                 test=("test_acc", "mean"), train=("train_acc", "mean"),
@@ -41,17 +41,17 @@ def lr_table(df: pd.DataFrame) -> pd.DataFrame:
 def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
     lrs = lr_table(df)
     best = lrs.loc[lrs.groupby(["tag", "epochs"]).val.idxmax()]
-    scratch = best[best.source == "scratch"].set_index("epochs")
+    scratch = best[best.source == "scratch"].set_index(["width", "epochs"])
     rows = []
     for _, b in best[best.source != "scratch"].iterrows():
-        if b.epochs not in scratch.index:
+        if (b.width, b.epochs) not in scratch.index:
             continue
-        s = scratch.loc[b.epochs]
+        s = scratch.loc[(b.width, b.epochs)]
         ft = df[(df.tag == b.tag) & (df.epochs == b.epochs) & (df.lr == b.lr)].set_index("seed")
         sc = df[(df.tag == s.tag) & (df.epochs == b.epochs) & (df.lr == s.lr)].set_index("seed")
         paired = (100 * (ft.val_acc - sc.val_acc)).dropna().round(1).tolist()
         rows.append({
-            "variant": b.tag, "epochs": int(b.epochs), "ft lr": b.lr,
+            "variant": b.tag, "width": b.width, "epochs": int(b.epochs), "ft lr": b.lr,
             "ft val": pm(ft.val_acc), "n": len(ft), "scratch lr": s.lr, "scratch val": pm(sc.val_acc),
             "benefit": round(b.val - s.val, 2), "paired": paired,
             "ft test": round(100 * ft.test_acc.mean(), 2), "scratch test": round(100 * sc.test_acc.mean(), 2),
