@@ -59,12 +59,17 @@ def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ft_lr(task: str) -> float:
+    """The fine-tune lr of a probe_cycles --task string (0.03 when not given)."""
+    return float(dict(item.split("=") for item in task.split()).get("lr", 0.03))
+
+
 def ensembles_table(cy: pd.DataFrame) -> pd.DataFrame:
     de = cy[cy.method.isin(["local_de", "global_de"])]
     rows = []
-    for (tag, method, members, seed), g in de.groupby(["tag", "method", "members", "seed"]):
+    for (tag, task, method, members, seed), g in de.groupby(["tag", "task", "method", "members", "seed"]):
         last = g[g.snapshot == g.snapshot.max()].iloc[0]
-        rows.append({"variant": tag, "method": method, "K": int(members), "seed": seed,
+        rows.append({"variant": tag, "ft lr": ft_lr(task), "method": method, "K": int(members), "seed": seed,
                      "mean member val": g.ind_val.mean(), "ens val": last.ens_val, "soup val": last.soup_val,
                      "mean member test": g.ind_test.mean(), "ens test": last.ens_test,
                      "soup test": last.soup_test, "gain val": last.ens_val - g.ind_val.mean(),
@@ -75,7 +80,7 @@ def ensembles_table(cy: pd.DataFrame) -> pd.DataFrame:
 def cycles_table(cy: pd.DataFrame) -> pd.DataFrame:
     cyc = cy[cy.method.isin(["sse", "star_sse"])]
     rows = []
-    for (tag, method, r, q), g in cyc.groupby(["tag", "method", "r", "q"]):
+    for (tag, task, method, r, q), g in cyc.groupby(["tag", "task", "method", "r", "q"]):
         per_seed = []
         for _, s in g.groupby("seed"):
             ft = s[s.snapshot == 1].ind_val.iloc[0]
@@ -88,7 +93,7 @@ def cycles_table(cy: pd.DataFrame) -> pd.DataFrame:
                 "soup_t": last.soup_test, "dist": later.dist_first.max(),
             })
         p = pd.DataFrame(per_seed)
-        rows.append({"variant": tag, "method": method, "r": r, "q": q, "n": len(p),
+        rows.append({"variant": tag, "ft lr": ft_lr(task), "method": method, "r": r, "q": q, "n": len(p),
                      "ft val": p.ft.mean(), "Δ snap2": p.d2.mean(), "Δ snap5": p.dlast.mean(),
                      "Δ mean 2-5": p.dmean.mean(), "ens5 val": p.ens.mean(), "soup5 val": p.soup.mean(),
                      "ens5 test": p.ens_t.mean(), "soup5 test": p.soup_t.mean(), "max dist": p.dist.mean()})
