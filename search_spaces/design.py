@@ -32,10 +32,16 @@ class LocalDEBaseline(Strict):
 
 class GlobalDEBaseline(Strict):
     seeds: list[NonNegInt] | None = Field(
-        None, description="Trial seeds; member i of trial s is fine-tune (i, s). None = seeds."
+        None, description="Trial seeds; member i of trial (p, s) is fine-tune (p+i, s). None = seeds."
+    )
+    pretrained_indices: list[NonNegInt] | None = Field(
+        None, description="First checkpoint of each run's block: run (p, s) fine-tunes checkpoints "
+        "p..p+num_members-1. Replicates get disjoint blocks (0, 5, 10 with 5 members). None = [0]."
     )
 
-    _check = field_validator("seeds")(lambda v: v if v is None else non_empty_unique(v))
+    _check = field_validator("seeds", "pretrained_indices")(
+        lambda v: v if v is None else non_empty_unique(v)
+    )
 
 
 class Baselines(Strict):
@@ -87,3 +93,7 @@ class Design(Strict):
     def global_de_seeds(self) -> list[int]:
         cfg = self.baselines.global_de
         return list(cfg.seeds) if cfg and cfg.seeds is not None else list(self.seeds)
+
+    def global_de_pretrained_indices(self) -> list[int]:
+        cfg = self.baselines.global_de
+        return list(cfg.pretrained_indices) if cfg and cfg.pretrained_indices is not None else [0]

@@ -5,7 +5,13 @@ Grid (Sadrtdinov et al. 2023, reference code): for every method in
 `cycle_epochs = q x finetune.epochs` with q in {0.5, 1, 2, 4}, for every fine-tune
 seed and pre-trained checkpoint; plus Local DE (members = fine-tunes of one
 checkpoint with seeds s, s+1, ...) and Global DE (members = fine-tunes of
-checkpoints 0, 1, ... with seed s).
+checkpoints p, p+1, ... with seed s).
+
+Paired replicates: with `pretrained_indices: [0, 5, 10]`, one seed, and the baselines'
+`pretrained_indices` the same, replicate r of every method starts from the fine-tune
+(5r, seed): SSE, StarSSE, Local DE and Global DE of one replicate share that first
+member (paired), and replicates share nothing (Global DE run r pre-trains its own
+checkpoints 5r..5r+4).
 
 How the sweep runs it: the grid cells and the baselines have different keys
 (a baseline has no lr_max / cycle_epochs), so the sweep builds **one flat list
@@ -64,9 +70,9 @@ def baseline_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
                 "method": "local_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
     if "global_de" in design.methods:
-        for seed in design.global_de_seeds():
+        for pidx, seed in itertools.product(design.global_de_pretrained_indices(), design.global_de_seeds()):
             trials.append({
-                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": 0,
+                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
     return trials
 

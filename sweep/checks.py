@@ -11,7 +11,7 @@ from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
 from sweep.phases import planned_trials
 from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
-from trainables.methods import BASELINE_METHODS
+from trainables.methods import BASELINE_METHODS, members_of
 from trainables.validation import error_lines
 
 
@@ -40,12 +40,40 @@ def checkpoint_errors(spec: SweepSpec) -> list[str]:
     if "local_de" in spec.methods:
         check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
     members = spec.num_members
-    if "global_de" in spec.methods and n_ckpt < members:
+    last = max(spec.global_de_pretrained_indices()) + members
+    if "global_de" in spec.methods and n_ckpt < last:
         errors.append(
-            f"baselines.num_members: global_de with {members} members needs {members} "
-            f"pre-trained checkpoints, but trial.pretrained provides {n_ckpt} "
-            "(raise trial.pretrained.num_checkpoints / add paths, or lower baselines.num_members)"
+            f"baselines.num_members: global_de with {members} members and runs starting at "
+            f"checkpoints {spec.global_de_pretrained_indices()} needs {last} pre-trained checkpoints, "
+            f"but trial.pretrained provides {n_ckpt} (raise trial.pretrained.num_checkpoints / add "
+            "paths, or lower baselines.num_members / baselines.global_de.pretrained_indices)"
         )
+    return errors
+
+
+def shared_member_errors(spec: SweepSpec) -> list[str]:
+    """Runs of one baseline are replicates: no two of them may hold the same fine-tune
+    (Local DE seeds s..s+K-1 of one checkpoint overlapping, Global DE blocks overlapping
+    with the same seed)."""
+    errors = []
+    for method in spec.baseline_methods:
+        owner: dict[tuple[int, int], tuple[int, int]] = {}
+        for trial in planned_trials(spec):
+            if trial["method"] != method:
+                continue
+            run = (trial["pretrained_index"], trial["seed"])
+            for member in members_of(TrialConfig.model_validate(trial)):
+                if member in owner and owner[member] != run:
+                    field = "seeds" if method == "local_de" else "pretrained_indices"
+                    errors.append(
+                        f"baselines.{method}.{field}: runs (checkpoint, seed) {owner[member]} and {run} "
+                        f"share the member fine-tune {member}; runs are replicates and must not share "
+                        f"members (space them by num_members={spec.num_members})"
+                    )
+                    break
+                owner[member] = run
+            if errors:
+                break
     return errors
 
 
@@ -107,7 +135,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
     """Checks that involve several fields; then, if they pass, that every trial the sweep
     plans is a valid TrialConfig."""
     errors = checkpoint_errors(spec) + search_errors(spec) + device_errors(spec)
-    return errors or planned_trial_errors(spec)
+    return errors or planned_trial_errors(spec) or shared_member_errors(spec)
 
 
 def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],

@@ -250,7 +250,7 @@ def test_corrupted_pre_trained_checkpoint_is_recomputed(tmp_path, caplog):
         ({"finetune": {"epochs": 0}}, "finetune.epochs"),
         ({"num_cycles": 0}, "num_cycles"),
         ({"method": "sse", "lr_max": 0.1}, "exactly one of lr_max or lr_max_ratio"),
-        ({"method": "global_de", "num_members": 5}, "needs that many pre-trained checkpoints"),
+        ({"method": "global_de", "num_members": 5}, "needs checkpoints 0..4"),
         ({"pretrained_index": 7}, "pretrained_index=7"),
         ({"data": {"target_classes": [0, 5]}}, "overlap"),
         ({"data": {"ood": {"severities": [6]}}}, "severities"),

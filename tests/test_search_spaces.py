@@ -63,6 +63,63 @@ def test_paper_fine_tunes_are_shared():
     assert tot["snapshots"] == 160 * 5 + 10 * 5
 
 
+REPLICATES = {
+    "name": "replicates",
+    "storage": "/tmp/starsweep-test-runs",
+    "trial": {"pretrained": {"num_checkpoints": 15}},
+    "methods": ["sse", "star_sse", "local_de", "global_de"],
+    "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [1]},
+    "seeds": [0],
+    "pretrained_indices": [0, 5, 10],
+    "baselines": {"num_members": 5, "local_de": {"seeds": [0]},
+                  "global_de": {"pretrained_indices": [0, 5, 10]}},
+}
+
+
+def test_paired_replicates_share_only_their_first_fine_tune():
+    """Replicate r (checkpoint 5r, seed 0): SSE, StarSSE, Local DE and Global DE all start from
+    the fine-tune (5r, 0); Global DE run r fine-tunes its own checkpoints 5r..5r+4; two
+    replicates share no member."""
+    from trainables.methods import members_of
+
+    spec = parse_spec(copy.deepcopy(REPLICATES))
+    trials = [TrialConfig.model_validate(t) for t in planned_trials(spec)]
+    assert Counter(t.method for t in trials) == {"sse": 3, "star_sse": 3, "local_de": 3, "global_de": 3}
+    by_rep: dict[int, list] = {}
+    for t in trials:
+        by_rep.setdefault(t.pretrained_index, []).append(t)
+    assert sorted(by_rep) == [0, 5, 10]
+    for p, group in by_rep.items():
+        assert {members_of(t)[0] for t in group} == {(p, 0)}  # paired: one first member
+        glob = next(t for t in group if t.method == "global_de")
+        assert members_of(glob) == [(p + i, 0) for i in range(5)]
+        local = next(t for t in group if t.method == "local_de")
+        assert members_of(local) == [(p, s) for s in range(5)]
+    for method in ("local_de", "global_de"):  # runs of one method never share members
+        runs = [set(members_of(t)) for t in trials if t.method == method]
+        assert len(set.union(*runs)) == sum(len(r) for r in runs) == 15
+    assert make_plan(spec).pretrained_needed() == list(range(15))
+
+
+@pytest.mark.parametrize("baselines, needle", [
+    ({"local_de": {"seeds": [0, 3]}, "global_de": {"pretrained_indices": [0, 5, 10]}},
+     "baselines.local_de.seeds: runs (checkpoint, seed) (0, 0) and (0, 3) share the member fine-tune (0, 3)"),
+    ({"local_de": {"seeds": [0]}, "global_de": {"pretrained_indices": [0, 4]}},
+     "baselines.global_de.pretrained_indices: runs (checkpoint, seed) (0, 0) and (4, 0) share the member "
+     "fine-tune (4, 0)"),
+    ({"local_de": {"seeds": [0]}, "global_de": {"pretrained_indices": [0, 5, 11]}},
+     "needs 16 pre-trained checkpoints, but trial.pretrained provides 15"),
+])
+def test_replicates_that_share_members_are_refused(baselines, needle):
+    from sweep.spec_models import SpecError
+
+    raw = copy.deepcopy(REPLICATES)
+    raw["baselines"].update(baselines)
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw)
+    assert needle in str(err.value)
+
+
 def test_values_search_uses_absolute_values():
     spec = parse_spec({**copy.deepcopy(PAPER), "methods": ["star_sse"],
                        "search": {"kind": "values", "lr_max": [0.01, 0.1], "cycle_epochs": [3, 6, 9]},

@@ -115,6 +115,36 @@ def test_grid_sweep_results_table(grid_sweep):
     assert len(finetunes) == 3, finetunes
 
 
+def test_grid_sweep_predictions_side_table(grid_sweep, tmp_path):
+    """Every snapshot's ensemble predictions are kept beside the results table, and their
+    correctness bitmask reproduces the recorded ensemble test accuracy exactly."""
+    from analysis.predictions import correctness, load_predictions, n_test_images, predicted_classes
+    from analysis.report import build_report
+
+    spec, _ = grid_sweep
+    results = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    pred = load_predictions(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert pred is not None and len(pred) == len(results) == 16
+    assert "ens_test_pred" not in results.columns  # kept out of the main table
+    assert n_test_images(pred) == 200
+    merged = pred.merge(results[["trial_id", "snapshot", "ens_test_acc", "method", "seed"]],
+                        on=["trial_id", "snapshot"], suffixes=("", "_r"))
+    assert len(merged) == 16 and (merged.method == merged.method_r).all()
+    for row in merged.itertuples():
+        correct = correctness(row.ens_test_correct, 200)
+        assert correct.mean() == pytest.approx(row.ens_test_acc, abs=1e-9)
+        classes = predicted_classes(row.ens_test_pred)
+        assert len(classes) == 200 and classes.max() < 4
+    # Snapshot 1 of every trial is the fine-tune (0, 0): identical predictions everywhere.
+    firsts = merged[merged.snapshot == 1]
+    assert len({bytes(b) for b in firsts.ens_test_pred}) == 1
+    index = build_report(spec.sweep_dir, tmp_path / "report")
+    paired = (index.parent / "paired.md").read_text()
+    assert "Same test images" in paired and "McNemar" in paired
+    images = pd.read_csv(index.parent / "paired_images.csv")
+    assert len(images) == 6 and (images.n_pairs == 1).all()  # 4 methods, one replicate each
+
+
 def test_grid_sweep_mlflow_runs(grid_sweep):
     spec, _ = grid_sweep
     client, runs = _mlflow_runs(spec.tracking_uri, "tiny")

@@ -303,9 +303,10 @@ class TrialConfig(TrialBase):
         n_ckpt = self.pretrained.count
         if BY_NAME[self.method].members_differ_in == "checkpoint" and pretrained_needed(self)[-1] >= n_ckpt:
             raise ValueError(
-                f"{self.method} with num_members={self.num_members} needs that many pre-trained "
-                f"checkpoints, but pretrained provides {n_ckpt}: add checkpoints or lower "
-                "num_members"
+                f"{self.method} with num_members={self.num_members} and pretrained_index="
+                f"{self.pretrained_index} needs checkpoints {self.pretrained_index}.."
+                f"{pretrained_needed(self)[-1]}, but pretrained provides {n_ckpt}: add checkpoints, "
+                "lower num_members or pretrained_index"
             )
         if self.pretrained_index >= n_ckpt:
             raise ValueError(
