@@ -28,7 +28,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from analysis.aggregate import CYCLIC, Grid, baseline_stats, default_size, metric_grid, metric_grids
-from analysis.stats import difference_interval, runs, tie_grid
+from analysis.stats import cell_runs, difference_interval, method_runs, tie_grid
 from analysis.style import (
     BASELINE_COLORS,
     format_value,
@@ -246,10 +246,10 @@ def diff_ties(df: pd.DataFrame, metric: str, k: int, like: pd.DataFrame) -> pd.D
     """Per cell of `like`: whether the 95% interval of StarSSE − SSE (paired by replicate)
     contains 0 (True / False; NaN with fewer than 2 runs a side)."""
     out = pd.DataFrame(np.nan, index=like.index, columns=like.columns, dtype=object)
+    star, sse = (method_runs(df, m, metric, k) for m in ("star_sse", "sse"))
     for lr in like.index:
         for cyc in like.columns:
-            iv = difference_interval(runs(df, "star_sse", metric, k, (lr, cyc)),
-                                     runs(df, "sse", metric, k, (lr, cyc)))
+            iv = difference_interval(cell_runs(star, metric, (lr, cyc)), cell_runs(sse, metric, (lr, cyc)))
             if np.isfinite(iv.low):
                 out.loc[lr, cyc] = iv.contains(0.0)
     return out

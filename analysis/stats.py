@@ -37,20 +37,34 @@ def difference_interval(a: pd.Series, b: pd.Series, level: float = LEVEL) -> Int
     return welch_interval(a, b, level)
 
 
+def method_runs(df: pd.DataFrame, method: str, metric: str, k: int | None = None) -> pd.DataFrame:
+    """Every run of `method` at size K: its cell (NaN for a baseline) and `metric`, indexed by
+    replicate key (computed once per method; `runs` selects a cell from it)."""
+    sub = df[df["method"] == method]
+    size = default_size(df, method) if k is None else k
+    if size is None or metric not in sub.columns:
+        return pd.DataFrame(columns=[LR, CYCLE, metric],
+                            index=pd.MultiIndex.from_tuples([], names=list(REPLICATE_KEY)))
+    at = rows_at_size(sub, size)
+    index = pd.MultiIndex.from_frame(at[list(REPLICATE_KEY)].astype(int))
+    return pd.DataFrame({LR: at[LR].to_numpy(float), CYCLE: at[CYCLE].to_numpy(float),
+                         metric: at[metric].to_numpy(float)}, index=index)
+
+
+def cell_runs(table: pd.DataFrame, metric: str, cell: tuple[float, float] | None = None) -> pd.Series:
+    """The `metric` of the runs of a `method_runs` table at `cell` (all of them for None);
+    a replicate key seen twice keeps its last run."""
+    if cell is not None:
+        table = table[table[LR].eq(cell[0]) & table[CYCLE].eq(cell[1])]
+    values = table[metric]
+    return values[~values.index.duplicated(keep="last")]
+
+
 def runs(df: pd.DataFrame, method: str, metric: str, k: int | None = None,
          cell: tuple[float, float] | None = None) -> pd.Series:
     """`metric` at size K of each run of `method` (at `cell` for a cyclic one), indexed by
     replicate key; a key seen twice keeps its last run."""
-    sub = df[df["method"] == method]
-    if cell is not None:
-        sub = sub[sub[LR].eq(cell[0]) & sub[CYCLE].eq(cell[1])]
-    size = default_size(df, method) if k is None else k
-    if size is None or metric not in sub.columns:
-        return pd.Series(dtype=float)
-    at = rows_at_size(sub, size)
-    index = pd.MultiIndex.from_frame(at[list(REPLICATE_KEY)].astype(int))
-    values = pd.Series(at[metric].to_numpy(float), index=index, name=metric)
-    return values[~values.index.duplicated(keep="last")]
+    return cell_runs(method_runs(df, method, metric, k), metric, cell)
 
 
 def contenders(df: pd.DataFrame, k: int | None = None) -> dict[str, tuple[float, float] | None]:
@@ -101,11 +115,11 @@ def tie_grid(df: pd.DataFrame, method: str, metric: str, k: int | None = None,
     its difference to `baseline` contains 0 (a tie), False where it does not, and NaN
     where it is undefined (fewer than 2 runs)."""
     base = runs(df, baseline, metric)
-    sub = df[df["method"] == method]
-    cells = sub[[LR, CYCLE]].dropna().drop_duplicates()
+    table = method_runs(df, method, metric, k)
+    cells = df.loc[df["method"] == method, [LR, CYCLE]].dropna().drop_duplicates()
     out = {}
     for lr, cyc in cells.itertuples(index=False):
-        iv = difference_interval(runs(df, method, metric, k, (lr, cyc)), base, level)
+        iv = difference_interval(cell_runs(table, metric, (lr, cyc)), base, level)
         out[(float(lr), float(cyc))] = iv.contains(0.0) if np.isfinite(iv.low) else np.nan
     if not out:
         return pd.DataFrame()

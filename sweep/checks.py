@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
+from search_spaces.kinds import GRID_KINDS, CustomSearch, OptunaSearchSpec, ValuesSearch
 from sweep.phases import planned_trials
 from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
@@ -87,6 +87,8 @@ def search_errors(spec: SweepSpec) -> list[str]:
             f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
             f"{spec.methods} has neither (add sse or star_sse to methods)"
         )
+    if spec.confirm is not None:
+        errors += confirm_errors(spec)
     if isinstance(search, OptunaSearchSpec):
         for field in ("seeds", "pretrained_indices"):
             if len(values := getattr(spec, field)) != 1:
@@ -109,6 +111,24 @@ def search_errors(spec: SweepSpec) -> list[str]:
             )
         elif path.suffix != ".py":
             errors.append(f"search.path: must be a .py file (got {search.path!r})")
+    return errors
+
+
+def confirm_errors(spec: SweepSpec) -> list[str]:
+    """`confirm` needs a grid of a cyclic method, checkpoints in range and replicates the grid
+    does not already run."""
+    if not isinstance(spec.search, GRID_KINDS) or not spec.cyclic_methods:
+        return [f"confirm: reruns the chosen SSE/StarSSE cells of a paper_grid / values search, but "
+                f"search.kind is {spec.search.kind!r} with methods {spec.methods}; remove confirm"]
+    errors = []
+    n_ckpt = spec.trial.pretrained.count
+    if bad := [p for p in spec.confirm.pretrained_indices if p >= n_ckpt]:
+        errors.append(f"confirm.pretrained_indices: {bad} out of range; only {n_ckpt} checkpoint(s) exist "
+                      "(raise trial.pretrained.num_checkpoints)")
+    grid = {(p, s) for p in spec.pretrained_indices for s in spec.seeds}
+    if both := sorted(grid & set(spec.confirm_replicates())):
+        errors.append(f"confirm.pretrained_indices: replicates (checkpoint, seed) {both} already run in the "
+                      "grid; list other checkpoints")
     return errors
 
 

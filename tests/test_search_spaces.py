@@ -211,3 +211,53 @@ def test_dry_run_output_numbers():
     assert "training epochs with shared fine-tunes:     1640" in out
     assert "shared fine-tunes save 520 epochs (24%)" in out
     assert out.count("\n") > 20 and "star_sse" in out and "(0,1) (0,2)" in out
+
+
+CONFIRM = {**copy.deepcopy(REPLICATES), "search": {"kind": "paper_grid", "lr_max_ratios": [1, 2],
+                                                   "cycle_epochs_ratios": [0.5, 1]},
+           "pretrained_indices": [0], "confirm": {"pretrained_indices": [5, 10]}}
+
+
+def _row(method, lr, cyc, val, snapshot=5, status="TERMINATED"):
+    return {"method": method, "lr_max_ratio": lr, "cycle_epochs_ratio": cyc, "ens_val_acc": val,
+            "snapshot": snapshot, "num_snapshots": 5, "status": status}
+
+
+def test_confirm_reruns_the_cells_chosen_on_validation():
+    from search_spaces.paper import confirm_trials
+
+    spec = parse_spec(copy.deepcopy(CONFIRM))
+    rows = [_row("sse", 1, 0.5, 0.80), _row("sse", 1, 0.5, 0.90), _row("sse", 2, 1, 0.84),
+            _row("sse", 2, 0.5, 0.99, snapshot=3),              # not at the last snapshot
+            _row("sse", 1, 1, 0.99, status="ERROR"),            # not finished
+            _row("star_sse", 2, 1, 0.70), _row("star_sse", 1, 1, 0.72),
+            {**_row("star_sse", 2, 0.5, 0.95), "ens_test_acc": 0.1}]
+    trials = confirm_trials(spec, rows)
+    assert trials == [
+        {"method": "sse", "lr_max_ratio": 1.0, "cycle_epochs_ratio": 0.5, "seed": 0, "pretrained_index": 5},
+        {"method": "sse", "lr_max_ratio": 1.0, "cycle_epochs_ratio": 0.5, "seed": 0, "pretrained_index": 10},
+        {"method": "star_sse", "lr_max_ratio": 2.0, "cycle_epochs_ratio": 0.5, "seed": 0,
+         "pretrained_index": 5},
+        {"method": "star_sse", "lr_max_ratio": 2.0, "cycle_epochs_ratio": 0.5, "seed": 0,
+         "pretrained_index": 10},
+    ]
+    phases = build_phases(spec)
+    assert [p.name for p in phases] == ["grid", "confirm"] and phases[1].num_samples == 4
+    plan = make_plan(spec)
+    assert plan.open_phases["confirm"] == (4, 40 + 4 * 20, 40 + 4 * 40)  # fine-tune + 4 cycles
+    assert plan.pretrained_needed() == list(range(15))
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"confirm": {"pretrained_indices": [0, 5]}},
+     "confirm.pretrained_indices: replicates (checkpoint, seed) [(0, 0)] already run in the grid"),
+    ({"confirm": {"pretrained_indices": [15]}}, "confirm.pretrained_indices: [15] out of range"),
+    ({"confirm": {"pretrained_indices": [5], "metric": "ens_test_acc"}}, "is a test metric"),
+    ({"methods": ["local_de", "global_de"]}, "confirm: reruns the chosen SSE/StarSSE cells"),
+])
+def test_bad_confirm_is_refused(change, needle):
+    from sweep.spec_models import SpecError
+
+    with pytest.raises(SpecError) as err:
+        parse_spec({**copy.deepcopy(CONFIRM), **change})
+    assert needle in str(err.value)

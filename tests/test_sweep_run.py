@@ -145,6 +145,32 @@ def test_grid_sweep_predictions_side_table(grid_sweep, tmp_path):
     assert len(images) == 6 and (images.n_pairs == 1).all()  # 4 methods, one replicate each
 
 
+def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path):
+    """A grid, then its val-chosen cells on a second replicate (checkpoint 1): the confirm
+    trials run the cell with the best mean ens_val_acc of each method, and the analysis
+    pairs them with Local DE of the same replicate."""
+    from analysis.stats import paired_differences
+
+    spec = _spec(
+        tmp_path, methods=["sse", "star_sse", "local_de"], seeds=[0], pretrained_indices=[0],
+        search={"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
+        baselines={"num_members": 2, "local_de": {"pretrained_indices": [0, 1]}},
+        confirm={"pretrained_indices": [1]},
+    )
+    assert run_sweep(spec, spec_text="name: tiny\n") == 0
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert sorted(df.phase.unique()) == ["confirm", "grid"] and set(df.status) == {"TERMINATED"}
+    grid = df[(df.phase == "grid") & (df.snapshot == 3)]
+    confirm = df[(df.phase == "confirm") & (df.snapshot == 3)]
+    assert len(confirm) == 2 and set(confirm.pretrained_index) == {1} and set(confirm.seed) == {0}
+    for method in ("sse", "star_sse"):
+        g = grid[grid.method == method]
+        best = min(g.lr_max_ratio[g.ens_val_acc == g.ens_val_acc.max()])  # ties: the smaller lr_max
+        assert confirm[confirm.method == method].lr_max_ratio.tolist() == [best]
+    diffs = paired_differences(df).set_index(["method_a", "method_b"])
+    assert diffs.loc[("local_de", "sse"), "n_pairs"] == 2  # replicates (0, 0) and (1, 0)
+
+
 def test_grid_sweep_mlflow_runs(grid_sweep):
     spec, _ = grid_sweep
     client, runs = _mlflow_runs(spec.tracking_uri, "tiny")
