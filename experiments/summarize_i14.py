@@ -104,7 +104,8 @@ def main() -> None:
     which = sys.argv[1:] or ["transfer", "lr", "ensembles", "cycles"]
     df = pd.read_csv(PROBE)
     if "lr" in which:
-        print("== every (variant, epochs, lr): val mean ± sd over seeds\n", lr_table(df).to_string(index=False))
+        print("== every (variant, epochs, lr): val mean ± sd over seeds")
+        print(lr_table(df).to_string(index=False))
     if "transfer" in which:
         print("\n== transfer benefit at the best val lr\n", transfer_table(df).to_string(index=False))
     try:
