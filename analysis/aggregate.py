@@ -15,7 +15,8 @@ Rules shared by every function:
 - Statistics are over trials (seeds x pre-trained checkpoints): mean, sample
   std (ddof=1, NaN for a single trial), count of non-NaN values and the 95%
   Student-t interval of the mean (`analysis.intervals`).
-- Cells are chosen on the validation metric `ens_val_acc`, never on test.
+- Cells are chosen on the validation metric `ens_val_acc`, never on test, and on
+  the grid's runs (not a confirm phase's reruns of the chosen cells).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import t_interval
+from sweep.phases import CONFIRM_PHASE
 from trainables.methods import BASELINE_METHODS as BASELINES
 from trainables.methods import CYCLIC_METHODS as CYCLIC
 from trainables.methods import METHODS
@@ -192,6 +194,14 @@ def size_curve(
     return out
 
 
+def selection_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows cells are chosen on: all but a confirm phase's, which rerun cells already
+    chosen on the grid (choosing again on them would let their extra runs move the choice)."""
+    if "phase" not in df.columns:
+        return df
+    return df[df["phase"] != CONFIRM_PHASE]
+
+
 def choose_cells(df: pd.DataFrame, method: str, k: int | None = None) -> dict[str, Cell]:
     """The most local, best (max mean `ens_val_acc` at K) and most semi-local cells.
 
@@ -199,7 +209,7 @@ def choose_cells(df: pd.DataFrame, method: str, k: int | None = None) -> dict[st
     lr_max ratio, then the smallest cycle ratio; most semi-local the largest of both.
     Returns {} when no cell has data.
     """
-    grid = metric_grid(df, method, SELECTION_METRIC, k)
+    grid = metric_grid(selection_rows(df), method, SELECTION_METRIC, k)
     filled = grid.mean.stack().dropna()
     filled = filled[grid.count.stack().reindex(filled.index) > 0]
     if filled.empty:

@@ -25,6 +25,9 @@ from search_spaces import planned_trials as design_trials
 from search_spaces.kinds import GRID_KINDS, CustomSearch, OptunaSearchSpec, PaperGridSearch
 from sweep.spec_models import SweepSpec
 
+#: The phase that reruns the grid's chosen cells on more replicates.
+CONFIRM_PHASE = "confirm"
+
 
 @dataclass
 class Phase:
@@ -86,7 +89,7 @@ def _confirm_phase(spec: SweepSpec, base: dict[str, Any]) -> Phase:
     keeps the list its searcher saved."""
     n = len(spec.cyclic_methods) * len(spec.confirm_replicates())
     return Phase(
-        name="confirm",
+        name=CONFIRM_PHASE,
         param_space=copy.deepcopy(base),
         num_samples=n,
         make_search_alg=lambda: _trial_list_searcher(paper.confirm_trials(spec, _grid_rows(spec))),

@@ -16,7 +16,7 @@ from typing import Any
 
 from search_spaces.kinds import CustomSearch, OptunaSearchSpec, PaperGridSearch
 from sweep.console import fmt_num, fmt_range, text_table
-from sweep.phases import Phase, build_phases
+from sweep.phases import CONFIRM_PHASE, Phase, build_phases
 from sweep.spec_models import SweepSpec
 from trainables.config import TrialConfig
 from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
@@ -120,7 +120,7 @@ def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     for phase in phases:
         if phase.trials is not None:
             plan.trials.extend(trial_plan(phase.name, c) for c in phase.trials)
-        elif phase.name == "confirm":
+        elif phase.name == CONFIRM_PHASE:
             plan.open_phases[phase.name] = (phase.num_samples, *confirm_epochs(spec))
         elif isinstance(spec.search, OptunaSearchSpec):
             q = spec.search.cycle_epochs_ratio
@@ -177,7 +177,7 @@ def _trials(plan: SweepPlan, max_rows: int | None) -> list[str]:
         if emin is None:
             out.append(f"\n{name}: {n} trials drawn by your search; epochs depend on your space")
         else:
-            drawn = "at the cells the grid chooses" if name == "confirm" else "drawn by Optuna"
+            drawn = "at the cells the grid chooses" if name == CONFIRM_PHASE else "drawn by Optuna"
             out.append(f"\n{name}: {n} trials {drawn}; {fmt_range(emin, emax)} epochs each")
     return out
 

@@ -137,3 +137,20 @@ def test_image_level_tests_on_synthetic_predictions():
     assert gl.verdict == "global_de better" and gl.mcnemar_p_max < 1e-6
     ls = tests.loc[("local_de", "sse")]
     assert ls.mean_diff == 0.0 and ls.verdict == "tie (interval contains 0)" and ls.mcnemar_p_min == 1.0
+
+
+def test_cells_are_chosen_on_the_grid_not_on_confirm_reruns():
+    """The confirm phase reruns the chosen cell; its extra runs (here worse on val) count in
+    the cell's statistics but do not move the choice."""
+    from analysis.aggregate import choose_cells
+
+    df = _table().assign(phase="grid")
+    assert choose_cells(df, "star_sse")["best"] == (1.0, 1.0)
+    rerun = df[(df.method == "star_sse") & (df.cycle_epochs_ratio == 1.0)].assign(
+        phase="confirm", ens_val_acc=0.1, pretrained_index=lambda d: d.pretrained_index + 100,
+        trial_id=lambda d: d.trial_id + "-confirm")
+    both = pd.concat([df, rerun], ignore_index=True)
+    assert choose_cells(both, "star_sse")["best"] == (1.0, 1.0)
+    assert choose_cells(both.assign(phase="grid"), "star_sse")["best"] == (1.0, 0.5)
+    row = paired_differences(both).set_index(["method_a", "method_b"]).loc[("local_de", "star_sse")]
+    assert row.n_b == 6 and row.n_pairs == 3  # the reruns have no Local DE partner here
