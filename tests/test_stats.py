@@ -154,3 +154,18 @@ def test_cells_are_chosen_on_the_grid_not_on_confirm_reruns():
     assert choose_cells(both.assign(phase="grid"), "star_sse")["best"] == (1.0, 0.5)
     row = paired_differences(both).set_index(["method_a", "method_b"]).loc[("local_de", "star_sse")]
     assert row.n_b == 6 and row.n_pairs == 3  # the reruns have no Local DE partner here
+
+
+def test_heatmaps_mark_ties_with_local_de_and_between_methods():
+    from analysis.heatmaps import cell_labels, diff_heatmap, metric_heatmaps
+
+    df = _table()
+    fig, data = metric_heatmaps(df, "ens_test_acc")
+    assert data.ties["sse"].loc[1.0, 0.5] is True and data.ties["star_sse"].loc[1.0, 1.0] is False
+    labels, _ = cell_labels(data.grids["sse"], data.ties["sse"])
+    assert labels.loc[1.0, 0.5].endswith("\n≈ LDE") and "≈" not in labels.loc[1.0, 1.0]
+    assert "≈ LDE" in fig._suptitle.get_text()
+    _, diff = diff_heatmap(df, "ens_test_acc")
+    # StarSSE - SSE at (1, 1): +0.12 in every replicate, not a tie
+    assert diff.ties.loc[1.0, 1.0] is False
+    assert diff.diff.loc[1.0, 1.0] == pytest.approx(0.12)
