@@ -41,6 +41,7 @@ paper-cpu: setup
 	$(PY) -m sweep run specs/paper_cpu.yaml --storage $(PAPER_STORAGE)
 	mkdir -p results/paper_cpu
 	cp $(PAPER_STORAGE)/paper_cpu/results.parquet results/paper_cpu/results.parquet
+	cp $(PAPER_STORAGE)/paper_cpu/predictions.parquet results/paper_cpu/predictions.parquet
 	$(PY) -m analysis report results/paper_cpu/results.parquet --out results/paper_cpu/report
 	$(PY) experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
 

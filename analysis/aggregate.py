@@ -13,8 +13,10 @@ Rules shared by every function:
   that diverged at a snapshot <= K is counted in the diverged grid, never in the
   mean; before that point its rows are ordinary.
 - Statistics are over trials (seeds x pre-trained checkpoints): mean, sample
-  std (ddof=1, NaN for a single trial) and count of non-NaN values.
-- Cells are chosen on the validation metric `ens_val_acc`, never on test.
+  std (ddof=1, NaN for a single trial), count of non-NaN values and the 95%
+  Student-t interval of the mean (`analysis.intervals`).
+- Cells are chosen on the validation metric `ens_val_acc`, never on test, and on
+  the grid's runs (not a confirm phase's reruns of the chosen cells).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.intervals import t_interval
+from sweep.phases import CONFIRM_PHASE
 from trainables.methods import BASELINE_METHODS as BASELINES
 from trainables.methods import CYCLIC_METHODS as CYCLIC
 from trainables.methods import METHODS
@@ -144,18 +148,16 @@ def metric_grids(
 
 
 def _stats(values: pd.Series) -> dict[str, float]:
-    values = values.dropna()
-    return {
-        "mean": float(values.mean()) if len(values) else np.nan,
-        "std": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
-        "count": int(len(values)),
-    }
+    """Mean, sample std, count and the 95% Student-t interval of the mean over runs."""
+    iv = t_interval(values)
+    return {"mean": iv.mean, "std": iv.std, "count": iv.n, "ci_low": iv.low, "ci_high": iv.high}
 
 
 def baseline_stats(df: pd.DataFrame, metric: str, k: int | None = None) -> pd.DataFrame:
     """Mean, std and count of `metric` at size K for each baseline (local_de, global_de).
 
-    Indexed by method; columns k, mean, std, count. Baselines absent from `df` are omitted.
+    Indexed by method; columns k, mean, std, count, ci_low, ci_high (95%). Baselines absent
+    from `df` are omitted.
     """
     rows = {}
     for method in methods_present(df, BASELINES):
@@ -164,7 +166,8 @@ def baseline_stats(df: pd.DataFrame, metric: str, k: int | None = None) -> pd.Da
         at = rows_at_size(sub, size)
         values = at[metric] if metric in at.columns else pd.Series(dtype=float)
         rows[method] = {"k": size, **_stats(values)}
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=["k", "mean", "std", "count"])
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["k", "mean", "std", "count", "ci_low", "ci_high"])
     out.index.name = "method"
     return out
 
@@ -191,6 +194,14 @@ def size_curve(
     return out
 
 
+def selection_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows cells are chosen on: all but a confirm phase's, which rerun cells already
+    chosen on the grid (choosing again on them would let their extra runs move the choice)."""
+    if "phase" not in df.columns:
+        return df
+    return df[df["phase"] != CONFIRM_PHASE]
+
+
 def choose_cells(df: pd.DataFrame, method: str, k: int | None = None) -> dict[str, Cell]:
     """The most local, best (max mean `ens_val_acc` at K) and most semi-local cells.
 
@@ -198,7 +209,7 @@ def choose_cells(df: pd.DataFrame, method: str, k: int | None = None) -> dict[st
     lr_max ratio, then the smallest cycle ratio; most semi-local the largest of both.
     Returns {} when no cell has data.
     """
-    grid = metric_grid(df, method, SELECTION_METRIC, k)
+    grid = metric_grid(selection_rows(df), method, SELECTION_METRIC, k)
     filled = grid.mean.stack().dropna()
     filled = filled[grid.count.stack().reindex(filled.index) > 0]
     if filled.empty:
@@ -240,7 +251,8 @@ def summary_row(df: pd.DataFrame, method: str, k: int | None = None) -> dict:
     }
     for metric in (SELECTION_METRIC, *SUMMARY_METRICS):
         stats = _stats(at[metric] if metric in at.columns else pd.Series(dtype=float))
-        row[f"{metric}_mean"], row[f"{metric}_std"] = stats["mean"], stats["std"]
+        for key in ("mean", "std", "ci_low", "ci_high"):
+            row[f"{metric}_{key}"] = stats[key]
     return row
 
 

@@ -3,7 +3,9 @@
 `metric_heatmaps` draws one panel per cyclic method (sse, star_sse) sharing one
 colour scale, with the Local DE and Global DE means marked on the colour bar;
 `diff_heatmap` draws StarSSE - SSE on a zero-centred diverging scale. Each cell
-shows the mean and n = number of runs. Cells whose trials all diverged are
+shows the mean and n = number of runs; "≈ LDE" marks a cell whose paired 95% interval of
+the difference to Local DE contains 0 (and "≈" a StarSSE − SSE cell whose interval
+does). Cells whose trials all diverged are
 hatched and labelled "div"; cells without data stay blank. Tick labels show the
 absolute value and the ratio to the fine-tune value, e.g. "0.04 (×2)".
 
@@ -26,6 +28,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from analysis.aggregate import CYCLIC, Grid, baseline_stats, default_size, metric_grid, metric_grids
+from analysis.stats import cell_runs, difference_interval, method_runs, tie_grid
 from analysis.style import (
     BASELINE_COLORS,
     format_value,
@@ -47,6 +50,9 @@ class HeatmapData:
     vmin: float
     vmax: float
     baselines: dict[str, float] = field(default_factory=dict)
+    #: per method, per cell: True where the 95% interval of the difference to Local DE
+    #: contains 0 (drawn "≈ LDE"), False where it does not, NaN where undefined
+    ties: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +65,8 @@ class DiffData:
     limit: float
     diverged: pd.DataFrame
     grids: dict[str, Grid]
+    #: per cell: True where the 95% interval of StarSSE − SSE contains 0 (drawn "≈")
+    ties: pd.DataFrame | None = None
 
     @property
     def vmin(self) -> float:
@@ -131,8 +139,9 @@ def draw_panel(
     ax.set_ylim(-0.5, values.shape[0] - 0.5)
 
 
-def cell_labels(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Annotation text ("87.33\\nn=4", "div (n=2)") and hatch mask for one metric grid."""
+def cell_labels(grid: Grid, ties: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Annotation text ("87.33\\nn=4", "div (n=2)"; "≈ LDE" added where `ties` is True) and
+    hatch mask for one metric grid."""
     labels = pd.DataFrame("", index=grid.mean.index, columns=grid.mean.columns, dtype=object)
     hatched = pd.DataFrame(False, index=grid.mean.index, columns=grid.mean.columns)
     for r in range(grid.mean.shape[0]):
@@ -141,10 +150,18 @@ def cell_labels(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
             if n > 0:
                 text = f"{format_value(grid.metric, grid.mean.iat[r, c])}\nn={n}"
                 labels.iat[r, c] = text + (f", {d} div" if d else "")
+                if _is_tie(ties, grid.mean.index[r], grid.mean.columns[c]):
+                    labels.iat[r, c] += "\n≈ LDE"
             elif d > 0:
                 labels.iat[r, c] = f"div\n(n={d})"
                 hatched.iat[r, c] = True
     return labels, hatched
+
+
+def _is_tie(ties: pd.DataFrame | None, lr: float, cycle: float) -> bool:
+    if ties is None or ties.empty or lr not in ties.index or cycle not in ties.columns:
+        return False
+    return ties.loc[lr, cycle] is True
 
 
 def mark_baselines(
@@ -204,21 +221,38 @@ def metric_heatmaps(
     cmap = colormaps["viridis" if higher_is_better(metric) else "viridis_r"].with_extremes(
         bad="white"
     )
-    marks = {}
+    marks, base = {}, pd.DataFrame()
     if show_baselines:
         base = baseline_stats(df, metric, k)
         marks = {m: float(v) for m, v in base["mean"].items() if np.isfinite(v)}
     n_rows, n_cols = next(iter(grids.values())).mean.shape
     fig = new_figure((0.95 * n_cols + 1.9) * len(grids) + 2.0, 0.5 * n_rows + 2.4)
     axes = list(fig.subplots(1, len(grids), squeeze=False)[0])
+    ties = {}
+    if show_baselines and "local_de" in base.index:
+        ties = {m: tie_grid(df, m, metric, k, "local_de") for m in grids}
     for ax, (method, grid) in zip(axes, grids.items(), strict=True):
-        labels, hatched = cell_labels(grid)
+        labels, hatched = cell_labels(grid, ties.get(method))
         draw_panel(ax, grid.mean, labels, hatched, grid, norm, cmap)
         ax.set_title(f"{method_label(method)} (K={grid.k})")
     cbar_ax = _colorbar(fig, axes, norm, cmap, metric, metric_label(metric))
     mark_baselines(cbar_ax, marks, metric, vmin, vmax)
-    fig.suptitle(f"{metric_label(metric)}, mean over seeds × pre-trained checkpoints")
-    return fig, HeatmapData(metric=metric, grids=grids, vmin=vmin, vmax=vmax, baselines=marks)
+    note = "; ≈ LDE: 95% interval of the difference to Local DE contains 0" if ties else ""
+    fig.suptitle(f"{metric_label(metric)}, mean over seeds × pre-trained checkpoints{note}")
+    return fig, HeatmapData(metric=metric, grids=grids, vmin=vmin, vmax=vmax, baselines=marks, ties=ties)
+
+
+def diff_ties(df: pd.DataFrame, metric: str, k: int, like: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of `like`: whether the 95% interval of StarSSE − SSE (paired by replicate)
+    contains 0 (True / False; NaN with fewer than 2 runs a side)."""
+    out = pd.DataFrame(np.nan, index=like.index, columns=like.columns, dtype=object)
+    star, sse = (method_runs(df, m, metric, k) for m in ("star_sse", "sse"))
+    for lr in like.index:
+        for cyc in like.columns:
+            iv = difference_interval(cell_runs(star, metric, (lr, cyc)), cell_runs(sse, metric, (lr, cyc)))
+            if np.isfinite(iv.low):
+                out.loc[lr, cyc] = iv.contains(0.0)
+    return out
 
 
 def diff_heatmap(
@@ -242,8 +276,9 @@ def diff_heatmap(
     limit = float(finite.max()) if finite.size and finite.max() > 0 else 1e-3
     norm = Normalize(-limit, limit)
     cmap = colormaps["RdBu" if higher_is_better(metric) else "RdBu_r"].with_extremes(bad="white")
+    ties = diff_ties(df, metric, k, diff)
     labels = diff.map(lambda v: format_value(metric, v, signed=True)).astype(object)
-    labels = labels.mask(diverged, "div")
+    labels = labels.mask(ties.eq(True), labels + "\n≈").mask(diverged, "div")
     n_rows, n_cols = diff.shape
     fig = new_figure(0.95 * n_cols + 3.6, 0.5 * n_rows + 2.4)
     ax = fig.subplots()
@@ -251,6 +286,6 @@ def diff_heatmap(
     ax.set_title(f"StarSSE − SSE (K={k})")
     _colorbar(fig, [ax], norm, cmap, metric, f"Δ {metric_label(metric)}")
     better = "blue: StarSSE better"
-    fig.suptitle(f"{metric_label(metric)}: StarSSE − SSE ({better})")
-    data = DiffData(metric=metric, k=k, diff=diff, limit=limit, diverged=diverged, grids=grids)
+    fig.suptitle(f"{metric_label(metric)}: StarSSE − SSE ({better}; ≈: 95% interval contains 0)")
+    data = DiffData(metric=metric, k=k, diff=diff, limit=limit, diverged=diverged, grids=grids, ties=ties)
     return fig, data

@@ -28,8 +28,10 @@ from analysis.aggregate import (
 from analysis.curves import ensemble_size_curves, individual_curves, soup_vs_ensemble_curves
 from analysis.heatmaps import diff_heatmap, metric_heatmaps
 from analysis.load import load_results
+from analysis.predictions import image_level_tests, load_predictions
+from analysis.stats import paired_differences
 from analysis.style import method_label, metric_label, save_figure
-from analysis.tables import summary_html, write_summary
+from analysis.tables import paired_markdown, summary_html, write_summary
 
 HEATMAP_METRICS = (
     "ens_test_acc",
@@ -145,6 +147,7 @@ def _index_html(
     source: str,
     df: pd.DataFrame,
     summary: pd.DataFrame,
+    paired: str,
     written: list[ReportFigure],
     omitted: list[str],
 ) -> str:
@@ -165,6 +168,12 @@ def _index_html(
         "test metrics are mean ± std over seeds × pre-trained checkpoints. "
         'Also as <a href="summary.md">Markdown</a> and <a href="summary.csv">CSV</a>.</p>',
         summary_html(summary),
+        "<h2>Paired differences</h2>",
+        "<p>Ensemble test accuracy of method A minus method B, each at its cell chosen on "
+        "validation; runs are paired by (pre-trained checkpoint, seed), i.e. they start from the "
+        'same fine-tuned model. Also as <a href="paired.md">Markdown</a> and '
+        '<a href="paired.csv">CSV</a>.</p>',
+        f"<pre>{esc(paired)}</pre>",
         *_diverged_html(df),
         "<h2>Figures</h2>",
         "<p>Heatmap cells show the mean and n = runs that reached size K; "
@@ -184,13 +193,31 @@ def _index_html(
     return "\n".join(parts) + "\n"
 
 
+def write_paired(df: pd.DataFrame, predictions: pd.DataFrame | None, out_dir: Path,
+                 size: int | None) -> str:
+    """paired.md / paired.csv: the paired differences per method pair (and the image-level
+    tests when the sweep kept predictions); returns the Markdown."""
+    diffs = paired_differences(df, "ens_test_acc", size)
+    images = None
+    if predictions is not None and not predictions.empty and not diffs.empty:
+        images = image_level_tests(df, predictions, size)
+        images.to_csv(out_dir / "paired_images.csv", index=False)
+    diffs.to_csv(out_dir / "paired.csv", index=False)
+    text = paired_markdown(diffs, "ens_test_acc", images)
+    (out_dir / "paired.md").write_text(text, encoding="utf-8")
+    return text
+
+
 def build_report(
-    results: str | Path | pd.DataFrame, out_dir: str | Path, size: int | None = None
+    results: str | Path | pd.DataFrame, out_dir: str | Path, size: int | None = None,
+    predictions: pd.DataFrame | None = None,
 ) -> Path:
     """Write figures (PNG + SVG), summary.md/.csv and index.html; return index.html's path.
 
     `results` is a Parquet path, a directory holding results.parquet, or a
     DataFrame. `size` is the ensemble size K (default: largest snapshot per method).
+    `predictions` is the per-image predictions table (default: the one beside a results
+    file, `analysis.predictions.load_predictions`).
     """
     if size is not None and size < 1:
         raise ValueError(f"ensemble size must be >= 1, got {size}")
@@ -198,16 +225,18 @@ def build_report(
         df, source = results, "<dataframe>"
     else:
         df, source = load_results(results), str(results)
+        predictions = load_predictions(results) if predictions is None else predictions
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summary_table(df, size)
     write_summary(summary, out_dir)
+    paired = write_paired(df, predictions, out_dir, size)
     figures, omitted = plan_figures(df, size)
     for spec in figures:
         fig, _data = spec.draw()
         save_figure(fig, out_dir, spec.stem)
     index = out_dir / INDEX_NAME
-    index.write_text(_index_html(source, df, summary, figures, omitted), encoding="utf-8")
+    index.write_text(_index_html(source, df, summary, paired, figures, omitted), encoding="utf-8")
     return index
 
 

@@ -1,8 +1,10 @@
 """The summary table (aggregate.summary_table) as Markdown, CSV and HTML.
 
 The CSV keeps the raw numbers (fractions, NaN for missing); Markdown and HTML
-show "mean ± std" with accuracies and ECE in percent, one row per method in
-rank order, best first.
+show "mean ± std" with accuracies and ECE in percent, the number of runs and the
+95% interval of the test accuracy, one row per method in rank order, best first.
+`paired_markdown` shows the paired differences between methods
+(`analysis.stats.paired_differences`, and `analysis.predictions.image_level_tests`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import SELECTION_METRIC
-from analysis.style import format_mean_std, method_label, tick_label
+from analysis.style import format_mean_std, format_value, method_label, tick_label
 
 DISPLAY_METRICS = {
     SELECTION_METRIC: "Val acc (%)",
@@ -24,6 +26,16 @@ DISPLAY_METRICS = {
     "ens_ood_acc": "OOD acc (%)",
     "soup_test_acc": "Soup test acc (%)",
 }
+
+
+CI_TITLE = "Test acc 95% CI (%)"
+
+
+def format_interval(metric: str, low: float, high: float) -> str:
+    """"[84.10, 85.02]" in the metric's display units; "—" when undefined (n < 2)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "—"
+    return f"[{format_value(metric, low)}, {format_value(metric, high)}]"
 
 
 def _cell_text(row: pd.Series) -> str:
@@ -51,8 +63,11 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             out[title] = format_mean_std(
                 metric, row.get(f"{metric}_mean", np.nan), row.get(f"{metric}_std", np.nan)
             )
+        out[CI_TITLE] = format_interval(
+            "ens_test_acc", row.get("ens_test_acc_ci_low", np.nan), row.get("ens_test_acc_ci_high", np.nan)
+        )
         rows.append(out)
-    columns = ["Rank", "Method", "Best cell (on val)", "K", "Runs", *DISPLAY_METRICS.values()]
+    columns = ["Rank", "Method", "Best cell (on val)", "K", "Runs", *DISPLAY_METRICS.values(), CI_TITLE]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -86,3 +101,38 @@ def write_summary(summary: pd.DataFrame, out_dir: str | Path, stem: str = "summa
     md.write_text(summary_markdown(summary), encoding="utf-8")
     summary.to_csv(csv, index=False)
     return [md, csv]
+
+
+def _cell_name(method: str, cell) -> str:
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        return method_label(method)
+    return f"{method_label(method)} (×{cell[0]:g}, ×{cell[1]:g})"
+
+
+def _signed(metric: str, value: float) -> str:
+    return format_value(metric, value, signed=True) or "—"
+
+
+def paired_markdown(diffs: pd.DataFrame, metric: str = "ens_test_acc",
+                    images: pd.DataFrame | None = None) -> str:
+    """Markdown of `analysis.stats.paired_differences` (and, when given, the image-level
+    tests of `analysis.predictions.image_level_tests` for the same pairs)."""
+    lines = ["| A | B | runs A, B | pairs | A − B | 95% CI | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in diffs.itertuples(index=False):
+        kind = "paired" if r.paired else "unpaired (Welch)"
+        ci = format_interval(metric, r.ci_low, r.ci_high)
+        lines.append(f"| {_cell_name(r.method_a, r.cell_a)} | {_cell_name(r.method_b, r.cell_b)} | "
+                     f"{r.n_a}, {r.n_b} | {r.n_pairs} ({kind}) | {_signed(metric, r.mean_diff)} | {ci} | "
+                     f"{r.verdict} |")
+    text = "\n".join(lines) + "\n"
+    if images is not None and not images.empty:
+        text += ("\nSame test images (ensembles of K at the same cells; bootstrap over images of "
+                 "the difference averaged over paired replicates; McNemar's exact p per replicate):\n\n"
+                 "| A | B | pairs | A − B | 95% CI (images) | McNemar p (min–max) | verdict |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        for r in images.itertuples(index=False):
+            p = "—" if pd.isna(r.mcnemar_p_min) else f"{r.mcnemar_p_min:.3g}–{r.mcnemar_p_max:.3g}"
+            text += (f"| {method_label(r.method_a)} | {method_label(r.method_b)} | {r.n_pairs} | "
+                     f"{_signed(metric, r.mean_diff)} | {format_interval(metric, r.boot_low, r.boot_high)} | "
+                     f"{p} | {r.verdict if isinstance(r.verdict, str) else '—'} |\n")
+    return text

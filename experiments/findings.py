@@ -2,8 +2,10 @@
 
     python experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
 
-Answers the four questions of issue 7 with means ± sample std over runs
-(seeds, and for the baselines independent member sets). Cells of SSE/StarSSE
+Answers the four questions of the paper with means ± sample std over runs
+(replicates), and the paired differences between methods with 95% intervals (runs
+paired by pre-trained checkpoint and seed; image-level tests when predictions.parquet
+is beside the table). Cells of SSE/StarSSE
 are chosen on the validation metric (`ens_val_acc`, or `soup_val_acc` for
 soups), never on test. Reads records only (analysis.load / analysis.aggregate).
 """
@@ -14,8 +16,11 @@ import sys
 
 import pandas as pd
 
-from analysis.aggregate import baseline_stats, metric_grid, rows_at_size
+from analysis.aggregate import baseline_stats, metric_grid, rows_at_size, selection_rows
 from analysis.load import load_results
+from analysis.predictions import image_level_tests, load_predictions
+from analysis.stats import paired_differences
+from analysis.tables import paired_markdown
 
 LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
 
@@ -36,7 +41,7 @@ def pct(mean: float, std: float) -> str:
 
 
 def best_cell(df: pd.DataFrame, method: str, select: str, k: int) -> tuple[float, float]:
-    grid = metric_grid(df, method, select, k).mean.stack().dropna()
+    grid = metric_grid(selection_rows(df), method, select, k).mean.stack().dropna()
     return tuple(float(v) for v in grid.idxmax())
 
 
@@ -133,6 +138,11 @@ def main(path: str) -> None:
         md(100 * (star - sse)),
         "",
     ]
+    out += ["## Paired differences (each method at its val-chosen cell; 95% intervals)", ""]
+    for metric in ("ens_test_acc", "soup_test_acc", "ens_ood_acc"):
+        pred = load_predictions(path) if metric == "ens_test_acc" else None
+        images = image_level_tests(df, pred, k) if pred is not None else None
+        out += [f"### {metric}", "", paired_markdown(paired_differences(df, metric, k), metric, images), ""]
     diverged = df[df["diverged"].fillna(False).astype(bool)]
     out.append(f"Diverged trials: {diverged['trial_id'].nunique()}")
     print("\n".join(out))

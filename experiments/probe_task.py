@@ -15,7 +15,9 @@ Grid keys (space separated, comma separated values):
   val_size     validation hold-out (default 1000)
   source       embedded | scratch
   lr, epochs, wd, bs, width, lr_step
-  pt_epochs, pt_lr, pt_train_size (pre-training)
+  pt_epochs, pt_lr, pt_train_size, pt_bs (pre-training)
+  srcimg       classes (pre-train on the split's source classes) | outside (issue 14: all 10
+               classes, every training image outside the target's train+val split)
   seed         fine-tune seed;  ckpt  pretrained_index (default 0)
 """
 
@@ -60,6 +62,8 @@ DEFAULTS = {
     "pt_epochs": 3,
     "pt_lr": 0.05,
     "pt_train_size": None,
+    "pt_bs": 128,
+    "srcimg": "classes",
     "seed": 0,
     "ckpt": 0,
 }
@@ -74,6 +78,7 @@ NUMERIC = {
     "pt_epochs": float,
     "pt_lr": float,
     "pt_train_size": int,
+    "pt_bs": int,
     "seed": int,
     "ckpt": int,
 }
@@ -88,7 +93,11 @@ def make_cfg(v: dict) -> dict:
         "pretrained_index": v["ckpt"],
         "device": "cpu",
         "data": {
-            "source_classes": src,
+            **(
+                {"source_classes": src}
+                if v["srcimg"] == "classes"
+                else {"source_images": "outside_target_split"}
+            ),
             "target_classes": tgt,
             "train_size": v["train_size"],
             "val_size": v["val_size"],
@@ -100,6 +109,7 @@ def make_cfg(v: dict) -> dict:
             "epochs": v["pt_epochs"],
             "lr": v["pt_lr"],
             "train_size": v["pt_train_size"],
+            "batch_size": v["pt_bs"],
         },
         "finetune": {
             "lr": v["lr"],

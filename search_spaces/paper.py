@@ -5,7 +5,13 @@ Grid (Sadrtdinov et al. 2023, reference code): for every method in
 `cycle_epochs = q x finetune.epochs` with q in {0.5, 1, 2, 4}, for every fine-tune
 seed and pre-trained checkpoint; plus Local DE (members = fine-tunes of one
 checkpoint with seeds s, s+1, ...) and Global DE (members = fine-tunes of
-checkpoints 0, 1, ... with seed s).
+checkpoints p, p+1, ... with seed s).
+
+Paired replicates: with `pretrained_indices: [0, 5, 10]`, one seed, and the baselines'
+`pretrained_indices` the same, replicate r of every method starts from the fine-tune
+(5r, seed): SSE, StarSSE, Local DE and Global DE of one replicate share that first
+member (paired), and replicates share nothing (Global DE run r pre-trains its own
+checkpoints 5r..5r+4).
 
 How the sweep runs it: the grid cells and the baselines have different keys
 (a baseline has no lr_max / cycle_epochs), so the sweep builds **one flat list
@@ -64,9 +70,9 @@ def baseline_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
                 "method": "local_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
     if "global_de" in design.methods:
-        for seed in design.global_de_seeds():
+        for pidx, seed in itertools.product(design.global_de_pretrained_indices(), design.global_de_seeds()):
             trials.append({
-                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": 0,
+                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
     return trials
 
@@ -113,3 +119,43 @@ def paper_param_space(
         "seed": tune.grid_search(list(seeds)),
         "pretrained_index": tune.grid_search(list(pretrained_indices)),
     }
+
+
+def cell_keys(design: Design) -> tuple[str, str]:
+    """The trial keys of a grid cell: ratios for `paper_grid`, absolute values for `values`."""
+    if isinstance(design.search, PaperGridSearch):
+        return "lr_max_ratio", "cycle_epochs_ratio"
+    return "lr_max", "cycle_epochs"
+
+
+def chosen_cells(design: Design, rows: list[dict[str, Any]], metric: str) -> dict[str, tuple[float, float]]:
+    """Per cyclic method, the grid cell with the highest mean `metric` over its finished runs
+    at their last snapshot (records of the results table: method, the cell keys,
+    snapshot, num_snapshots, status, metric). Ties go to the smaller lr_max, then cycle (as
+    `analysis.aggregate.choose_cells`). Methods without such runs are left out."""
+    lr_key, cyc_key = cell_keys(design)
+    values: dict[tuple[str, float, float], list[float]] = {}
+    for r in rows:
+        value = r.get(metric)
+        if (r.get("method") in CYCLIC_METHODS and r.get("status") == "TERMINATED"
+                and r.get("snapshot") == r.get("num_snapshots") and value == value and value is not None):
+            values.setdefault((r["method"], float(r[lr_key]), float(r[cyc_key])), []).append(float(value))
+    best: dict[str, tuple[float, tuple[float, float]]] = {}
+    for (method, lr, cyc), vals in sorted(values.items()):
+        mean = sum(vals) / len(vals)
+        if method not in best or mean > best[method][0]:
+            best[method] = (mean, (lr, cyc))
+    return {m: cell for m, (_, cell) in best.items()}
+
+
+def confirm_trials(design: Design, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The confirm phase: each cyclic method's chosen cell on every extra replicate."""
+    if design.confirm is None:
+        return []
+    lr_key, cyc_key = cell_keys(design)
+    cells = chosen_cells(design, rows, design.confirm.metric)
+    return [
+        {"method": m, lr_key: cells[m][0], cyc_key: cells[m][1], "seed": s, "pretrained_index": p}
+        for m in design.cyclic_methods if m in cells
+        for p, s in design.confirm_replicates()
+    ]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec, ValuesSearch
+from search_spaces.kinds import GRID_KINDS, CustomSearch, OptunaSearchSpec, ValuesSearch
 from sweep.phases import planned_trials
 from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
-from trainables.methods import BASELINE_METHODS
+from trainables.methods import BASELINE_METHODS, members_of
 from trainables.validation import error_lines
 
 
@@ -40,12 +40,40 @@ def checkpoint_errors(spec: SweepSpec) -> list[str]:
     if "local_de" in spec.methods:
         check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
     members = spec.num_members
-    if "global_de" in spec.methods and n_ckpt < members:
+    last = max(spec.global_de_pretrained_indices()) + members
+    if "global_de" in spec.methods and n_ckpt < last:
         errors.append(
-            f"baselines.num_members: global_de with {members} members needs {members} "
-            f"pre-trained checkpoints, but trial.pretrained provides {n_ckpt} "
-            "(raise trial.pretrained.num_checkpoints / add paths, or lower baselines.num_members)"
+            f"baselines.num_members: global_de with {members} members and runs starting at "
+            f"checkpoints {spec.global_de_pretrained_indices()} needs {last} pre-trained checkpoints, "
+            f"but trial.pretrained provides {n_ckpt} (raise trial.pretrained.num_checkpoints / add "
+            "paths, or lower baselines.num_members / baselines.global_de.pretrained_indices)"
         )
+    return errors
+
+
+def shared_member_errors(spec: SweepSpec) -> list[str]:
+    """Runs of one baseline are replicates: no two of them may hold the same fine-tune
+    (Local DE seeds s..s+K-1 of one checkpoint overlapping, Global DE blocks overlapping
+    with the same seed)."""
+    errors = []
+    for method in spec.baseline_methods:
+        owner: dict[tuple[int, int], tuple[int, int]] = {}
+        for trial in planned_trials(spec):
+            if trial["method"] != method:
+                continue
+            run = (trial["pretrained_index"], trial["seed"])
+            for member in members_of(TrialConfig.model_validate(trial)):
+                if member in owner and owner[member] != run:
+                    field = "seeds" if method == "local_de" else "pretrained_indices"
+                    errors.append(
+                        f"baselines.{method}.{field}: runs (checkpoint, seed) {owner[member]} and {run} "
+                        f"share the member fine-tune {member}; runs are replicates and must not share "
+                        f"members (space them by num_members={spec.num_members})"
+                    )
+                    break
+                owner[member] = run
+            if errors:
+                break
     return errors
 
 
@@ -59,6 +87,8 @@ def search_errors(spec: SweepSpec) -> list[str]:
             f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
             f"{spec.methods} has neither (add sse or star_sse to methods)"
         )
+    if spec.confirm is not None:
+        errors += confirm_errors(spec)
     if isinstance(search, OptunaSearchSpec):
         for field in ("seeds", "pretrained_indices"):
             if len(values := getattr(spec, field)) != 1:
@@ -81,6 +111,24 @@ def search_errors(spec: SweepSpec) -> list[str]:
             )
         elif path.suffix != ".py":
             errors.append(f"search.path: must be a .py file (got {search.path!r})")
+    return errors
+
+
+def confirm_errors(spec: SweepSpec) -> list[str]:
+    """`confirm` needs a grid of a cyclic method, checkpoints in range and replicates the grid
+    does not already run."""
+    if not isinstance(spec.search, GRID_KINDS) or not spec.cyclic_methods:
+        return [f"confirm: reruns the chosen SSE/StarSSE cells of a paper_grid / values search, but "
+                f"search.kind is {spec.search.kind!r} with methods {spec.methods}; remove confirm"]
+    errors = []
+    n_ckpt = spec.trial.pretrained.count
+    if bad := [p for p in spec.confirm.pretrained_indices if p >= n_ckpt]:
+        errors.append(f"confirm.pretrained_indices: {bad} out of range; only {n_ckpt} checkpoint(s) exist "
+                      "(raise trial.pretrained.num_checkpoints)")
+    grid = {(p, s) for p in spec.pretrained_indices for s in spec.seeds}
+    if both := sorted(grid & set(spec.confirm_replicates())):
+        errors.append(f"confirm.pretrained_indices: replicates (checkpoint, seed) {both} already run in the "
+                      "grid; list other checkpoints")
     return errors
 
 
@@ -107,7 +155,7 @@ def cross_check(spec: SweepSpec) -> list[str]:
     """Checks that involve several fields; then, if they pass, that every trial the sweep
     plans is a valid TrialConfig."""
     errors = checkpoint_errors(spec) + search_errors(spec) + device_errors(spec)
-    return errors or planned_trial_errors(spec)
+    return errors or planned_trial_errors(spec) or shared_member_errors(spec)
 
 
 def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],

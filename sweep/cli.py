@@ -230,13 +230,15 @@ def _resume(args) -> int:
 
 def _export(args) -> int:
     from sweep.manifest import find_sweep_dir, read_manifest
-    from sweep.results import rebuild_results
+    from sweep.results import rebuild_predictions, rebuild_results
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     manifest = read_manifest(sweep_dir)
     phases = [p["name"] for p in manifest["phases"]]
     path, n = rebuild_results(sweep_dir, manifest["name"], phases, args.output)
     print(f"wrote {path}: {n} rows (one per trial x snapshot)")
+    path, n = rebuild_predictions(str(sweep_dir), phases)
+    print(f"wrote {path}: {n} rows (per-image test predictions of each snapshot's ensemble)")
     return 0
 
 

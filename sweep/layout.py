@@ -7,6 +7,7 @@
         spec.yaml            the spec as written
         custom_search.py     a copy of a custom search's file
         results.parquet      one row per (trial, snapshot), kept current
+        predictions.parquet  per-image test predictions of each snapshot's ensemble (at the end)
         mlflow.db            default MLflow tracking store (SQLite; with an object storage,
                              a copy of the driver's local one: `local_dir`)
         mlartifacts/         artifacts of that store (idem)
@@ -48,6 +49,7 @@ class SweepLayout:
     spec = _Entry("spec.yaml")
     custom_search = _Entry("custom_search.py")
     results = _Entry("results.parquet")
+    predictions = _Entry("predictions.parquet")
     mlflow_db = _Entry("mlflow.db")
     mlflow_artifacts = _Entry("mlartifacts")
     finetunes = _Entry("finetunes")

@@ -1,7 +1,9 @@
 """A sweep spec as Ray Tune experiments ("phases"), all under `<storage>/<name>/`.
 
 - `paper_grid` / `values`: one phase `grid` with every SSE/StarSSE cell and the
-  baselines, run from a flat trial list by `TrialListSearcher`.
+  baselines, run from a flat trial list by `TrialListSearcher`; with `confirm`, then a
+  phase `confirm`: each cyclic method's cell chosen on validation in the grid, on more
+  replicates (its trials are decided when it starts).
 - `optuna`: one phase per cyclic method (`optuna_sse`, `optuna_star_sse`), plus
   `baselines`.
 - `custom`: the user's (param_space, search_alg, scheduler) as phase `custom`,
@@ -22,6 +24,9 @@ from search_spaces import merge, paper
 from search_spaces import planned_trials as design_trials
 from search_spaces.kinds import GRID_KINDS, CustomSearch, OptunaSearchSpec, PaperGridSearch
 from sweep.spec_models import SweepSpec
+
+#: The phase that reruns the grid's chosen cells on more replicates.
+CONFIRM_PHASE = "confirm"
 
 
 @dataclass
@@ -71,6 +76,28 @@ def _grid_phase(spec: SweepSpec, base: dict[str, Any]) -> Phase:
     return _list_phase("grid", base, overlays, f"{search.kind}: {axes}, plus baselines")
 
 
+def _grid_rows(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The results table's rows so far (the grid's, when the confirm phase starts)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(spec.layout.results).to_pylist()
+
+
+def _confirm_phase(spec: SweepSpec, base: dict[str, Any]) -> Phase:
+    """The chosen cells on the extra replicates; the cells are read from the grid's results
+    when the runner builds this phase's Tuner (after the grid phase), and a resumed phase
+    keeps the list its searcher saved."""
+    n = len(spec.cyclic_methods) * len(spec.confirm_replicates())
+    return Phase(
+        name=CONFIRM_PHASE,
+        param_space=copy.deepcopy(base),
+        num_samples=n,
+        make_search_alg=lambda: _trial_list_searcher(paper.confirm_trials(spec, _grid_rows(spec))),
+        description=f"each cyclic method's cell chosen on {spec.confirm.metric} in the grid, on "
+        f"{len(spec.confirm_replicates())} more replicates (checkpoint, seed) {spec.confirm_replicates()}",
+    )
+
+
 def _optuna_phases(spec: SweepSpec, base: dict[str, Any]) -> list[Phase]:
     from search_spaces import optuna as opt
 
@@ -110,7 +137,7 @@ def build_phases(
     """The Tune experiments a spec runs, in order."""
     base = spec.base_config() if base is None else base
     if isinstance(spec.search, GRID_KINDS):
-        return [_grid_phase(spec, base)]
+        return [_grid_phase(spec, base)] + ([_confirm_phase(spec, base)] if spec.confirm else [])
     if isinstance(spec.search, OptunaSearchSpec):
         phases = _optuna_phases(spec, base)
     elif isinstance(spec.search, CustomSearch):

@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec, PaperGridSearch
 from sweep.console import fmt_num, fmt_range, text_table
-from sweep.phases import Phase, build_phases
+from sweep.phases import CONFIRM_PHASE, Phase, build_phases
 from sweep.spec_models import SweepSpec
 from trainables.config import TrialConfig
 from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
@@ -64,7 +64,9 @@ class SweepPlan:
 
     def pretrained_needed(self) -> list[int]:
         """Indices of the pre-trained checkpoints some trial fine-tunes from."""
-        return sorted({k[0] for t in self.trials for k in t.finetunes} | set(self.spec.pretrained_indices))
+        confirm = {p for p, _ in self.spec.confirm_replicates()}
+        return sorted({k[0] for t in self.trials for k in t.finetunes} | set(self.spec.pretrained_indices)
+                      | confirm)
 
     def distinct_finetunes(self) -> set[tuple[int, int]]:
         keys = {k for t in self.trials for k in t.finetunes}
@@ -116,6 +118,16 @@ def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     return TrialPlan(phase, cfg, finetunes_of(snapshots), n * cfg.cycle.epochs if cfg.cycle else 0.0, n)
 
 
+def confirm_epochs(spec: SweepSpec) -> tuple[float, float]:
+    """Fewest and most epochs of a confirm trial: fine-tune + cycles of the grid's shortest /
+    longest cycle length."""
+    ft, cycles = spec.trial.finetune.epochs, spec.trial.num_cycles
+    search = spec.search
+    lengths = ([q * ft for q in search.cycle_epochs_ratios] if isinstance(search, PaperGridSearch)
+               else list(search.cycle_epochs))
+    return ft + cycles * min(lengths), ft + cycles * max(lengths)
+
+
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     phases = build_phases(spec, load_custom=load_custom)
     plan = SweepPlan(spec, phases)
@@ -124,6 +136,8 @@ def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     for phase in phases:
         if phase.trials is not None:
             plan.trials.extend(trial_plan(phase.name, c) for c in phase.trials)
+        elif phase.name == CONFIRM_PHASE:
+            plan.open_phases[phase.name] = (phase.num_samples, *confirm_epochs(spec))
         elif isinstance(spec.search, OptunaSearchSpec):
             q = spec.search.cycle_epochs_ratio
             plan.open_phases[phase.name] = (
@@ -195,7 +209,8 @@ def _trials(plan: SweepPlan, max_rows: int | None) -> list[str]:
         if emin is None:
             out.append(f"\n{name}: {n} trials drawn by your search; epochs depend on your space")
         else:
-            out.append(f"\n{name}: {n} trials drawn by Optuna; {fmt_range(emin, emax)} epochs each")
+            drawn = "at the cells the grid chooses" if name == CONFIRM_PHASE else "drawn by Optuna"
+            out.append(f"\n{name}: {n} trials {drawn}; {fmt_range(emin, emax)} epochs each")
     return out
 
 
@@ -222,7 +237,7 @@ def _totals(plan: SweepPlan) -> list[str]:
     if base.pretrained.source == "embedded":
         out.append(
             f"  plus embedded pre-training: {len(plan.pretrained_needed())} checkpoint(s) x "
-            f"{fmt_num(base.pretrained.epochs)} epochs on the source classes (computed once, cached in "
+            f"{fmt_num(base.pretrained.epochs)} epochs on the source images (computed once, cached in "
             f"{plan.spec.shared_trial().pretrained.cache_dir or '~/.cache/starsweep'})"
         )
     if base.data.train_size:

@@ -39,7 +39,14 @@ from ray import tune
 from sweep.layout import SweepLayout
 from trainables import storage
 from trainables.config import CycleSettings, TrialConfig
-from trainables.records import PA_TYPES, record_of, table_schema, table_status
+from trainables.records import (
+    PA_TYPES,
+    PREDICTION_NAMES,
+    decode_predictions,
+    record_of,
+    table_schema,
+    table_status,
+)
 
 log = logging.getLogger("starsweep.sweep")
 
@@ -338,3 +345,45 @@ def rebuild_results(
     rows, _ = rebuild_rows(sweep_dir, sweep, phases)
     path = write_table(rows, out or SweepLayout(sweep_dir).results)
     return path, len(rows)
+
+
+# Per-image predictions (a side table) ----------------------------------------------
+PREDICTION_KEYS = ("phase", "trial_id", "method", "seed", "pretrained_index", "lr_max_ratio",
+                   "cycle_epochs_ratio", "snapshot")
+PREDICTIONS_SCHEMA = pa.schema(
+    [pa.field(k, PA_TYPES[t]) for k, t in zip(PREDICTION_KEYS, ("str", "str", "str", "int", "int",
+                                                                   "float", "float", "int"), strict=True)]
+    + [pa.field(n, pa.binary()) for n in PREDICTION_NAMES]
+)
+
+
+def prediction_row(phase: str, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> dict | None:
+    """One row of the predictions table from a Tune result (None without predictions)."""
+    if "snapshot" not in result or not any(n in result for n in PREDICTION_NAMES):
+        return None
+    cols = config_columns(config)
+    row = {"phase": phase, "trial_id": trial_id, "snapshot": int(result["snapshot"])}
+    row.update({k: cols[k] for k in PREDICTION_KEYS if k in cols})
+    row.update({n: decode_predictions(result[n]) if result.get(n) else None for n in PREDICTION_NAMES})
+    return row
+
+
+def rebuild_predictions(sweep_dir: str, phases: list[str], out: str | None = None) -> tuple[str, int]:
+    """Write the predictions table (`SweepLayout.predictions`) from the trials' result.json:
+    one row per (trial, snapshot) that reported predictions, in one whole write through
+    `trainables.storage` (a path or an object-store URI). Returns (location, rows)."""
+    layout = SweepLayout(sweep_dir)
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for phase in phases:
+        exp_dir = layout.phase(phase)
+        for trial in (experiment_trials(exp_dir) if storage.is_dir(exp_dir) else None) or []:
+            for result in read_result_json(layout.trial_dir(phase, trial)):
+                row = prediction_row(phase, trial.trial_id, trial.config, result)
+                if row is not None:
+                    rows[(row["trial_id"], row["snapshot"])] = row  # a re-report after a resume wins
+    ordered = [rows[k] for k in sorted(rows)]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(ordered, schema=PREDICTIONS_SCHEMA), buf)
+    location = str(out or layout.predictions)
+    storage.write_bytes(location, buf.getvalue().to_pybytes())
+    return location, len(ordered)

@@ -323,11 +323,12 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     """Complete the Parquet table from the experiments and print where everything is."""
     from collections import Counter
 
-    from sweep.results import rebuild_rows, write_table
+    from sweep.results import rebuild_predictions, rebuild_rows, write_table
     from sweep.tracking import close_orphan_runs, mlflow_ui_command
 
     rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
     path = write_table(rows, spec.layout.results)
+    rebuild_predictions(spec.sweep_dir, phase_names)
     # A diverged trial finished: its rows say DIVERGED (a result, not a failure: exit 0).
     final = dict(statuses)
     final.update({r["trial_id"]: r["status"] for r in rows if r["trial_id"] in statuses})

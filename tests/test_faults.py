@@ -39,7 +39,10 @@ def _write_spec(tmp_path, **fields) -> str:
 
 
 def _metrics(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "wall_time_s"}
+    """The table columns of a record, but its wall time (the predictions are compared apart)."""
+    from trainables.records import record_of
+
+    return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
 
 
 def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_session, tmp_path, monkeypatch):
@@ -95,6 +98,13 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     want = _metrics(reference[-1])
     got = {k: last[k] for k in want}
     assert got == want
+    # ... and the same per-image predictions (the side table, written at the end)
+    from trainables.records import decode_predictions
+
+    pred = pd.read_parquet(sweep_dir / "predictions.parquet").set_index("snapshot")
+    assert sorted(pred.index) == [1, 2, 3, 4]
+    for name in ("ens_test_pred", "ens_test_correct"):
+        assert pred.loc[4, name] == decode_predictions(reference[-1][name])
 
     # MLflow: one run, every snapshot logged once.
     from mlflow.tracking import MlflowClient

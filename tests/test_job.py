@@ -4,6 +4,7 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,8 +155,18 @@ def test_records_hold_the_metrics_of_the_snapshots_their_ensemble_and_their_soup
     dist = sum((weights[1][n] - weights[0][n]).pow(2).sum().item() for n in params) ** 0.5
     assert last["dist_first"] == pytest.approx(dist, rel=1e-5)
     assert last["epochs_done"] == last["epochs_trained"] == 4 and last["num_snapshots"] == 2
-    # and a record holds declared columns only (trainables/records.py, docs/records.md)
-    assert [key for key in last if not records.is_record_column(key)] == []
+    # and a record holds declared columns only (trainables/records.py, docs/records.md): the
+    # table's and the per-image predictions of the ensemble, which reproduce its accuracy
+    assert {key for key in last if not records.is_record_column(key)} == set(records.PREDICTION_NAMES)
+    n_test = len(task.test)
+    for record, probs in ((first, p1), (last, (p1 + p2) / 2)):
+        pred = np.frombuffer(records.decode_predictions(record["ens_test_pred"]), np.uint8)
+        bits = np.frombuffer(records.decode_predictions(record["ens_test_correct"]), np.uint8)
+        correct = np.unpackbits(bits)
+        assert len(pred) == n_test and len(bits) == math.ceil(n_test / 8) and correct[n_test:].sum() == 0
+        assert correct[:n_test].mean() == pytest.approx(record["ens_test_acc"], abs=1e-9)
+        assert (pred == task.test.labels.numpy()).mean() == pytest.approx(record["ens_test_acc"], abs=1e-9)
+        assert (pred == probs.argmax(1).numpy()).mean() >= 0.99  # the plain-PyTorch ensemble's classes
 
 
 def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
@@ -254,9 +265,9 @@ def test_corrupted_pre_trained_checkpoint_is_recomputed(tmp_path, caplog):
         ({"finetune": {"epochs": 0}}, "finetune.epochs"),
         ({"num_cycles": 0}, "num_cycles"),
         ({"method": "sse", "lr_max": 0.1}, "exactly one of lr_max or lr_max_ratio"),
-        ({"method": "global_de", "num_members": 5}, "needs that many pre-trained checkpoints"),
+        ({"method": "global_de", "num_members": 5}, "needs checkpoints 0..4"),
         ({"pretrained_index": 7}, "pretrained_index=7"),
-        ({"data": {"target_classes": [0, 5]}}, "overlap"),
+        ({"data": {"source_classes": [0, 1, 2], "target_classes": [0, 5]}}, "overlap"),
         ({"data": {"ood": {"severities": [6]}}}, "severities"),
     ],
 )

@@ -63,6 +63,63 @@ def test_paper_fine_tunes_are_shared():
     assert tot["snapshots"] == 160 * 5 + 10 * 5
 
 
+REPLICATES = {
+    "name": "replicates",
+    "storage": "/tmp/starsweep-test-runs",
+    "trial": {"pretrained": {"num_checkpoints": 15}},
+    "methods": ["sse", "star_sse", "local_de", "global_de"],
+    "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [1]},
+    "seeds": [0],
+    "pretrained_indices": [0, 5, 10],
+    "baselines": {"num_members": 5, "local_de": {"seeds": [0]},
+                  "global_de": {"pretrained_indices": [0, 5, 10]}},
+}
+
+
+def test_paired_replicates_share_only_their_first_fine_tune():
+    """Replicate r (checkpoint 5r, seed 0): SSE, StarSSE, Local DE and Global DE all start from
+    the fine-tune (5r, 0); Global DE run r fine-tunes its own checkpoints 5r..5r+4; two
+    replicates share no member."""
+    from trainables.methods import members_of
+
+    spec = parse_spec(copy.deepcopy(REPLICATES))
+    trials = [TrialConfig.model_validate(t) for t in planned_trials(spec)]
+    assert Counter(t.method for t in trials) == {"sse": 3, "star_sse": 3, "local_de": 3, "global_de": 3}
+    by_rep: dict[int, list] = {}
+    for t in trials:
+        by_rep.setdefault(t.pretrained_index, []).append(t)
+    assert sorted(by_rep) == [0, 5, 10]
+    for p, group in by_rep.items():
+        assert {members_of(t)[0] for t in group} == {(p, 0)}  # paired: one first member
+        glob = next(t for t in group if t.method == "global_de")
+        assert members_of(glob) == [(p + i, 0) for i in range(5)]
+        local = next(t for t in group if t.method == "local_de")
+        assert members_of(local) == [(p, s) for s in range(5)]
+    for method in ("local_de", "global_de"):  # runs of one method never share members
+        runs = [set(members_of(t)) for t in trials if t.method == method]
+        assert len(set.union(*runs)) == sum(len(r) for r in runs) == 15
+    assert make_plan(spec).pretrained_needed() == list(range(15))
+
+
+@pytest.mark.parametrize("baselines, needle", [
+    ({"local_de": {"seeds": [0, 3]}, "global_de": {"pretrained_indices": [0, 5, 10]}},
+     "baselines.local_de.seeds: runs (checkpoint, seed) (0, 0) and (0, 3) share the member fine-tune (0, 3)"),
+    ({"local_de": {"seeds": [0]}, "global_de": {"pretrained_indices": [0, 4]}},
+     "baselines.global_de.pretrained_indices: runs (checkpoint, seed) (0, 0) and (4, 0) share the member "
+     "fine-tune (4, 0)"),
+    ({"local_de": {"seeds": [0]}, "global_de": {"pretrained_indices": [0, 5, 11]}},
+     "needs 16 pre-trained checkpoints, but trial.pretrained provides 15"),
+])
+def test_replicates_that_share_members_are_refused(baselines, needle):
+    from sweep.spec_models import SpecError
+
+    raw = copy.deepcopy(REPLICATES)
+    raw["baselines"].update(baselines)
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw)
+    assert needle in str(err.value)
+
+
 def test_values_search_uses_absolute_values():
     spec = parse_spec({**copy.deepcopy(PAPER), "methods": ["star_sse"],
                        "search": {"kind": "values", "lr_max": [0.01, 0.1], "cycle_epochs": [3, 6, 9]},
@@ -154,3 +211,53 @@ def test_dry_run_output_numbers():
     assert "training epochs with shared fine-tunes:     1640" in out
     assert "shared fine-tunes save 520 epochs (24%)" in out
     assert out.count("\n") > 20 and "star_sse" in out and "(0,1) (0,2)" in out
+
+
+CONFIRM = {**copy.deepcopy(REPLICATES), "search": {"kind": "paper_grid", "lr_max_ratios": [1, 2],
+                                                   "cycle_epochs_ratios": [0.5, 1]},
+           "pretrained_indices": [0], "confirm": {"pretrained_indices": [5, 10]}}
+
+
+def _row(method, lr, cyc, val, snapshot=5, status="TERMINATED"):
+    return {"method": method, "lr_max_ratio": lr, "cycle_epochs_ratio": cyc, "ens_val_acc": val,
+            "snapshot": snapshot, "num_snapshots": 5, "status": status}
+
+
+def test_confirm_reruns_the_cells_chosen_on_validation():
+    from search_spaces.paper import confirm_trials
+
+    spec = parse_spec(copy.deepcopy(CONFIRM))
+    rows = [_row("sse", 1, 0.5, 0.80), _row("sse", 1, 0.5, 0.90), _row("sse", 2, 1, 0.84),
+            _row("sse", 2, 0.5, 0.99, snapshot=3),              # not at the last snapshot
+            _row("sse", 1, 1, 0.99, status="ERROR"),            # not finished
+            _row("star_sse", 2, 1, 0.70), _row("star_sse", 1, 1, 0.72),
+            {**_row("star_sse", 2, 0.5, 0.95), "ens_test_acc": 0.1}]
+    trials = confirm_trials(spec, rows)
+    assert trials == [
+        {"method": "sse", "lr_max_ratio": 1.0, "cycle_epochs_ratio": 0.5, "seed": 0, "pretrained_index": 5},
+        {"method": "sse", "lr_max_ratio": 1.0, "cycle_epochs_ratio": 0.5, "seed": 0, "pretrained_index": 10},
+        {"method": "star_sse", "lr_max_ratio": 2.0, "cycle_epochs_ratio": 0.5, "seed": 0,
+         "pretrained_index": 5},
+        {"method": "star_sse", "lr_max_ratio": 2.0, "cycle_epochs_ratio": 0.5, "seed": 0,
+         "pretrained_index": 10},
+    ]
+    phases = build_phases(spec)
+    assert [p.name for p in phases] == ["grid", "confirm"] and phases[1].num_samples == 4
+    plan = make_plan(spec)
+    assert plan.open_phases["confirm"] == (4, 40 + 4 * 20, 40 + 4 * 40)  # fine-tune + 4 cycles
+    assert plan.pretrained_needed() == list(range(15))
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"confirm": {"pretrained_indices": [0, 5]}},
+     "confirm.pretrained_indices: replicates (checkpoint, seed) [(0, 0)] already run in the grid"),
+    ({"confirm": {"pretrained_indices": [15]}}, "confirm.pretrained_indices: [15] out of range"),
+    ({"confirm": {"pretrained_indices": [5], "metric": "ens_test_acc"}}, "is a test metric"),
+    ({"methods": ["local_de", "global_de"]}, "confirm: reruns the chosen SSE/StarSSE cells"),
+])
+def test_bad_confirm_is_refused(change, needle):
+    from sweep.spec_models import SpecError
+
+    with pytest.raises(SpecError) as err:
+        parse_spec({**copy.deepcopy(CONFIRM), **change})
+    assert needle in str(err.value)

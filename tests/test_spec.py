@@ -194,7 +194,7 @@ SHIPPED = {
     "optuna_quickstart": ("optuna_quickstart", [("optuna_sse", 6), ("optuna_star_sse", 6), ("baselines", 2)],
                           12 * 5 + 2 * 3),
     "custom_asha": ("custom_asha", [("custom", 8)], 8 * 5),
-    "paper_cpu": ("paper_cpu", [("grid", 64)], 64 * 5),
+    "paper_cpu": ("paper_cpu", [("grid", 70), ("confirm", 6)], 76 * 5),
 }
 
 
@@ -214,11 +214,18 @@ def test_paper_cpu_spec_is_the_paper_grid_on_the_embedded_task():
     spec = load_spec(os.path.join(ROOT, "specs", "paper_cpu.yaml"))
     base = spec.trial
     assert base.data.dataset == "fashion_mnist_transfer" and base.data.train_size == 250
-    assert base.finetune.lr == 0.03 and base.finetune.epochs == 40 and base.num_cycles == 4
-    assert base.pretrained.source == "embedded" and base.pretrained.count == 5 == spec.num_members
+    assert base.data.source_images == "outside_target_split" and base.model.width == 16
+    assert base.finetune.lr == 0.01 and base.finetune.epochs == 40 and base.num_cycles == 4
+    assert base.pretrained.source == "embedded" and base.pretrained.epochs == 5
     assert spec.search.lr_max_ratios == [0.25, 0.5, 1, 2, 4]
     assert spec.search.cycle_epochs_ratios == [0.5, 1, 2]
-    assert spec.seeds == [0, 1] and spec.methods == ["sse", "star_sse", "local_de", "global_de"]
+    assert spec.seeds == [0] and spec.methods == ["sse", "star_sse", "local_de", "global_de"]
+    # 5 replicates (checkpoint 5r, seed 0): grid on 2, the chosen cells on 3 more, baselines on all 5;
+    # every Global DE run has its own 5 checkpoints
+    replicates = [0, 5, 10, 15, 20]
+    assert spec.pretrained_indices + spec.confirm.pretrained_indices == replicates
+    assert spec.local_de_pretrained_indices() == replicates == spec.global_de_pretrained_indices()
+    assert spec.num_members == 5 and base.pretrained.count == 25
 
 
 def test_cifar_spec_has_reference_hyperparameters():

@@ -115,6 +115,62 @@ def test_grid_sweep_results_table(grid_sweep):
     assert len(finetunes) == 3, finetunes
 
 
+def test_grid_sweep_predictions_side_table(grid_sweep, tmp_path):
+    """Every snapshot's ensemble predictions are kept beside the results table, and their
+    correctness bitmask reproduces the recorded ensemble test accuracy exactly."""
+    from analysis.predictions import correctness, load_predictions, n_test_images, predicted_classes
+    from analysis.report import build_report
+
+    spec, _ = grid_sweep
+    results = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    pred = load_predictions(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert pred is not None and len(pred) == len(results) == 16
+    assert "ens_test_pred" not in results.columns  # kept out of the main table
+    assert n_test_images(pred) == 200
+    merged = pred.merge(results[["trial_id", "snapshot", "ens_test_acc", "method", "seed"]],
+                        on=["trial_id", "snapshot"], suffixes=("", "_r"))
+    assert len(merged) == 16 and (merged.method == merged.method_r).all()
+    for row in merged.itertuples():
+        correct = correctness(row.ens_test_correct, 200)
+        assert correct.mean() == pytest.approx(row.ens_test_acc, abs=1e-9)
+        classes = predicted_classes(row.ens_test_pred)
+        assert len(classes) == 200 and classes.max() < 4
+    # Snapshot 1 of every trial is the fine-tune (0, 0): identical predictions everywhere.
+    firsts = merged[merged.snapshot == 1]
+    assert len({bytes(b) for b in firsts.ens_test_pred}) == 1
+    index = build_report(spec.sweep_dir, tmp_path / "report")
+    paired = (index.parent / "paired.md").read_text()
+    assert "Same test images" in paired and "McNemar" in paired
+    images = pd.read_csv(index.parent / "paired_images.csv")
+    assert len(images) == 6 and (images.n_pairs == 1).all()  # 4 methods, one replicate each
+
+
+def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path):
+    """A grid, then its val-chosen cells on a second replicate (checkpoint 1): the confirm
+    trials run the cell with the best mean ens_val_acc of each method, and the analysis
+    pairs them with Local DE of the same replicate."""
+    from analysis.stats import paired_differences
+
+    spec = _spec(
+        tmp_path, methods=["sse", "star_sse", "local_de"], seeds=[0], pretrained_indices=[0],
+        search={"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
+        baselines={"num_members": 2, "local_de": {"pretrained_indices": [0, 1]}},
+        confirm={"pretrained_indices": [1]},
+    )
+    assert run_sweep(spec, spec_text="name: tiny\n") == 0
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    assert sorted(df.phase.unique()) == ["confirm", "grid"] and set(df.status) == {"TERMINATED"}
+    grid = df[(df.phase == "grid") & (df.snapshot == 3)]
+    confirm = df[(df.phase == "confirm") & (df.snapshot == 3)]
+    assert len(confirm) == 2 and set(confirm.pretrained_index) == {1} and set(confirm.seed) == {0}
+    for method in ("sse", "star_sse"):
+        g = grid[grid.method == method]
+        best = min(g.lr_max_ratio[g.ens_val_acc == g.ens_val_acc.max()])  # ties: the smaller lr_max
+        assert confirm[confirm.method == method].lr_max_ratio.tolist() == [best]
+    diffs = paired_differences(df).set_index(["method_a", "method_b"])
+    assert diffs.loc[("local_de", "sse"), "n_pairs"] == 2  # replicates (0, 0) and (1, 0)
+
+
 def test_grid_sweep_mlflow_runs(grid_sweep):
     spec, _ = grid_sweep
     client, runs = _mlflow_runs(spec.tracking_uri, "tiny")

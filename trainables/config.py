@@ -81,9 +81,18 @@ class DataConfig(_Strict):
     download: bool = Field(
         False, description="Let torchvision download CIFAR into data_dir when its files are missing."
     )
-    source_classes: list[int] = Field(
-        default_factory=lambda: [0, 1, 2, 5, 7, 9],
-        description="Embedded task only: classes used for pre-training.",
+    source_images: Literal["source_classes", "outside_target_split"] = Field(
+        "source_classes",
+        description="Embedded task only: what the checkpoints are pre-trained on. source_classes: "
+        "the training-file images of source_classes (disjoint from the target classes); "
+        "outside_target_split: all 10 classes, every training-file image except the target's "
+        "train and validation images (supervised in-domain pre-training, as supervised ImageNet "
+        "pre-training for CIFAR). pretrained.train_size caps either set.",
+    )
+    source_classes: list[int] | None = Field(
+        None,
+        description="Embedded task, source_images: source_classes only: classes used for "
+        "pre-training; None = every class not in target_classes.",
     )
     target_classes: list[int] = Field(
         default_factory=lambda: [3, 4, 6, 8],
@@ -112,15 +121,32 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _check_classes(self) -> DataConfig:
         if self.dataset == "fashion_mnist_transfer":
-            overlap = sorted(set(self.source_classes) & set(self.target_classes))
-            if overlap:
-                raise ValueError(f"source_classes and target_classes overlap on {overlap}")
-            bad = [c for c in self.source_classes + self.target_classes if not 0 <= c <= 9]
+            bad = [c for c in (self.source_classes or []) + self.target_classes if not 0 <= c <= 9]
             if bad:
                 raise ValueError(f"Fashion-MNIST classes are 0..9, got {bad}")
             if len(self.target_classes) < 2:
                 raise ValueError("target_classes needs at least 2 classes")
+            if self.source_images == "outside_target_split" and self.source_classes is not None:
+                raise ValueError(
+                    f"source_classes={self.source_classes} is not used with source_images: "
+                    "outside_target_split (pre-training sees all 10 classes); remove source_classes "
+                    "or set source_images: source_classes"
+                )
+            overlap = sorted(set(self.pretrain_classes) & set(self.target_classes))
+            if self.source_images == "source_classes" and overlap:
+                raise ValueError(f"source_classes and target_classes overlap on {overlap}")
+            if not self.pretrain_classes:
+                raise ValueError("no source classes left: target_classes uses all 10 classes")
         return self
+
+    @property
+    def pretrain_classes(self) -> list[int]:
+        """Embedded task: the classes (and labels 0..n-1, in this order) pre-training sees."""
+        if self.source_images == "outside_target_split":
+            return list(range(10))
+        if self.source_classes is not None:
+            return list(self.source_classes)
+        return [c for c in range(10) if c not in self.target_classes]
 
 
 class ModelConfig(_Strict):
@@ -149,7 +175,12 @@ class PretrainedConfig(_Strict):
     epochs: float = Field(10.0, gt=0, description="embedded: pre-training epochs.")
     lr: float = Field(0.05, gt=0, description="embedded: pre-training peak lr.")
     batch_size: int = Field(128, gt=0, description="embedded: pre-training batch size.")
-    train_size: int | None = Field(None, gt=0, description="embedded: source images; None = all.")
+    train_size: int | None = Field(
+        None,
+        gt=0,
+        description="embedded: pre-training images, a class-stratified subset of data.source_images "
+        "(seeded by data.split_seed); None = all of them.",
+    )
     paths: list[str] = Field(default_factory=list, description="files: checkpoint paths.")
     weights: str | None = Field(None, description="torchvision: weights enum name.")
     cache_dir: str | None = Field(
@@ -302,9 +333,10 @@ class TrialConfig(TrialBase):
         n_ckpt = self.pretrained.count
         if BY_NAME[self.method].members_differ_in == "checkpoint" and pretrained_needed(self)[-1] >= n_ckpt:
             raise ValueError(
-                f"{self.method} with num_members={self.num_members} needs that many pre-trained "
-                f"checkpoints, but pretrained provides {n_ckpt}: add checkpoints or lower "
-                "num_members"
+                f"{self.method} with num_members={self.num_members} and pretrained_index="
+                f"{self.pretrained_index} needs checkpoints {self.pretrained_index}.."
+                f"{pretrained_needed(self)[-1]}, but pretrained provides {n_ckpt}: add checkpoints, "
+                "lower num_members or pretrained_index"
             )
         if self.pretrained_index >= n_ckpt:
             raise ValueError(

@@ -9,6 +9,7 @@ benchmarks and the experiments evaluate weights the same way.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,7 +20,13 @@ from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningSoup, reestimate_bn
 from trainables.metrics import classification_metrics, disagreement, fort_diversity
 from trainables.models import build_model
-from trainables.records import CORRUPTION_METRICS, METRICS, corruption_column, metric_column
+from trainables.records import (
+    CORRUPTION_METRICS,
+    METRICS,
+    corruption_column,
+    encode_predictions,
+    metric_column,
+)
 
 
 def runtime_and_task(cfg: TrialBase, num_cpus: float | None = None) -> tuple[Runtime, Task]:
@@ -101,6 +108,18 @@ class Evaluator:
             "div_disagree_first": disagreement(test_preds[-1], test_preds[0]),
             "div_fort": fort_diversity(test_preds, self.sets["test"].labels.cpu()),
         }
+
+    def test_predictions(self, probs: torch.Tensor) -> dict[str, str]:
+        """The prediction columns of a record (`records.PREDICTION_COLUMNS`) from test
+        probabilities: predicted classes (uint8) and a correctness bitmask, base64."""
+        if not len(self.sets["test"]):
+            return {}
+        pred = probs.argmax(1).cpu()
+        correct = (pred == self.sets["test"].labels.cpu()).numpy()
+        out = {"ens_test_correct": encode_predictions(np.packbits(correct).tobytes())}
+        if self.task.num_classes <= 256:  # uint8 classes; beyond that the bitmask alone
+            out["ens_test_pred"] = encode_predictions(pred.to(torch.uint8).numpy().tobytes())
+        return out
 
     # Soups ----------------------------------------------------------------------------
     def reestimate_bn(self, model: nn.Module) -> None:

@@ -207,6 +207,7 @@ class Job:
         record.update(ev.metrics("ens", {s: st.ensemble.mean(s) for s in probs}))
         record.update(ev.metrics("soup", ev.soup_probs(st.soup, probs)))
         record.update(ev.diversity(st.test_preds))
+        record.update(ev.test_predictions(st.ensemble.mean("test")))
         params = {n: v for n, v in weights.items() if n in self.param_names}
         start = self.pretrained[plan.pretrained_index]
         record["dist_pretrained"] = l2_distance(params, start, skip=is_head_key)

@@ -7,7 +7,9 @@ derives method names, groups and snapshot counts from it. No torch, no Ray.
 Snapshots per method (`plan_snapshots`):
 - `local_de`:  fine-tunes of pre-trained checkpoint `pretrained_index` with
   seeds seed, seed+1, ..., seed+num_members-1.
-- `global_de`: fine-tunes of pre-trained checkpoints 0..num_members-1, seed `seed`.
+- `global_de`: fine-tunes of pre-trained checkpoints pretrained_index, pretrained_index+1,
+  ..., pretrained_index+num_members-1, seed `seed` (a run's own block of checkpoints:
+  runs with pretrained_index 0, 5, 10, ... are independent replicates).
 - `sse`:       the fine-tune (pretrained_index, seed), then `num_cycles`
   cycles, each starting from the previous snapshot.
 - `star_sse`:  the same fine-tune, then cycles that all start from it (independent of
@@ -95,7 +97,8 @@ def plan_snapshots(trial: TrialLike) -> list[SnapshotPlan]:
         return [SnapshotPlan("finetune", trial.pretrained_index, trial.seed + i)
                 for i in range(trial.num_members)]
     if method.members_differ_in == "checkpoint":
-        return [SnapshotPlan("finetune", i, trial.seed) for i in range(trial.num_members)]
+        return [SnapshotPlan("finetune", trial.pretrained_index + i, trial.seed)
+                for i in range(trial.num_members)]
     first = SnapshotPlan("finetune", trial.pretrained_index, trial.seed)
     cycles = [SnapshotPlan("cycle", trial.pretrained_index, trial.seed, c)
               for c in range(1, trial.num_cycles + 1)]
@@ -109,6 +112,13 @@ def finetunes_of(plan: list[SnapshotPlan]) -> list[tuple[int, int]]:
 
 def num_cycles_of(plan: list[SnapshotPlan]) -> int:
     return sum(s.kind == "cycle" for s in plan)
+
+
+def members_of(trial: TrialLike) -> list[tuple[int, int]]:
+    """The (pretrained_index, seed) of every fine-tuned member of a baseline trial, or of
+    the one fine-tune a cyclic trial starts from: what two trials share when they share
+    a member."""
+    return finetunes_of(plan_snapshots(trial))
 
 
 def pretrained_needed(trial: TrialLike) -> list[int]:

@@ -231,6 +231,24 @@ def _check_fashion_mnist(cfg: TrialBase, root: Path) -> None:
             f"data.val_size={cfg.data.val_size} leaves no training images out of the {pool} "
             f"target-class images in {root}; lower data.val_size"
         )
+    if cfg.pretrained.source == "embedded" and cfg.pretrained.train_size is not None:
+        _check_source_size(cfg, labels, pool)
+
+
+def _check_source_size(cfg: TrialConfig, labels, pool: int) -> None:
+    """pretrained.train_size must not exceed the images data.source_images provides."""
+    d = cfg.data
+    if d.source_images == "outside_target_split":
+        target_used = d.val_size + min(d.train_size or pool, pool - d.val_size)
+        available = len(labels) - target_used
+    else:
+        available = int(sum((labels == c).sum() for c in d.pretrain_classes))
+    if cfg.pretrained.train_size > available:
+        raise DataError(
+            f"pretrained.train_size={cfg.pretrained.train_size} but data.source_images="
+            f"{d.source_images!r} has only {available} images; lower pretrained.train_size or "
+            "set it to null (all)"
+        )
 
 
 def _check_image_folder(root: Path) -> None:

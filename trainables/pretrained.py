@@ -39,9 +39,13 @@ def content_key(obj) -> str:
 
 def _embedded_spec(cfg: TrialBase, index: int) -> dict:
     p, d = cfg.pretrained, cfg.data
+    where = {"source_classes": d.pretrain_classes}
+    if d.source_images == "outside_target_split":  # the source is what the target split leaves
+        where.update(source_images=d.source_images, target_classes=d.target_classes,
+                     target_train_size=d.train_size, val_size=d.val_size)
     return {
         "kind": "embedded-pretrain-v1",
-        "source_classes": d.source_classes,
+        **where,
         "split_seed": d.split_seed,
         "augment": d.augment,
         "crop_padding": d.crop_padding,

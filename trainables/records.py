@@ -11,6 +11,7 @@ test keeps it current). No torch, no Ray.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -62,6 +63,27 @@ RECORD_COLUMNS = (
            "L2 distance of snapshot k's backbone weights from its pre-trained weights"),
     Column("dist_first", "float", "L2 distance of snapshot k's weights from snapshot 1's"),
 )
+
+#: Per-image test predictions of the ensemble of snapshots 1..k, reported with every record
+#: but kept out of the results table: the sweep writes them to a side table
+#: (`sweep.layout.SweepLayout.predictions`), one row per (trial, snapshot), for paired tests
+#: of two methods on the same images. Reported as base64 text (Tune results are JSON).
+PREDICTION_COLUMNS = (
+    Column("ens_test_pred", "bytes", "predicted class of every test image (uint8, test order)"),
+    Column("ens_test_correct", "bytes", "whether each test image is classified correctly: a bitmask "
+           "(numpy.packbits order, test order; decode with numpy.unpackbits(...)[:n_test])"),
+)
+PREDICTION_NAMES = tuple(c.name for c in PREDICTION_COLUMNS)
+
+
+def encode_predictions(data: bytes) -> str:
+    """Bytes of a prediction column as the text a Tune result carries."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_predictions(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
 
 #: A trial's status in the table: Tune's (PAUSED shown as PENDING), or DIVERGED for a
 #: finished trial whose last record is flagged `diverged` (see `table_status`).

@@ -33,6 +33,10 @@ class ImageSplit:
     def to(self, device: torch.device) -> ImageSplit:
         return ImageSplit(self.images.to(device), self.labels.to(device))
 
+    def relabel(self, classes: list[int]) -> ImageSplit:
+        """Labels in `classes` become their position in it (0..len-1)."""
+        return ImageSplit(self.images, relabel(self.labels, classes))
+
 
 @dataclass
 class Task:
@@ -72,9 +76,15 @@ class Task:
 def split_train_val(split: ImageSplit, val_size: int, train_size: int | None, seed: int):
     """A seeded, class-stratified hold-out of `val_size` images, then at most
     `train_size` training images (also stratified)."""
+    train_idx, val_idx = split_indices(split.labels, val_size, train_size, seed)
+    return split.subset(train_idx), split.subset(val_idx)
+
+
+def split_indices(labels: torch.Tensor, val_size: int, train_size: int | None, seed: int):
+    """The positions (train, val) that `split_train_val` takes from a split with `labels`."""
     gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(split), generator=gen)
-    labels = split.labels[perm]
+    perm = torch.randperm(len(labels), generator=gen)
+    labels = labels[perm]
     # Stratify: order by class rank so each prefix has balanced classes.
     order = torch.argsort(labels, stable=True)
     rank = torch.empty_like(order)
@@ -85,12 +95,28 @@ def split_train_val(split: ImageSplit, val_size: int, train_size: int | None, se
     val_idx = interleaved[:val_size]
     rest = interleaved[val_size:]
     train_idx = rest if train_size is None else rest[:train_size]
-    return split.subset(train_idx), split.subset(val_idx)
+    return train_idx, val_idx
 
 
 def remap_classes(split: ImageSplit, classes: list[int]) -> ImageSplit:
     """Keep the images of `classes` and relabel them 0..len(classes)-1."""
-    lut = torch.full((int(split.labels.max()) + 1,), -1, dtype=torch.long)
+    return split.subset(class_positions(split.labels, classes)).relabel(classes)
+
+
+def relabel(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Labels in `classes` become their position in it (0..len-1); others -1."""
+    lut = torch.full((max(int(labels.max()), *classes) + 1,), -1, dtype=torch.long)
     lut[torch.tensor(classes)] = torch.arange(len(classes))
-    keep = lut[split.labels] >= 0
-    return ImageSplit(split.images[keep], lut[split.labels[keep]])
+    return lut[labels]
+
+
+def class_positions(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Positions of the images of `classes`, in their original order."""
+    return torch.isin(labels, torch.tensor(classes)).nonzero().squeeze(1)
+
+
+def without(split: ImageSplit, positions: torch.Tensor) -> ImageSplit:
+    """`split` minus the images at `positions`, in the original order."""
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[positions] = False
+    return split.subset(keep.nonzero().squeeze(1))

@@ -22,7 +22,16 @@ import torch
 from trainables.config import DataConfig
 from trainables.data import corruptions
 from trainables.data.sources import read_cifar, read_fashion_mnist, read_image_folder
-from trainables.data.splits import ImageSplit, Task, remap_classes, split_train_val
+from trainables.data.splits import (
+    ImageSplit,
+    Task,
+    class_positions,
+    relabel,
+    remap_classes,
+    split_indices,
+    split_train_val,
+    without,
+)
 from trainables.errors import DataError
 
 _STATS = {
@@ -44,12 +53,9 @@ def _load_task_cached(cfg_json: str, source_train_size: int | None) -> Task:
     source = None
     if cfg.dataset == "fashion_mnist_transfer":
         full_train = read_fashion_mnist(cfg.data_dir, "train")
-        full_test = read_fashion_mnist(cfg.data_dir, "test")
         target_pool = remap_classes(full_train, cfg.target_classes)
-        test = remap_classes(full_test, cfg.target_classes)
-        source = remap_classes(full_train, cfg.source_classes)
-        if source_train_size is not None:
-            source = split_train_val(source, 0, source_train_size, seed=cfg.split_seed)[0]
+        test = remap_classes(read_fashion_mnist(cfg.data_dir, "test"), cfg.target_classes)
+        source = embedded_source(cfg, full_train, source_train_size)
         num_classes = len(cfg.target_classes)
     elif cfg.dataset in ("cifar10", "cifar100"):
         target_pool = read_cifar(cfg.dataset, cfg.data_dir, "train", cfg.download)
@@ -82,8 +88,29 @@ def _load_task_cached(cfg_json: str, source_train_size: int | None) -> Task:
         test=test,
         ood=build_ood(cfg, test),
         source_train=source,
-        source_num_classes=len(cfg.source_classes) if source else 0,
+        source_num_classes=len(cfg.pretrain_classes) if source else 0,
     )
+
+
+def embedded_source(cfg: DataConfig, full_train: ImageSplit, size: int | None) -> ImageSplit:
+    """The pre-training images of the embedded task (`data.source_images`), labelled
+    0..n-1 in the order of `cfg.pretrain_classes`, capped at `size` (a stratified subset)."""
+    if cfg.source_images == "outside_target_split":
+        pool = class_positions(full_train.labels, cfg.target_classes)
+        labels = relabel(full_train.labels[pool], cfg.target_classes)  # as the target split sees them
+        train, val = split_indices(labels, cfg.val_size, cfg.train_size, cfg.split_seed)
+        source = without(full_train, pool[torch.cat([train, val])])
+    else:
+        source = full_train.subset(class_positions(full_train.labels, cfg.pretrain_classes))
+    source = source.relabel(cfg.pretrain_classes)
+    if size is not None:
+        if size > len(source):
+            raise DataError(
+                f"pretrained.train_size={size} but data.source_images={cfg.source_images!r} has only "
+                f"{len(source)} images; lower pretrained.train_size or set it to null (all)"
+            )
+        source = split_train_val(source, 0, size, seed=cfg.split_seed)[0]
+    return source
 
 
 def build_ood(cfg: DataConfig, test: ImageSplit) -> dict[tuple[str, int], ImageSplit]:
