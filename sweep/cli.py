@@ -252,7 +252,7 @@ def _status(args) -> int:
 def _mlflow_sync(args) -> int:
     from sweep import mlflow_mirror
     from sweep.layout import SweepLayout
-    from sweep.manifest import find_sweep_dir, read_manifest, tracking_uri_of
+    from sweep.manifest import find_sweep_dir, read_manifest, spec_from_manifest, tracking_uri_of
     from sweep.results import rebuild_rows
     from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
@@ -262,7 +262,8 @@ def _mlflow_sync(args) -> int:
     mlflow_mirror.pull(layout, uri)  # a sweep in object storage: its copy of the store
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
     rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
-    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout))
+    base = spec_from_manifest(layout.root, manifest).base_config()
+    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout), base)
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
           f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
           f"{counts['snapshots_skipped']} already there")

@@ -33,7 +33,7 @@ from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, 
 from sweep.phases import Phase, build_phases
 from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
-from sweep.tracking import Tracking, open_experiment
+from sweep.tracking import Tracking, first_line, open_experiment
 from trainables import storage
 from trainables.records import ENDED
 
@@ -129,7 +129,7 @@ def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> li
 
     callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase)]
     if tracking is not None:
-        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase))
+        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
     return callbacks
 
 
@@ -215,7 +215,15 @@ def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
     """The sweep's MLflow experiment, created on the driver before any trial starts (None when
     MLflow is off or unreachable: the sweep goes on without it)."""
     tracking = spec.tracking()
-    return open_experiment(tracking) if tracking is not None else None
+    tracking = open_experiment(tracking) if tracking is not None else None
+    if tracking is not None:
+        try:  # the parent run of the trials' runs, RUNNING again on a resume
+            tracking.sweep_run(spec.name, spec.base_config(), spec.layout.spec, reopen=True)
+        except Exception as exc:
+            log.warning("MLflow: could not open the sweep's run at %s (%s: %s); the sweep continues "
+                        "without MLflow", tracking.uri, type(exc).__name__, first_line(exc))
+            return None
+    return tracking
 
 
 def _fit(tuner, phase: str, spec: SweepSpec) -> None:
@@ -299,7 +307,7 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     from collections import Counter
 
     from sweep.results import rebuild_rows, write_table
-    from sweep.tracking import close_orphan_runs, mlflow_ui_command
+    from sweep.tracking import close_orphan_runs, end_sweep_run, mlflow_ui_command
 
     rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
     path = write_table(rows, spec.layout.results)
@@ -313,14 +321,15 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
               "the analysis shows their cells as diverged)")
     print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
     tracking = spec.tracking()
+    failed = [tid for tid, s in final.items() if s == "ERROR"]
+    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if tracking is not None:
         if all(storage.is_dir(spec.layout.phase(p)) for p in phase_names):
             close_orphan_runs(tracking, spec.name, set(statuses))
+        end_sweep_run(tracking, spec.name, failed=bool(failed or unfinished))
         if mlflow_mirror.push(spec.layout, tracking.uri):
             print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
-    failed = [tid for tid, s in final.items() if s == "ERROR"]
-    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if failed or unfinished:
         print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
               f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from mlflow_checks import assert_nested_sweep_runs
 from sweep.cli import main as cli_main
 from sweep.runner import resume_sweep, run_sweep
 from sweep.spec import parse_spec
@@ -117,7 +118,9 @@ def test_grid_sweep_results_table(grid_sweep):
 
 def test_grid_sweep_mlflow_runs(grid_sweep):
     spec, _ = grid_sweep
-    client, runs = _mlflow_runs(spec.tracking_uri, "tiny")
+    client, all_runs = _mlflow_runs(spec.tracking_uri, "tiny")
+    assert_nested_sweep_runs(client, all_runs, "tiny", spec.base_config())
+    runs = [r for r in all_runs if "trial_id" in r.data.tags]
     assert len(runs) == 6
     df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
     assert {r.data.tags["trial_id"] for r in runs} == set(df.trial_id)
@@ -125,14 +128,21 @@ def test_grid_sweep_mlflow_runs(grid_sweep):
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED"
         assert tags["sweep"] == "tiny" and tags["method"] in ("sse", "star_sse", "local_de", "global_de")
-        assert params["method"] == tags["method"] and params["data.train_size"] == "200"
-        assert params["finetune.epochs"] == "1.0"
         history = client.get_metric_history(run.info.run_id, "ens_test_acc")
         k = 3 if tags["method"] in ("sse", "star_sse") else 2
         assert sorted(m.step for m in history) == list(range(1, k + 1))
         rows = df[df.trial_id == tags["trial_id"]].set_index("snapshot")
         for m in history:
             assert math.isclose(m.value, rows.loc[m.step, "ens_test_acc"], rel_tol=1e-6)
+        # numeric params: what varies, the cycle resolved to absolute values
+        row = rows.iloc[0]
+        assert params["method"] == tags["method"] and int(params["seed"]) == row.seed
+        if tags["method"] in ("sse", "star_sse"):
+            assert float(params["lr_max"]) == pytest.approx(row.lr_max)
+            assert float(params["cycle_epochs"]) == pytest.approx(row.cycle_epochs) == 0.5
+            assert float(params["lr_max_ratio"]) == row.lr_max_ratio
+        else:
+            assert "lr_max" not in params and "cycle_epochs" not in params
 
 
 def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, capsys):
