@@ -10,6 +10,8 @@
         mlflow.db            default MLflow tracking store (SQLite; with an object storage,
                              a copy of the driver's local one: `local_dir`)
         mlartifacts/         artifacts of that store (idem)
+        optuna.journal       the Optuna studies of an optuna search (JournalStorage; with an
+                             object storage, in the driver's `local_dir`)
         finetunes/           fine-tunes shared by all trials (the trials' cache_dir)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
           tuner.pkl, experiment_state-*.json, <trial>/result.json, <trial>/error.txt
@@ -49,6 +51,7 @@ class SweepLayout:
     results = _Entry("results.parquet")
     mlflow_db = _Entry("mlflow.db")
     mlflow_artifacts = _Entry("mlartifacts")
+    optuna_journal = _Entry("optuna.journal")
     finetunes = _Entry("finetunes")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"

@@ -217,6 +217,18 @@ def test_optuna_sweep_with_unreachable_mlflow(ray_session, tmp_path, caplog):
     assert sorted(df.groupby("method").trial_id.nunique().items()) == [("sse", 2), ("star_sse", 2)]
     assert df.lr_max_ratio.between(0.5, 2).all() and df.cycle_epochs_ratio.between(0.5, 1).all()
     assert set(df.phase) == {"optuna_sse", "optuna_star_sse"}
+    # each method's study is kept in the sweep's journal and holds every finished trial's value
+    import optuna
+
+    from search_spaces.optuna import open_storage
+
+    storage = open_storage(os.path.join(spec.sweep_dir, "optuna.journal"))
+    for method in ("sse", "star_sse"):
+        study = optuna.load_study(study_name=f"opt-{method}", storage=storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        last = df[(df.method == method) & (df.snapshot == df.num_snapshots)]
+        assert sorted((t.params["lr_max_ratio"], t.params["cycle_epochs_ratio"], t.value) for t in done) \
+            == sorted(zip(last.lr_max_ratio, last.cycle_epochs_ratio, last.ens_val_acc, strict=True))
 
 
 def test_custom_search_with_asha_through_the_sweep(ray_session, tmp_path):
