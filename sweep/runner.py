@@ -67,11 +67,31 @@ def init_ray(num_cpus: float | None = None) -> str:
     return f"the Ray cluster at {address}" if address else "a local Ray instance"
 
 
-def check_resources(spec: SweepSpec) -> None:
+def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> bool:
+    """Raise SpecError when a trial fits no alive node of a fixed-size cluster; on a cluster
+    that can autoscale, warn and (with `request`) ask the autoscaler for the trials instead.
+    Returns whether the trials need new nodes (a request is withdrawn by
+    `release_requested_resources` at the end)."""
     import ray
 
+    from sweep.autoscale import cluster_can_autoscale, request_trial_resources
+    from sweep.spec_models import SpecError
+
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    check_cluster_resources(spec, ray.cluster_resources(), nodes)
+    try:
+        check_cluster_resources(spec, ray.cluster_resources(), nodes)
+        return False
+    except SpecError as exc:
+        if not cluster_can_autoscale():
+            raise
+        count = min(n_trials, spec.max_concurrent_trials or n_trials)
+        if not request:
+            return True
+        log.warning("%s\nThe cluster can autoscale: requesting %d trial(s) of %g CPU / %g GPU from "
+                    "its autoscaler; trials start as nodes join (if none can, they stay PENDING: "
+                    "check `ray status`)", exc, count, spec.resources.cpu, spec.resources.gpu)
+        request_trial_resources({"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}, count)
+        return True
 
 
 def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> None:
@@ -114,20 +134,26 @@ def trial_name(trial) -> str:
     return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
 
 
-def make_trainable(spec: SweepSpec):
+def make_trainable(spec: SweepSpec, verbose: bool = False):
+    """The trial function with the spec's resources; `verbose`: its per-epoch progress on the
+    console too (always in the trial's trial.log)."""
     from ray import tune
 
     from trainables import fine_tune_then_explore
 
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    return tune.with_resources(fine_tune_then_explore, resources)
+    trainable = fine_tune_then_explore
+    if verbose:
+        trainable = tune.with_parameters(fine_tune_then_explore, verbose=True)
+    return tune.with_resources(trainable, resources)
 
 
 def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
     from sweep.mlflow_logging import MLflowTrialCallback
+    from sweep.progress import SnapshotLines
     from sweep.results import ResultsCallback
 
-    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase)]
+    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase), SnapshotLines()]
     if tracking is not None:
         callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
     return callbacks
@@ -143,7 +169,7 @@ def make_reporter(total: int | None):
     )
 
 
-def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
+def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose: bool = False):
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -172,7 +198,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
         sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
         verbose=1,
     )
-    return tune.Tuner(make_trainable(spec), param_space=phase.param_space,
+    return tune.Tuner(make_trainable(spec, verbose), param_space=phase.param_space,
                       tune_config=tune_config, run_config=run_config)
 
 
@@ -239,7 +265,8 @@ def _start_coordinator():
     return coordinator.start()
 
 
-def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None) -> int:
+def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None,
+              verbose: bool = False) -> int:
     """Run a new sweep. Returns the process exit code."""
     sweep_dir = spec.sweep_dir
     check_output_dir(sweep_dir)
@@ -247,7 +274,8 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     phases = build_phases(spec)
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    check_resources(spec)
+    n_trials = sum(p.num_trials for p in phases)
+    requested = check_resources(spec, n_trials)
     if os.environ.get("RAY_ADDRESS") and not storage.is_uri(spec.storage) \
             and not os.path.isabs(os.path.expanduser(spec.storage)):
         log.warning("storage %r is relative: on a cluster it resolves to %s on the driver's node; "
@@ -258,48 +286,64 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     _start_coordinator()
     prepare_pretrained(spec)
     tracking = _setup_mlflow(spec)
-    n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
-    for phase in phases:
-        _fit(make_tuner(spec, phase, tracking), phase.name, spec)
+    try:
+        for phase in phases:
+            _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec)
+    finally:
+        _release(requested)
     return finish(spec, [p.name for p in phases])
 
 
-def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) -> int:
+def _release(requested: bool) -> None:
+    if requested:
+        from sweep.autoscale import release_requested_resources
+
+        release_requested_resources()
+
+
+def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, verbose: bool = False) -> int:
     """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
-    from ray import tune
-
-    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
-
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
     _prepare_environment()
     phases = build_phases(spec)
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    check_resources(spec)
+    requested = check_resources(spec, sum(p.num_trials for p in phases))
     _start_coordinator()
     prepare_pretrained(spec)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
+    try:
+        _resume_phases(spec, phases, tracking, verbose)
+    finally:
+        _release(requested)
+    return finish(spec, [p.name for p in phases])
+
+
+def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool) -> None:
+    from ray import tune
+
+    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
+
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
         if set_aside_unreadable_tuner(exp_dir):
-            make_tuner(spec, phase, tracking)  # writes the phase's tuner.pkl again, same spec
+            make_tuner(spec, phase, tracking, verbose)  # writes the phase's tuner.pkl again, same spec
         # Without a readable experiment state Tune cannot know the phase's trials:
         # start the phase again (finished fine-tunes still come from the cache).
         if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):
             tuner = tune.Tuner.restore(
-                trainable=make_trainable(spec), resume_unfinished=True, resume_errored=True,
+                trainable=make_trainable(spec, verbose), resume_unfinished=True, resume_errored=True,
                 **tune_path(exp_dir),
             )
         else:
-            tuner = make_tuner(spec, phase, tracking)
+            tuner = make_tuner(spec, phase, tracking, verbose)
         _fit(tuner, phase.name, spec)
-    return finish(spec, [p.name for p in phases])
 
 
 def finish(spec: SweepSpec, phase_names: list[str]) -> int:

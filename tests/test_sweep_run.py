@@ -8,12 +8,16 @@ search with ASHA, and the copyable ASHA example.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import importlib.util
+import io
 import math
 import os
+import re
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -76,7 +80,10 @@ def grid_sweep(ray_session, tmp_path_factory):
         search={"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
         baselines={"num_members": 2},
     )
-    code = run_sweep(spec, spec_text="name: tiny\n")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        code = run_sweep(spec, spec_text="name: tiny\n")
+    (tmp_path / "console.txt").write_text(console.getvalue())
     return spec, code
 
 
@@ -143,6 +150,25 @@ def test_grid_sweep_mlflow_runs(grid_sweep):
             assert float(params["lr_max_ratio"]) == row.lr_max_ratio
         else:
             assert "lr_max" not in params and "cycle_epochs" not in params
+
+
+def test_console_and_trial_logs(grid_sweep):
+    """The console: one line per finished snapshot, no epochs; every trial's epochs and
+    snapshots in its own trial.log."""
+    spec, _ = grid_sweep
+    console = (Path(spec.sweep_dir).parents[1] / "console.txt").read_text()
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    lines = [line for line in console.splitlines() if " snapshot " in line and ": test acc ind " in line]
+    assert len(lines) == len(df) == 16, console[-3000:]
+    for row in df.itertuples():
+        assert f"_{row.trial_id} snapshot {row.snapshot}/{row.num_snapshots}: test acc ind " \
+            f"{row.ind_test_acc:.4f} ens {row.ens_test_acc:.4f}" in console
+    assert " epoch " not in console
+    logs = sorted(Path(spec.sweep_dir, "grid").glob("*/trial.log"))
+    assert len(logs) == 6
+    for path in logs:
+        text = path.read_text()
+        assert re.search(r"epoch 1/\d+ loss [\d.]+ lr", text) and "snapshot 1/" in text, text[-2000:]
 
 
 def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, capsys):

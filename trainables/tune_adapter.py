@@ -10,18 +10,23 @@ over instead, with a warning, and reports the same records again since the job
 is deterministic). Each result also names the Ray node that made it (`NODE_KEY`, in
 result.json, not a table column). Shared fine-tunes are claimed through the job's
 claims actor (`trainables.coordinator.install`).
+
+Its progress (per-epoch loss and lr, snapshots) goes to `trial.log` in the trial
+directory; the console gets warnings only, unless the sweep runs with `--verbose`
+(`verbose=True`, given with `tune.with_parameters`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 
 from trainables.config import TrialConfig
 from trainables.device import allocated_cpus
 from trainables.errors import CheckpointError
 from trainables.job import run_job
-from trainables.logs import configure_logging
+from trainables.logs import TRIAL_LOG, configure_logging, trial_logging
 from trainables.state import TrialState, load_state, save_state
 
 log = logging.getLogger("starsweep")
@@ -46,16 +51,21 @@ def _restored_state() -> TrialState | None:
     return state
 
 
-def fine_tune_then_explore(config: dict) -> None:
+def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
-    import ray
     from ray import tune
 
     from trainables import coordinator
 
     configure_logging()
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
-    cfg = TrialConfig.from_dict(config)
+    with trial_logging(os.path.join(tune.get_context().get_trial_dir(), TRIAL_LOG), verbose):
+        _run_trial(TrialConfig.from_dict(config))
+
+
+def _run_trial(cfg: TrialConfig) -> None:
+    import ray
+    from ray import tune
 
     node = ray.get_runtime_context().get_node_id()
 
