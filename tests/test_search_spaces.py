@@ -125,10 +125,45 @@ def test_optuna_study_is_kept_and_continued(tmp_path):
     assert [t.value for t in study.trials] == [0.61, 0.62, 0.63]
     assert study.trials[0].params["lr_max_ratio"] == asked["lr_max_ratio"]
     assert optuna.study.get_all_study_names(open_storage(spec.optuna_storage)) == ["optuna_quickstart-sse"]
+    assert _dashboard_studies(spec.optuna_storage) == {"optuna_quickstart-sse": [[0.61], [0.62], [0.63]]}
     bad = {**yaml.safe_load(open(os.path.join(ROOT, "specs", "optuna_quickstart.yaml")))}
     bad["search"] = {**bad["search"], "storage": "optuna.db"}
     with pytest.raises(SpecError, match="search.storage.*database URL"):
         parse_spec(bad, spec_dir=str(tmp_path))
+
+
+def _dashboard_studies(journal: str) -> dict[str, list]:
+    """{study: its trials' values} as `optuna-dashboard <journal>` serves them (its JSON API)."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "optuna-dashboard"), journal,
+                               "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=5) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.3)
+        out = {}
+        for study in studies:
+            with urllib.request.urlopen(f"{url}/api/studies/{study['study_id']}", timeout=30) as response:
+                out[study["study_name"]] = [t["values"] for t in json.loads(response.read())["trials"]]
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_trial_list_searcher_save_restore(tmp_path):
