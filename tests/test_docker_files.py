@@ -215,7 +215,21 @@ def test_trials_use_every_gpu_of_a_worker():
     assert spec.max_concurrent_trials is None  # nothing caps the trials below the GPUs
 
 
-@pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", *CLUSTER_FILES])
+def test_results_pod_mounts_the_rayjob_volume():
+    """docker/results-pod.yaml reads what a torn-down RayJob left on its volume."""
+    pod = _load("results-pod.yaml")
+    job = _load("rayjob.yaml")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    (container,) = _containers(pod)
+    (head,) = _containers(job)
+    assert container["image"] == head["image"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]}
+    job_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["volumes"]}
+    mounts = {m["mountPath"]: claims[m["name"]] for m in container["volumeMounts"]}
+    job_mounts = {m["mountPath"]: job_claims[m["name"]] for m in head["volumeMounts"]}
+    assert mounts == job_mounts
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", "results-pod.yaml", *CLUSTER_FILES])
 def test_spec_references_exist(name):
     for ref in _spec_refs((DOCKER / name).read_text()):
         assert (ROOT / ref).is_file(), f"docker/{name} names {ref}, which does not exist"

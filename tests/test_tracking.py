@@ -49,13 +49,13 @@ def test_resumed_callback_logs_no_snapshot_twice(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tiny_config(tmp_path, method="sse")
     trial = _trial("t1", config)
-    before = MLflowTrialCallback(Tracking(uri, "resume"), "resume", "grid", base=None)
+    before = MLflowTrialCallback(Tracking(uri, "resume", str(tmp_path / "artifacts")), "resume", "grid")
     before.on_trial_start(0, [], trial)
     before.on_trial_result(0, [], trial, _record(1, 0.5))
     saved = before.get_state()  # Tune saves its experiment state here ...
     before.on_trial_result(0, [], trial, _record(2, 0.6))  # ... then the driver dies
 
-    after = MLflowTrialCallback(Tracking(uri, "resume"), "resume", "grid", base=None)
+    after = MLflowTrialCallback(Tracking(uri, "resume", str(tmp_path / "artifacts")), "resume", "grid")
     after.set_state(saved)
     for snapshot, acc in ((2, 0.6), (3, 0.7)):  # the restored trial reports 2 again
         after.on_trial_result(0, [], trial, _record(snapshot, acc))
