@@ -40,3 +40,21 @@ def test_snapshot_line():
     assert snapshot_line("sse_1a2b", result) == expected
     assert snapshot_line("sse_1a2b", {**result, "diverged": True, "ens_test_acc": float("nan")}).endswith(
         "ens nan soup 0.8275 DIVERGED")
+
+
+def test_pre_training_progress_once_per_epoch(tmp_path, capsys):
+    """Pre-training an embedded checkpoint (a Ray task before the trials, its stdout on the
+    console): a start line, one line per epoch, an end line; nothing per step."""
+    from tiny import tiny_config
+    from trainables.config import TrialBase
+    from trainables.pretrained import prepare
+
+    config = tiny_config(tmp_path)
+    config["pretrained"] = {**config["pretrained"], "epochs": 2, "train_size": 600}
+    base = {k: v for k, v in config.items() if k in TrialBase.model_fields}
+    prepare(base, 0, num_cpus=1)
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [line for line in lines if "pretrain[0] epoch" in line]
+    assert [line.split("epoch ")[1].split(" ")[0] for line in epochs] == ["1/2", "2/2"], lines
+    assert len(lines) == 4, lines
+    assert "pre-training checkpoint 0" in lines[0] and "pre-trained checkpoint 0" in lines[-1]
