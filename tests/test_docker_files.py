@@ -212,6 +212,8 @@ def test_trials_use_every_gpu_of_a_worker():
             f"leave {gpus - at_once * gpu:g} of {gpus:g} GPUs idle ({cpus:g} CPUs)"
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
     assert head["num-gpus"] == "0"  # no trial lands on the head
+    # A job that starts before its GPU workers is not refused: the autoscaler adds them.
+    assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
     assert spec.max_concurrent_trials is None  # nothing caps the trials below the GPUs
 
 
