@@ -85,7 +85,7 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     df = pd.read_parquet(sweep_dir / "results.parquet")
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
-    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/stdout"))
+    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/trial.log"))
     assert "resuming after snapshot 2" in logs
 
     # The same trial uninterrupted (in this process, the same single CPU thread, its own
