@@ -14,6 +14,16 @@ from trainables.logs import TRIAL_LOG, configure_logging, trial_logging
 log = logging.getLogger("starsweep")
 
 
+@pytest.fixture(autouse=True)
+def _restore_starsweep_logger():
+    """configure_logging() is meant for worker processes (own handler, no propagation):
+    undo it so that later tests in this process see `starsweep` records in caplog."""
+    saved = (list(log.handlers), log.propagate, log.level)
+    yield
+    log.handlers[:], log.propagate = saved[0], saved[1]
+    log.setLevel(saved[2])
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_trial_progress_goes_to_the_trial_log(tmp_path, capsys, verbose):
     path = tmp_path / "trial" / TRIAL_LOG
