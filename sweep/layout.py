@@ -111,6 +111,11 @@ class SweepLayout:
         return os.path.join(self.local_dir, type(self).mlflow_db)
 
     @property
+    def local_optuna_journal(self) -> str:
+        """The Optuna journal file (a local file: Optuna's journal needs file locks)."""
+        return os.path.join(self.local_dir, type(self).optuna_journal)
+
+    @property
     def local_mlflow_artifacts(self) -> str:
         return os.path.join(self.local_dir, type(self).mlflow_artifacts)
 

@@ -115,7 +115,7 @@ class SweepSpec(Design):
         journal file in the sweep directory; None for other search kinds."""
         if not isinstance(self.search, OptunaSearchSpec):
             return None
-        return self.search.storage or self.layout.optuna_journal
+        return self.search.storage or self.layout.local_optuna_journal
 
     def optuna_study(self, method: str) -> str:
         """The name of a method's Optuna study: <sweep name>-<method>."""
