@@ -99,12 +99,12 @@ def run(args: argparse.Namespace) -> Path:
         synthetic_results().to_parquet(results, index=False)
         return build_report(results, args.out)
     index = build_report(args.results, args.out, args.size)
-    uri, experiment = args.mlflow_uri, args.mlflow_experiment
+    uri, experiment, sweep = args.mlflow_uri, args.mlflow_experiment, None
     if uri is None:
-        uri, experiment = _sweep_mlflow(args.results)
+        uri, experiment, sweep = _sweep_mlflow(args.results)
     if uri:
         try:
-            run_id = attach_to_mlflow(args.out, uri, experiment)
+            run_id = attach_to_mlflow(args.out, uri, experiment, sweep=sweep)
             if args.mlflow_uri is None:
                 _push_store(args.results, uri)
             print(f"report logged to MLflow run {run_id} ({uri})", file=sys.stderr)
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> Path:
     return index
 
 
-def _sweep_mlflow(results: str) -> tuple[str | None, str | None]:
-    """The tracking URI and experiment of a sweep directory (from its sweep.json), if any;
-    a sweep in object storage gets its SQLite store copied to this machine first."""
+def _sweep_mlflow(results: str) -> tuple[str | None, str | None, str | None]:
+    """The tracking URI, experiment and name of a sweep directory (from its sweep.json), if
+    any; a sweep in object storage gets its SQLite store copied to this machine first."""
     import json
 
     from sweep import mlflow_mirror
@@ -126,12 +126,12 @@ def _sweep_mlflow(results: str) -> tuple[str | None, str | None]:
         sweep_dir = storage.parent(results) if storage.is_file(results) else results
         data = json.loads(storage.read_bytes(SweepLayout(sweep_dir).manifest))
     except (OSError, ValueError):
-        return None, None
+        return None, None, None
     if not data.get("mlflow_experiment"):
-        return None, None
+        return None, None, None
     uri = tracking_uri_of(data, sweep_dir)
     mlflow_mirror.pull(SweepLayout(sweep_dir), uri)
-    return uri, data["mlflow_experiment"]
+    return uri, data["mlflow_experiment"], data.get("name")
 
 
 def _push_store(results: str, uri: str) -> None:

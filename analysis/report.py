@@ -245,22 +245,28 @@ def attach_to_mlflow(
     tracking_uri: str,
     experiment_name: str,
     artifact_location: str | None = None,
+    sweep: str | None = None,
 ) -> str:
-    """Log the report directory as artifacts of a new run named "report"; return its id.
+    """Log the report directory as artifacts; return the run's id.
 
-    The experiment is created if absent (its artifacts in `artifact_location` when given).
-    MLflow 3 needs a database tracking URI such as `sqlite:///path/mlflow.db`.
+    With `sweep` and a parent run of that sweep in the experiment, the report goes into
+    that run under `report/` (the sweep's row in the UI holds it); otherwise into a new run
+    named "report" (the experiment is created if absent, its artifacts in
+    `artifact_location` when given). MLflow 3 needs a database tracking URI such as
+    `sqlite:///path/mlflow.db` or a server.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"report directory not found: {out_dir}")
-    from sweep.tracking import Tracking
+    from sweep.tracking import KIND_TAG, Tracking
 
     tracking = Tracking(tracking_uri, experiment_name, artifact_location)
     client = tracking.client
-    run = client.create_run(
-        tracking.experiment_id, run_name="report", tags={"starsweep.kind": "analysis-report"}
-    )
+    parent = tracking.find_sweep_run(sweep) if sweep else None
+    if parent is not None:
+        client.log_artifacts(parent.info.run_id, str(out_dir), artifact_path="report")
+        return parent.info.run_id
+    run = client.create_run(tracking.experiment_id, run_name="report", tags={KIND_TAG: "analysis-report"})
     run_id = run.info.run_id
     try:
         client.log_artifacts(run_id, str(out_dir))

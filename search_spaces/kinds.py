@@ -81,6 +81,19 @@ class OptunaSearchSpec(Strict):
         None, description="None = max for accuracies, min for nll/ece/brier."
     )
     sampler_seed: int = 0
+    storage: str | None = Field(
+        None, description="Where the Optuna studies are kept: an RDB URL (postgresql://..., "
+        "mysql://..., sqlite:///...); None = an Optuna journal file in the sweep directory."
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError("must be a database URL such as sqlite:////abs/path/optuna.db or "
+                             "postgresql://user@host/db (or leave it out: a journal file in the "
+                             "sweep directory)")
+        return v
 
     @field_validator("metric")
     @classmethod

@@ -15,10 +15,15 @@ TPE trade budget between methods and model them as one function. A separate
 study per method gives each method the same budget and its own TPE model, as
 the paper compares methods at their own best hyperparameters. The baselines
 (no cycle hyperparameters) run as one more experiment with `TrialListSearcher`.
+
+Each method's study is kept in a storage (`open_storage`: an RDB URL, or a path for
+Optuna's JournalStorage file) under a name given by the sweep, so `optuna-dashboard`
+opens it and a resumed sweep (or a new OptunaSearch on the same storage) continues it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from search_spaces.design import Design
@@ -46,8 +51,22 @@ def optuna_param_space(design: Design, method: str) -> dict[str, Any]:
     }
 
 
-def make_optuna_search(design: Design, method: str):
-    """A fresh OptunaSearch (TPE, seeded per method) for one method's Tuner."""
+def open_storage(where: str):
+    """An Optuna storage: an RDB URL (has "://") or the path of a JournalStorage file."""
+    import optuna
+
+    if "://" in where:
+        return optuna.storages.RDBStorage(where)
+    from optuna.storages.journal import JournalFileBackend
+
+    os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(where))
+
+
+def make_optuna_search(design: Design, method: str, storage: str | None = None,
+                       study_name: str | None = None):
+    """An OptunaSearch (TPE, seeded per method) for one method's Tuner; its study kept in
+    `storage` (see `open_storage`) as `study_name`, loaded when it exists; None = in memory."""
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -57,6 +76,8 @@ def make_optuna_search(design: Design, method: str):
         metric=search.metric,
         mode=search.resolved_mode,
         sampler=TPESampler(seed=search.sampler_seed + offset),
+        storage=open_storage(storage) if storage else None,
+        study_name=study_name,
     )
 
 

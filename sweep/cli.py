@@ -48,6 +48,8 @@ Spec format: sweep/spec.py and the README; specs/ holds examples."""
 NO_PREFLIGHT = ("skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
                 "cluster whose files are not here)")
 NUM_CPUS = "CPUs of the local Ray instance (default: all)"
+VERBOSE = ("print every trial's per-epoch progress on the console too (default: the status table, one "
+           "line per finished snapshot and warnings; the epochs are always in each trial's trial.log)")
 SWEEP_TARGET = "a sweep name (under --storage) or a sweep directory"
 SET_HELP = ("override spec fields: dotted KEY=VALUE pairs, VALUE in YAML (e.g. --set "
             "trial.data.train_size=8 search.lr_max_ratios=[1] resources.gpu=0); repeatable; see "
@@ -77,6 +79,7 @@ def _add_spec_commands(sub) -> None:
         "unchanged), or start a new sweep named <name>-2, <name>-3, ...",
     )
     p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE)
     p = _command(sub, "dry-run", "print the trial table, the epochs and snapshots the sweep will compute, "
                  "and what shared fine-tunes save, without running anything", "spec", "the YAML sweep spec")
     p.add_argument("--all", action="store_true", help="list every trial (default: the first 60)")
@@ -87,6 +90,7 @@ def _add_sweep_commands(sub) -> None:
     p = _command(sub, "resume", "finish a sweep: resume unfinished and errored trials from their last "
                  "checkpoint (finished trials are never re-run)", "sweep", SWEEP_TARGET)
     p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE)
     p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
     p = _command(sub, "export", "rebuild the Parquet table (one row per trial x snapshot) from the "
                  "experiment directories", "sweep", SWEEP_TARGET)
@@ -162,8 +166,11 @@ def _dry_run(args) -> int:
         from sweep.runner import check_resources, init_ray
 
         init_ray()
-        check_resources(spec)
-        print("resources: each trial fits the Ray cluster at RAY_ADDRESS")
+        if check_resources(spec, sum(p.num_trials for p in plan.phases), request=False):
+            print("resources: no alive node fits a trial yet; the cluster can autoscale, and "
+                  "`run` will request the trials' resources from its autoscaler")
+        else:
+            print("resources: each trial fits the Ray cluster at RAY_ADDRESS")
     else:
         warnings = []
         cpus = os.cpu_count() or 1
@@ -215,8 +222,8 @@ def _run(args) -> int:
                 f"{', '.join(changed)}); use --if-exists new, or another name"
             )
         print(f"sweep {spec.name!r} exists: resuming it", flush=True)
-        return resume_sweep(sweep_dir, num_cpus=args.num_cpus)
-    return run_sweep(spec, text, num_cpus=args.num_cpus)
+        return resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose)
+    return run_sweep(spec, text, num_cpus=args.num_cpus, verbose=args.verbose)
 
 
 def _resume(args) -> int:
@@ -225,7 +232,7 @@ def _resume(args) -> int:
 
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
     _preflight(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), args)
-    return resume_sweep(sweep_dir, num_cpus=args.num_cpus)
+    return resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose)
 
 
 def _export(args) -> int:
@@ -254,7 +261,7 @@ def _status(args) -> int:
 def _mlflow_sync(args) -> int:
     from sweep import mlflow_mirror
     from sweep.layout import SweepLayout
-    from sweep.manifest import find_sweep_dir, read_manifest, tracking_uri_of
+    from sweep.manifest import find_sweep_dir, read_manifest, spec_from_manifest, tracking_uri_of
     from sweep.results import rebuild_rows
     from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
@@ -264,7 +271,8 @@ def _mlflow_sync(args) -> int:
     mlflow_mirror.pull(layout, uri)  # a sweep in object storage: its copy of the store
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
     rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
-    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout))
+    base = spec_from_manifest(layout.root, manifest).base_config()
+    counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout), base)
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "
           f"{counts['runs_found']} found; {counts['snapshots_logged']} snapshot(s) logged, "
           f"{counts['snapshots_skipped']} already there")

@@ -1,8 +1,10 @@
-"""Plain-text output of the CLI (dry-run, status): numbers and aligned tables."""
+"""Plain-text output of the CLI (dry-run, status, a running sweep): numbers, aligned
+tables, and the one line a sweep prints per finished snapshot."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def fmt_num(x: float | None) -> str:
@@ -31,3 +33,12 @@ def text_table(rows: list[list[str]], right: set[int], indent: str = "") -> str:
         if j == 0:
             lines.append(indent + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def snapshot_line(trial: str, result: dict[str, Any]) -> str:
+    """`sse_1a2b snapshot 2/5: test acc ind 0.8120 ens 0.8312 soup 0.8275` (and `DIVERGED`)."""
+    accs = " ".join(f"{kind} {result.get(f'{kind}_test_acc', math.nan):.4f}"
+                    for kind in ("ind", "ens", "soup"))
+    line = f"{trial} snapshot {result['snapshot']}/{result.get('num_snapshots', '?')}: test acc {accs}"
+    return line + (" DIVERGED" if result.get("diverged") else "")
+

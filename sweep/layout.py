@@ -11,6 +11,8 @@
         mlflow.db            default MLflow tracking store (SQLite; with an object storage,
                              a copy of the driver's local one: `local_dir`)
         mlartifacts/         artifacts of that store (idem)
+        optuna.journal       the Optuna studies of an optuna search (JournalStorage; with an
+                             object storage, in the driver's `local_dir`)
         finetunes/           fine-tunes shared by all trials (the trials' cache_dir), and the
                              finished StarSSE cycles of running trials (cycle-*.pt)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
@@ -52,6 +54,7 @@ class SweepLayout:
     predictions = _Entry("predictions.parquet")
     mlflow_db = _Entry("mlflow.db")
     mlflow_artifacts = _Entry("mlartifacts")
+    optuna_journal = _Entry("optuna.journal")
     finetunes = _Entry("finetunes")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"
@@ -109,6 +112,11 @@ class SweepLayout:
     @property
     def local_mlflow_db(self) -> str:
         return os.path.join(self.local_dir, type(self).mlflow_db)
+
+    @property
+    def local_optuna_journal(self) -> str:
+        """The Optuna journal file (a local file: Optuna's journal needs file locks)."""
+        return os.path.join(self.local_dir, type(self).optuna_journal)
 
     @property
     def local_mlflow_artifacts(self) -> str:

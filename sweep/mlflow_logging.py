@@ -29,10 +29,11 @@ log = logging.getLogger("starsweep.sweep")
 class MLflowTrialCallback(tune.Callback):
     """One MLflow run per Tune trial; metrics of each snapshot with step = snapshot."""
 
-    def __init__(self, tracking: Tracking, sweep: str, phase: str):
+    def __init__(self, tracking: Tracking, sweep: str, phase: str, base: dict[str, Any] | None = None):
         self.tracking = tracking
         self.sweep = sweep
         self.phase = phase
+        self.base = base  # the sweep's shared trial config: what differs from it is a parameter
         self.disabled = False
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._logged: dict[str, set[int]] = {}  # trial_id -> snapshots logged
@@ -40,7 +41,7 @@ class MLflowTrialCallback(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "tracking" not in state:  # the tuner.pkl of a sweep started before sweep.tracking existed
             state = {**state, "tracking": Tracking(state["tracking_uri"], state["experiment"])}
-        self.__dict__.update(state)
+        self.__dict__.update({"base": None, **state})
 
     # Tune's callback state (kept with the experiment) ---------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -58,18 +59,24 @@ class MLflowTrialCallback(tune.Callback):
         self.disabled = True
 
     def _run_for(self, trial) -> str:
+        """The trial's run (found by its `trial_id` tag, or created), with the snapshots it
+        already holds read from MLflow whenever this callback has no record of them: after
+        a driver was killed, Tune restores the trial -> run map (`set_state`) but the
+        restored trial may report again a snapshot logged after Tune's last saved state."""
         tid = trial.trial_id
-        if tid in self._runs:
-            return self._runs[tid]
-        found = self.tracking.find_trial_run(tid)
-        if found is not None:
-            run_id = found.info.run_id
+        run_id = self._runs.get(tid)
+        if run_id is None:
+            found = self.tracking.find_trial_run(tid)
+            if found is not None:
+                run_id = found.info.run_id
+                self.tracking.client.update_run(run_id, status="RUNNING")
+            else:
+                run_id = self.tracking.create_trial_run(tid, self.sweep, self.phase, trial.config,
+                                                        str(trial), self.base)
+                self._logged[tid] = set()
+            self._runs[tid] = run_id
+        if tid not in self._logged:
             self._logged[tid] = self.tracking.logged_snapshots(run_id)
-            self.tracking.client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self.tracking.create_trial_run(tid, self.sweep, self.phase, trial.config, str(trial))
-            self._logged[tid] = set()
-        self._runs[tid] = run_id
         return run_id
 
     # Tune hooks ------------------------------------------------------------------

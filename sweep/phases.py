@@ -107,7 +107,8 @@ def _optuna_phases(spec: SweepSpec, base: dict[str, Any]) -> list[Phase]:
             name=f"optuna_{method}",
             param_space=merge(base, opt.optuna_param_space(spec, method)),
             num_samples=search.num_samples,
-            make_search_alg=lambda m=method: opt.make_optuna_search(spec, m),
+            make_search_alg=lambda m=method: opt.make_optuna_search(
+                spec, m, spec.optuna_storage, spec.optuna_study(m)),
             description=f"OptunaSearch (TPE) over lr_max_ratio x cycle_epochs_ratio, "
             f"{search.num_samples} trials, {search.resolved_mode} {search.metric}",
         )

@@ -33,7 +33,7 @@ from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, 
 from sweep.phases import Phase, build_phases
 from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
-from sweep.tracking import Tracking, open_experiment
+from sweep.tracking import Tracking, first_line, open_experiment
 from trainables import storage
 from trainables.records import ENDED
 
@@ -73,14 +73,33 @@ def _alive_nodes() -> list[dict[str, float]]:
     return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
 
 
-def check_resources(spec: SweepSpec) -> None:
-    """SpecError if a trial's placement group (its bundle, and its StarSSE cycle bundles)
-    does not fit the cluster Ray runs on."""
+def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> bool:
+    """Raise SpecError when a trial (its bundle, and its StarSSE cycle bundles) fits no
+    alive node of a fixed-size cluster; on a cluster that can autoscale, warn and (with
+    `request`) ask the autoscaler for the trials instead.
+    Returns whether the trials need new nodes (a request is withdrawn by
+    `release_requested_resources` at the end)."""
     import ray
 
+    from sweep.autoscale import cluster_can_autoscale, request_trial_resources
+    from sweep.spec_models import SpecError
+
     nodes = _alive_nodes()
-    check_cluster_resources(spec, ray.cluster_resources(), nodes)
-    parallel_cycle_bundles(spec, ray.cluster_resources(), nodes)
+    try:
+        check_cluster_resources(spec, ray.cluster_resources(), nodes)
+        parallel_cycle_bundles(spec, ray.cluster_resources(), nodes)  # StarSSE cycle bundles
+        return False
+    except SpecError as exc:
+        if not cluster_can_autoscale():
+            raise
+        count = min(n_trials, spec.max_concurrent_trials or n_trials)
+        if not request:
+            return True
+        log.warning("%s\nThe cluster can autoscale: requesting %d trial(s) of %g CPU / %g GPU from "
+                    "its autoscaler; trials start as nodes join (if none can, they stay PENDING: "
+                    "check `ray status`)", exc, count, spec.resources.cpu, spec.resources.gpu)
+        request_trial_resources({"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}, count)
+        return True
 
 
 def cycle_bundles(spec: SweepSpec) -> int:
@@ -132,9 +151,10 @@ def trial_name(trial) -> str:
     return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
 
 
-def make_trainable(spec: SweepSpec):
+def make_trainable(spec: SweepSpec, verbose: bool = False):
     """The trainable with its resources: a placement group of one bundle per trial, plus one
-    per StarSSE cycle it trains at the same time (`trial.parallel_cycles`)."""
+    per StarSSE cycle it trains at the same time (`trial.parallel_cycles`); `verbose`: its
+    per-epoch progress on the console too (always in the trial's trial.log)."""
     from ray import tune
 
     from trainables import fine_tune_then_explore
@@ -145,16 +165,20 @@ def make_trainable(spec: SweepSpec):
         print(f"StarSSE cycles: up to {cap} at a time per trial (parallel_cycles: "
               f"{spec.trial.parallel_cycles}), each in its own bundle", flush=True)
     resources = cycle_resources(spec.resources.cpu, spec.resources.gpu, cap)
-    return tune.with_resources(fine_tune_then_explore, resources)
+    trainable = fine_tune_then_explore
+    if verbose:
+        trainable = tune.with_parameters(fine_tune_then_explore, verbose=True)
+    return tune.with_resources(trainable, resources)
 
 
 def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
     from sweep.mlflow_logging import MLflowTrialCallback
+    from sweep.progress import SnapshotLines
     from sweep.results import ResultsCallback
 
-    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase)]
+    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase), SnapshotLines()]
     if tracking is not None:
-        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase))
+        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
     return callbacks
 
 
@@ -168,7 +192,7 @@ def make_reporter(total: int | None):
     )
 
 
-def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
+def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose: bool = False):
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -197,7 +221,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None):
         sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
         verbose=1,
     )
-    return tune.Tuner(make_trainable(spec), param_space=phase.param_space,
+    return tune.Tuner(make_trainable(spec, verbose), param_space=phase.param_space,
                       tune_config=tune_config, run_config=run_config)
 
 
@@ -240,7 +264,15 @@ def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
     """The sweep's MLflow experiment, created on the driver before any trial starts (None when
     MLflow is off or unreachable: the sweep goes on without it)."""
     tracking = spec.tracking()
-    return open_experiment(tracking) if tracking is not None else None
+    tracking = open_experiment(tracking) if tracking is not None else None
+    if tracking is not None:
+        try:  # the parent run of the trials' runs, RUNNING again on a resume
+            tracking.sweep_run(spec.name, spec.base_config(), spec.layout.spec, reopen=True)
+        except Exception as exc:
+            log.warning("MLflow: could not open the sweep's run at %s (%s: %s); the sweep continues "
+                        "without MLflow", tracking.uri, type(exc).__name__, first_line(exc))
+            return None
+    return tracking
 
 
 def _fit(tuner, phase: str, spec: SweepSpec) -> None:
@@ -256,7 +288,8 @@ def _start_coordinator():
     return coordinator.start()
 
 
-def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None) -> int:
+def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None,
+              verbose: bool = False) -> int:
     """Run a new sweep. Returns the process exit code."""
     sweep_dir = spec.sweep_dir
     check_output_dir(sweep_dir)
@@ -264,7 +297,8 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     phases = build_phases(spec)
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    check_resources(spec)
+    n_trials = sum(p.num_trials for p in phases)
+    requested = check_resources(spec, n_trials)
     if os.environ.get("RAY_ADDRESS") and not storage.is_uri(spec.storage) \
             and not os.path.isabs(os.path.expanduser(spec.storage)):
         log.warning("storage %r is relative: on a cluster it resolves to %s on the driver's node; "
@@ -275,48 +309,64 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     _start_coordinator()
     prepare_pretrained(spec)
     tracking = _setup_mlflow(spec)
-    n_trials = sum(len(p.trials) if p.trials is not None else p.num_samples for p in phases)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
-    for phase in phases:
-        _fit(make_tuner(spec, phase, tracking), phase.name, spec)
+    try:
+        for phase in phases:
+            _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec)
+    finally:
+        _release(requested)
     return finish(spec, [p.name for p in phases])
 
 
-def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None) -> int:
+def _release(requested: bool) -> None:
+    if requested:
+        from sweep.autoscale import release_requested_resources
+
+        release_requested_resources()
+
+
+def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, verbose: bool = False) -> int:
     """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
-    from ray import tune
-
-    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
-
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
     _prepare_environment()
     phases = build_phases(spec)
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    check_resources(spec)
+    requested = check_resources(spec, sum(p.num_trials for p in phases))
     _start_coordinator()
     prepare_pretrained(spec)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
+    try:
+        _resume_phases(spec, phases, tracking, verbose)
+    finally:
+        _release(requested)
+    return finish(spec, [p.name for p in phases])
+
+
+def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool) -> None:
+    from ray import tune
+
+    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
+
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
         if set_aside_unreadable_tuner(exp_dir):
-            make_tuner(spec, phase, tracking)  # writes the phase's tuner.pkl again, same spec
+            make_tuner(spec, phase, tracking, verbose)  # writes the phase's tuner.pkl again, same spec
         # Without a readable experiment state Tune cannot know the phase's trials:
         # start the phase again (finished fine-tunes still come from the cache).
         if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):
             tuner = tune.Tuner.restore(
-                trainable=make_trainable(spec), resume_unfinished=True, resume_errored=True,
+                trainable=make_trainable(spec, verbose), resume_unfinished=True, resume_errored=True,
                 **tune_path(exp_dir),
             )
         else:
-            tuner = make_tuner(spec, phase, tracking)
+            tuner = make_tuner(spec, phase, tracking, verbose)
         _fit(tuner, phase.name, spec)
-    return finish(spec, [p.name for p in phases])
 
 
 def finish(spec: SweepSpec, phase_names: list[str]) -> int:
@@ -324,7 +374,7 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     from collections import Counter
 
     from sweep.results import rebuild_predictions, rebuild_rows, write_table
-    from sweep.tracking import close_orphan_runs, mlflow_ui_command
+    from sweep.tracking import close_orphan_runs, end_sweep_run, mlflow_ui_command
 
     rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
     path = write_table(rows, spec.layout.results)
@@ -339,14 +389,15 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
               "the analysis shows their cells as diverged)")
     print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
     tracking = spec.tracking()
+    failed = [tid for tid, s in final.items() if s == "ERROR"]
+    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if tracking is not None:
         if all(storage.is_dir(spec.layout.phase(p)) for p in phase_names):
             close_orphan_runs(tracking, spec.name, set(statuses))
+        end_sweep_run(tracking, spec.name, failed=bool(failed or unfinished))
         if mlflow_mirror.push(spec.layout, tracking.uri):
             print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
-    failed = [tid for tid, s in final.items() if s == "ERROR"]
-    unfinished = [tid for tid, s in final.items() if s not in ENDED]
     if failed or unfinished:
         print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
               f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "

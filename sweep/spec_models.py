@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from search_spaces.design import Design
-from search_spaces.kinds import CustomSearch, Strict
+from search_spaces.kinds import CustomSearch, OptunaSearchSpec, Strict
 from sweep.layout import SweepLayout
 from sweep.tracking import Tracking
 from trainables import storage
@@ -108,6 +108,18 @@ class SweepSpec(Design):
     @property
     def mlflow_experiment(self) -> str:
         return self.mlflow.experiment or self.name
+
+    @property
+    def optuna_storage(self) -> str | None:
+        """Where an optuna search keeps its studies: the spec's database URL, else the
+        journal file in the sweep directory; None for other search kinds."""
+        if not isinstance(self.search, OptunaSearchSpec):
+            return None
+        return self.search.storage or self.layout.local_optuna_journal
+
+    def optuna_study(self, method: str) -> str:
+        """The name of a method's Optuna study: <sweep name>-<method>."""
+        return f"{self.name}-{method}"
 
     def tracking(self) -> Tracking | None:
         """The sweep's MLflow experiment (not opened yet); None when MLflow is off."""

@@ -111,22 +111,127 @@ def test_rayjob_runs_an_existing_spec_on_shared_storage():
         assert _under(env_vars["STARSWEEP_CACHE"], mounts)
 
 
-def test_cluster_launcher_config_references_existing_specs():
-    config = _load("cluster.yaml")
-    assert config["docker"]["image"] and "latest" not in config["docker"]["image"]
+CLUSTER_FILES = ["cluster.yaml", "cluster-nfs.yaml"]
+
+
+def _ray_cluster_schema() -> dict:
+    """The JSON schema of cluster-launcher configs that ships inside the ray package."""
+    import json
+
+    import ray.autoscaler
+
+    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def _submitted(text: str) -> list[tuple[str, str | None]]:
+    """(spec, --storage or None) of each `python -m sweep run` a config's comments give."""
+    return re.findall(r"python -m sweep run (specs/[\w.-]+\.ya?ml)(?: --storage (\S+))?", text)
+
+
+def _container_mounts(docker: dict) -> dict[str, str]:
+    """{container path: VM path} of the containers' -v options."""
+    options = docker.get("run_options", []) + docker.get("worker_run_options", [])
+    pairs = [opt.split()[-1].split(":")[:2] for opt in options if opt.startswith("-v ")]
+    return {inside: outside for outside, inside in pairs}
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_cluster_launcher_config_is_valid_and_works_as_written(name):
+    import jsonschema
+
+    config = _load(name)
+    jsonschema.validate(config, _ray_cluster_schema())
     assert config["head_node_type"] in config["available_node_types"]
-    refs = _spec_refs((DOCKER / "cluster.yaml").read_text())
-    assert refs, "docker/cluster.yaml names no spec to submit"
-    mounts = [opt.split()[-1].split(":")[1] for opt in config["docker"].get("run_options", [])
-              if opt.startswith("-v ")]
-    for ref in refs:
-        assert (ROOT / ref).is_file(), ref
+    docker = config["docker"]
+    # An image name with a registry host (a bare name would be pulled from Docker Hub),
+    # the one the RayJob runs too.
+    image = docker["image"]
+    assert "." in image.split("/")[0] and "latest" not in image, image
+    job = _load("rayjob.yaml")["spec"]["rayClusterSpec"]
+    assert {c["image"] for c in _containers(job["headGroupSpec"]["template"])} == {image}
+    # GPUs for the workers only: the head is a CPU VM.
+    shared = docker.get("run_options", []) + docker.get("head_run_options", [])
+    assert not [o for o in shared if "--gpus" in o], shared
+    assert "--gpus all" in docker["worker_run_options"]
+    # Nothing hidden (`|| true`), no variable defined nowhere; a filesystem is mounted on
+    # the VM (initialization_commands), where the container's -v finds it.
+    setup = config.get("setup_commands", []) + config.get("worker_setup_commands", [])
+    init = config.get("initialization_commands", [])
+    for command in setup + init:
+        assert "|| true" not in command and not re.search(r"\$\{?[A-Za-z_]", command), command
+    assert not [c for c in setup if re.search(r"\bmount\b", c)], "a mount inside the container"
+    mounts = _container_mounts(docker)
+    for outside in mounts.values():
+        assert any(re.search(rf"\bmount\b.* {re.escape(outside)}$", c) for c in init), outside
+    fetched = re.findall(r"copy_files\('[^']+', '([^']+)'\)", " ".join(setup))
+    submitted = _submitted((DOCKER / name).read_text())
+    assert submitted, f"docker/{name} names no spec to submit"
+    for ref, override in submitted:
         spec = load_spec(str(ROOT / ref))
-        assert storage.is_remote(spec.sweep_dir) or _under(spec.sweep_dir, mounts), \
-            f"{ref}: storage {spec.storage} is neither on {mounts} nor in object storage"
+        where = override or spec.storage
+        if storage.is_remote(where):  # object storage: the workers need credentials for it
+            assert where.startswith("s3://"), where
+            workers = [t for n, t in config["available_node_types"].items() if n != config["head_node_type"]]
+            assert all("IamInstanceProfile" in t["node_config"] for t in workers)
+        else:
+            assert _under(where, list(mounts)), f"{ref}: storage {where} is not on {list(mounts)}"
+        for path in spec.trial.pretrained.paths:  # on every node: shared, or fetched there
+            assert storage.is_remote(path) or _under(path, list(mounts) + fetched), path
+        data = spec.trial.data
+        assert data.download or _under(data.data_dir, list(mounts) + fetched), data.data_dir
 
 
-@pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", "cluster.yaml"])
+def _worker_shapes() -> list[tuple[str, float, float]]:
+    """(where, CPUs, GPUs) of each GPU worker type of the RayJob and the launcher configs."""
+    shapes = []
+    job = _load("rayjob.yaml")["spec"]["rayClusterSpec"]
+    for group in job["workerGroupSpecs"]:
+        (container,) = _containers(group["template"])
+        limits = container["resources"]["limits"]
+        params = group.get("rayStartParams", {})
+        shapes.append((f"rayjob.yaml {group['groupName']}", float(params.get("num-cpus", limits["cpu"])),
+                       float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))))
+    for name in CLUSTER_FILES:
+        config = _load(name)
+        for type_name, node in config["available_node_types"].items():
+            if node["resources"].get("GPU"):
+                shapes.append((f"{name} {type_name}", float(node["resources"]["CPU"]),
+                               float(node["resources"]["GPU"])))
+    return shapes
+
+
+def test_trials_use_every_gpu_of_a_worker():
+    job = _load("rayjob.yaml")
+    spec = load_spec(str(ROOT / shlex.split(job["spec"]["entrypoint"])[4]))
+    cpu, gpu = spec.resources.cpu, spec.resources.gpu
+    shapes = _worker_shapes()
+    assert len(shapes) == 3, shapes
+    for where, cpus, gpus in shapes:
+        at_once = min(cpus // cpu, gpus // gpu)  # trials Ray places on one worker
+        assert at_once * gpu == gpus, f"{where}: {at_once:g} trials of {cpu:g} CPU / {gpu:g} GPU " \
+            f"leave {gpus - at_once * gpu:g} of {gpus:g} GPUs idle ({cpus:g} CPUs)"
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
+    assert head["num-gpus"] == "0"  # no trial lands on the head
+    # A job that starts before its GPU workers is not refused: the autoscaler adds them.
+    assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+    assert spec.max_concurrent_trials is None  # nothing caps the trials below the GPUs
+
+
+def test_results_pod_mounts_the_rayjob_volume():
+    """docker/results-pod.yaml reads what a torn-down RayJob left on its volume."""
+    pod = _load("results-pod.yaml")
+    job = _load("rayjob.yaml")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    (container,) = _containers(pod)
+    (head,) = _containers(job)
+    assert container["image"] == head["image"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]}
+    job_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["volumes"]}
+    mounts = {m["mountPath"]: claims[m["name"]] for m in container["volumeMounts"]}
+    job_mounts = {m["mountPath"]: job_claims[m["name"]] for m in head["volumeMounts"]}
+    assert mounts == job_mounts
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", "results-pod.yaml", *CLUSTER_FILES])
 def test_spec_references_exist(name):
     for ref in _spec_refs((DOCKER / name).read_text()):
         assert (ROOT / ref).is_file(), f"docker/{name} names {ref}, which does not exist"

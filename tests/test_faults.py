@@ -88,7 +88,7 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     df = pd.read_parquet(sweep_dir / "results.parquet")
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
-    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/stdout"))
+    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/trial.log"))
     assert "resuming after snapshot 2" in logs
 
     # The same trial uninterrupted (in this process, the same single CPU thread, its own
@@ -110,7 +110,8 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri="sqlite:///" + str(sweep_dir / "mlflow.db"))
-    (run,) = client.search_runs([client.get_experiment_by_name("killed_worker").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("killed_worker").experiment_id])
+    (run,) = [r for r in runs if "trial_id" in r.data.tags]  # and the sweep's parent run
     assert run.info.status == "FINISHED" and run.data.tags["trial_id"] == trial_id
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "ens_test_acc")]
     assert sorted(steps) == [1, 2, 3, 4]
@@ -177,12 +178,17 @@ def test_mlflow_sync_after_an_unreachable_server(diverging_sweep, capsys):
 
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("starsweep.kind") == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.params["finetune.epochs"] == "2.0"
+    runs = [r for r in runs if "trial_id" in r.data.tags]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(df.trial_id.unique())
     for run in runs:
         rows = df[df.trial_id == run.data.tags["trial_id"]].set_index("snapshot", drop=False)
         assert run.info.status == "FINISHED"
         assert run.data.tags["status"] == rows.status.iloc[0]
-        assert run.data.params["method"] == "sse" and run.data.params["finetune.epochs"] == "2.0"
+        assert run.data.params["method"] == "sse"
+        assert float(run.data.params["lr_max_ratio"]) == rows.lr_max_ratio.iloc[0]
         for metric in ("snapshot", "ens_test_acc", "diverged"):
             history = client.get_metric_history(run.info.run_id, metric)
             steps = sorted(m.step for m in history)

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 
 import pytest
+import yaml
 
 from search_spaces import TrialListSearcher, merge
 from search_spaces.custom import CustomSearchError, build_custom
@@ -17,6 +18,7 @@ from search_spaces.paper import baseline_trials, cyclic_trials, paper_param_spac
 from sweep.phases import build_phases, planned_trials
 from sweep.plan import make_plan
 from sweep.spec import load_spec, parse_spec
+from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,8 +133,14 @@ def test_values_search_uses_absolute_values():
     assert all(t.get("lr_max_ratio") is None for t in trials)
 
 
-def test_optuna_phases_one_tuner_per_method():
-    spec = load_spec(os.path.join(ROOT, "specs", "optuna_quickstart.yaml"))
+def _optuna_quickstart(storage) -> SweepSpec:
+    with open(os.path.join(ROOT, "specs", "optuna_quickstart.yaml")) as f:
+        raw = yaml.safe_load(f)
+    return parse_spec({**raw, "storage": str(storage)}, spec_dir=os.path.join(ROOT, "specs"))
+
+
+def test_optuna_phases_one_tuner_per_method(tmp_path):
+    spec = _optuna_quickstart(tmp_path)
     phases = build_phases(spec)
     assert [p.name for p in phases] == ["optuna_sse", "optuna_star_sse", "baselines"]
     searcher = phases[0].make_search_alg()
@@ -142,6 +150,77 @@ def test_optuna_phases_one_tuner_per_method():
     assert "grid_search" not in str(phases[0].param_space)
     assert len(phases[2].trials) == 2
     assert len(planned_trials(spec)) == 2 * 2 + 2  # corners of the space + baselines
+
+
+def test_optuna_study_is_kept_and_continued(tmp_path):
+    """Each method's study lives in the sweep's journal file under <sweep>-<method>; a new
+    searcher on it (a phase started again) and Tune's pickled copy (a resume) continue it."""
+    import optuna
+
+    from search_spaces.optuna import open_storage
+
+    spec = _optuna_quickstart(tmp_path)
+    assert spec.optuna_storage == os.path.join(spec.sweep_dir, "optuna.journal")
+
+    def searcher():
+        phase = build_phases(spec)[0]
+        made = phase.make_search_alg()
+        made.set_search_properties("ens_val_acc", "max", phase.param_space)
+        return made
+
+    first = searcher()
+    asked = first.suggest("a")
+    first.on_trial_complete("a", {**asked, "ens_val_acc": 0.61})
+    pickled = pickle.loads(pickle.dumps(first))  # what Tune keeps with the experiment
+    pickled.suggest("b")
+    pickled.on_trial_complete("b", {"ens_val_acc": 0.62})
+    again = searcher()
+    again.suggest("c")
+    again.on_trial_complete("c", {"ens_val_acc": 0.63})
+
+    study = optuna.load_study(study_name="optuna_quickstart-sse", storage=open_storage(spec.optuna_storage))
+    assert [t.value for t in study.trials] == [0.61, 0.62, 0.63]
+    assert study.trials[0].params["lr_max_ratio"] == asked["lr_max_ratio"]
+    assert optuna.study.get_all_study_names(open_storage(spec.optuna_storage)) == ["optuna_quickstart-sse"]
+    assert _dashboard_studies(spec.optuna_storage) == {"optuna_quickstart-sse": [[0.61], [0.62], [0.63]]}
+    bad = {**yaml.safe_load(open(os.path.join(ROOT, "specs", "optuna_quickstart.yaml")))}
+    bad["search"] = {**bad["search"], "storage": "optuna.db"}
+    with pytest.raises(SpecError, match="search.storage.*database URL"):
+        parse_spec(bad, spec_dir=str(tmp_path))
+
+
+def _dashboard_studies(journal: str) -> dict[str, list]:
+    """{study: its trials' values} as `optuna-dashboard <journal>` serves them (its JSON API)."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "optuna-dashboard"), journal,
+                               "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=5) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.3)
+        out = {}
+        for study in studies:
+            with urllib.request.urlopen(f"{url}/api/studies/{study['study_id']}", timeout=30) as response:
+                out[study["study_name"]] = [t["values"] for t in json.loads(response.read())["trials"]]
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_trial_list_searcher_save_restore(tmp_path):

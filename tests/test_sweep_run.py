@@ -8,17 +8,22 @@ search with ASHA, and the copyable ASHA example.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import importlib.util
+import io
 import math
 import os
+import re
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from mlflow_checks import assert_nested_sweep_runs
 from sweep.cli import main as cli_main
 from sweep.runner import resume_sweep, run_sweep
 from sweep.spec import parse_spec
@@ -75,7 +80,10 @@ def grid_sweep(ray_session, tmp_path_factory):
         search={"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [0.5]},
         baselines={"num_members": 2},
     )
-    code = run_sweep(spec, spec_text="name: tiny\n")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        code = run_sweep(spec, spec_text="name: tiny\n")
+    (tmp_path / "console.txt").write_text(console.getvalue())
     return spec, code
 
 
@@ -173,7 +181,9 @@ def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path):
 
 def test_grid_sweep_mlflow_runs(grid_sweep):
     spec, _ = grid_sweep
-    client, runs = _mlflow_runs(spec.tracking_uri, "tiny")
+    client, all_runs = _mlflow_runs(spec.tracking_uri, "tiny")
+    assert_nested_sweep_runs(client, all_runs, "tiny", spec.base_config())
+    runs = [r for r in all_runs if "trial_id" in r.data.tags]
     assert len(runs) == 6
     df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
     assert {r.data.tags["trial_id"] for r in runs} == set(df.trial_id)
@@ -181,14 +191,40 @@ def test_grid_sweep_mlflow_runs(grid_sweep):
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED"
         assert tags["sweep"] == "tiny" and tags["method"] in ("sse", "star_sse", "local_de", "global_de")
-        assert params["method"] == tags["method"] and params["data.train_size"] == "200"
-        assert params["finetune.epochs"] == "1.0"
         history = client.get_metric_history(run.info.run_id, "ens_test_acc")
         k = 3 if tags["method"] in ("sse", "star_sse") else 2
         assert sorted(m.step for m in history) == list(range(1, k + 1))
         rows = df[df.trial_id == tags["trial_id"]].set_index("snapshot")
         for m in history:
             assert math.isclose(m.value, rows.loc[m.step, "ens_test_acc"], rel_tol=1e-6)
+        # numeric params: what varies, the cycle resolved to absolute values
+        row = rows.iloc[0]
+        assert params["method"] == tags["method"] and int(params["seed"]) == row.seed
+        if tags["method"] in ("sse", "star_sse"):
+            assert float(params["lr_max"]) == pytest.approx(row.lr_max)
+            assert float(params["cycle_epochs"]) == pytest.approx(row.cycle_epochs) == 0.5
+            assert float(params["lr_max_ratio"]) == row.lr_max_ratio
+        else:
+            assert "lr_max" not in params and "cycle_epochs" not in params
+
+
+def test_console_and_trial_logs(grid_sweep):
+    """The console: one line per finished snapshot, no epochs; every trial's epochs and
+    snapshots in its own trial.log."""
+    spec, _ = grid_sweep
+    console = (Path(spec.sweep_dir).parents[1] / "console.txt").read_text()
+    df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
+    lines = [line for line in console.splitlines() if " snapshot " in line and ": test acc ind " in line]
+    assert len(lines) == len(df) == 16, console[-3000:]
+    for row in df.itertuples():
+        assert f"_{row.trial_id} snapshot {row.snapshot}/{row.num_snapshots}: test acc ind " \
+            f"{row.ind_test_acc:.4f} ens {row.ens_test_acc:.4f}" in console
+    assert " epoch " not in console
+    logs = sorted(Path(spec.sweep_dir, "grid").glob("*/trial.log"))
+    assert len(logs) == 6
+    for path in logs:
+        text = path.read_text()
+        assert re.search(r"epoch 1/\d+ loss [\d.]+ lr", text) and "snapshot 1/" in text, text[-2000:]
 
 
 def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, capsys):
@@ -263,6 +299,18 @@ def test_optuna_sweep_with_unreachable_mlflow(ray_session, tmp_path, caplog):
     assert sorted(df.groupby("method").trial_id.nunique().items()) == [("sse", 2), ("star_sse", 2)]
     assert df.lr_max_ratio.between(0.5, 2).all() and df.cycle_epochs_ratio.between(0.5, 1).all()
     assert set(df.phase) == {"optuna_sse", "optuna_star_sse"}
+    # each method's study is kept in the sweep's journal and holds every finished trial's value
+    import optuna
+
+    from search_spaces.optuna import open_storage
+
+    storage = open_storage(os.path.join(spec.sweep_dir, "optuna.journal"))
+    for method in ("sse", "star_sse"):
+        study = optuna.load_study(study_name=f"opt-{method}", storage=storage)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        last = df[(df.method == method) & (df.snapshot == df.num_snapshots)]
+        assert sorted((t.params["lr_max_ratio"], t.params["cycle_epochs_ratio"], t.value) for t in done) \
+            == sorted(zip(last.lr_max_ratio, last.cycle_epochs_ratio, last.ens_val_acc, strict=True))
 
 
 def test_custom_search_with_asha_through_the_sweep(ray_session, tmp_path):

@@ -16,11 +16,16 @@ request, a placement group of one bundle for the trial and one per cycle it may 
 at the same time (`TrialConfig.max_parallel_cycles`, at most `cap`); `RayCyclePool`
 puts one `CycleTrainer` actor in each cycle bundle, and the job takes their cycles in
 cycle order (`trainables.cycles`).
+
+Its progress (per-epoch loss and lr, snapshots) goes to `trial.log` in the trial
+directory; the console gets warnings only, unless the sweep runs with `--verbose`
+(`verbose=True`, given with `tune.with_parameters`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 
 from trainables.config import TrialConfig
@@ -28,7 +33,7 @@ from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, Weights
 from trainables.device import allocated_cpus
 from trainables.errors import CheckpointError, ConfigError
 from trainables.job import run_job
-from trainables.logs import configure_logging
+from trainables.logs import TRIAL_LOG, configure_logging, trial_logging
 from trainables.state import TrialState, load_state, save_state
 
 log = logging.getLogger("starsweep")
@@ -136,16 +141,21 @@ def cycle_pool(cfg: TrialConfig, config: dict) -> RayCyclePool | None:
     return RayCyclePool(config, pg, bundles)
 
 
-def fine_tune_then_explore(config: dict) -> None:
+def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
-    import ray
     from ray import tune
 
     from trainables import coordinator
 
     configure_logging()
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
-    cfg = TrialConfig.from_dict(config)
+    with trial_logging(os.path.join(tune.get_context().get_trial_dir(), TRIAL_LOG), verbose):
+        _run_trial(TrialConfig.from_dict(config), config)
+
+
+def _run_trial(cfg: TrialConfig, config: dict) -> None:
+    import ray
+    from ray import tune
 
     node = ray.get_runtime_context().get_node_id()
 

@@ -1,0 +1,78 @@
+"""Resources on an autoscaling cluster: whether the joined Ray cluster can add nodes, and
+asking it for the sweep's trials (`ray.autoscaler.sdk.request_resources`).
+
+Right after `ray up`, or with GPU workers scaled to zero, no alive node has a GPU although
+the cluster would start one on demand. Ray's autoscaler (cluster launcher, KubeRay with
+in-tree autoscaling; v1 or v2) reports the node types it manages: named types from its
+config (`gpu_worker`, `gpu-workers`). A Ray without an autoscaler config (a local
+`ray.init()`, nodes started by hand) runs it read-only, where every node is the anonymous
+type `node_<id>`: nothing would ever add a node there, so a trial that does not fit fails
+before it starts (exit 2). Driver side only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+log = logging.getLogger("starsweep.sweep")
+_READ_ONLY_TYPE = re.compile(r"^node_[0-9a-f]+$")  # ray.autoscaler._private.util.format_readonly_node_type
+
+
+def node_types(status: dict[str, Any]) -> set[str]:
+    """The node types an autoscaler status (v1 `__autoscaling_status` JSON) names."""
+    report = status.get("autoscaler_report") or {}
+    types = set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {})
+    types |= set(report.get("pending_launches") or {})
+    types |= {entry[1] for entry in report.get("pending_nodes") or [] if len(entry) > 1}
+    return types
+
+
+def configured(types: set[str]) -> bool:
+    """Whether an autoscaler with a node-type config manages the cluster (not read-only)."""
+    return any(not _READ_ONLY_TYPE.match(t) for t in types)
+
+
+def _reported_node_types() -> set[str]:
+    import ray
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    if is_autoscaler_v2(fetch_from_server=True):
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+        return {n.ray_node_type_name for n in [*status.active_nodes, *status.idle_nodes]}
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    return node_types(json.loads(raw)) if raw else set()
+
+
+def cluster_can_autoscale() -> bool:
+    """Whether the Ray cluster this driver joined has an autoscaler that can add nodes."""
+    try:
+        return configured(_reported_node_types())
+    except Exception as exc:  # no status yet, an older head: treat as fixed-size
+        log.debug("no autoscaler status: %s", exc)
+        return False
+
+
+def request_trial_resources(bundle: dict[str, float], count: int) -> None:
+    """Ask the autoscaler for `count` trials of `bundle` ({"CPU": .., "GPU": ..}); the
+    request stays until `release_requested_resources`."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{k: v for k, v in bundle.items() if v}] * count)
+
+
+def release_requested_resources() -> None:
+    """Withdraw the sweep's request, so that idle workers can scale down again."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=[])
+    except Exception as exc:  # the sweep is over: a failure here only delays scale-down
+        log.warning("could not withdraw the autoscaler request: %s", exc)
