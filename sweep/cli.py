@@ -163,7 +163,8 @@ def _dry_run(args) -> int:
     plan = make_plan(spec)
     print(format_plan(plan, max_rows=None if args.all else 60))
     if os.environ.get("RAY_ADDRESS"):
-        from sweep.runner import check_resources, init_ray
+        from sweep.resources import check_resources
+        from sweep.runner import init_ray
 
         init_ray()
         if check_resources(spec, sum(p.num_trials for p in plan.phases), request=False):

@@ -27,10 +27,10 @@ import sys
 from typing import Any
 
 from sweep import mlflow_mirror
-from sweep.checks import check_cluster_resources, parallel_cycle_bundles
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
 from sweep.phases import Phase, build_phases
+from sweep.resources import check_local_resources, check_resources, cycle_bundles
 from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
 from sweep.tracking import Tracking, first_line, open_experiment
@@ -65,68 +65,6 @@ def init_ray(num_cpus: float | None = None) -> str:
         kwargs["include_dashboard"] = False
     ray.init(address=address or None, **kwargs)
     return f"the Ray cluster at {address}" if address else "a local Ray instance"
-
-
-def _alive_nodes() -> list[dict[str, float]]:
-    import ray
-
-    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-
-
-def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> bool:
-    """Raise SpecError when a trial (its bundle, and its StarSSE cycle bundles) fits no
-    alive node of a fixed-size cluster; on a cluster that can autoscale, warn and (with
-    `request`) ask the autoscaler for the trials instead.
-    Returns whether the trials need new nodes (a request is withdrawn by
-    `release_requested_resources` at the end)."""
-    import ray
-
-    from sweep.autoscale import cluster_can_autoscale, request_trial_resources
-    from sweep.spec_models import SpecError
-
-    nodes = _alive_nodes()
-    try:
-        check_cluster_resources(spec, ray.cluster_resources(), nodes)
-        parallel_cycle_bundles(spec, ray.cluster_resources(), nodes)  # StarSSE cycle bundles
-        return False
-    except SpecError as exc:
-        if not cluster_can_autoscale():
-            raise
-        count = min(n_trials, spec.max_concurrent_trials or n_trials)
-        if not request:
-            return True
-        log.warning("%s\nThe cluster can autoscale: requesting %d trial(s) of %g CPU / %g GPU from "
-                    "its autoscaler; trials start as nodes join (if none can, they stay PENDING: "
-                    "check `ray status`)", exc, count, spec.resources.cpu, spec.resources.gpu)
-        request_trial_resources({"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}, count)
-        return True
-
-
-def cycle_bundles(spec: SweepSpec) -> int:
-    """Cycle bundles per star_sse trial on the cluster Ray runs on (`parallel_cycle_bundles`)."""
-    import ray
-
-    return parallel_cycle_bundles(spec, ray.cluster_resources(), _alive_nodes())
-
-
-def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> None:
-    """Before a local Ray starts: raise SpecError if one trial needs more CPUs/GPUs than
-    the local instance will have (`--num-cpus`, else this machine's CPUs; its GPUs).
-    A no-op when joining a cluster (RAY_ADDRESS) or an already running Ray: the check
-    against the real cluster follows `init_ray`."""
-    import ray
-
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
-        return
-    cpus = float(num_cpus or len(os.sched_getaffinity(0)))
-    gpus = 0.0
-    if spec.resources.gpu > 0:
-        import torch
-
-        gpus = float(torch.cuda.device_count())
-    where = "the local Ray instance (this machine)"
-    check_cluster_resources(spec, {"CPU": cpus, "GPU": gpus}, where=where)
-    parallel_cycle_bundles(spec, {"CPU": cpus, "GPU": gpus}, where=where)
 
 
 # Tuners ----------------------------------------------------------------------------

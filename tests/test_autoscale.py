@@ -28,7 +28,7 @@ DRIVER = textwrap.dedent("""
     import logging, sys, time
     import ray
     from sweep.autoscale import cluster_can_autoscale, release_requested_resources
-    from sweep.runner import check_resources
+    from sweep.resources import check_resources
     from sweep.spec import parse_spec
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
