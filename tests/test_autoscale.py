@@ -118,11 +118,16 @@ def test_local_ray_is_not_autoscaling(ray_session, tmp_path, capsys):
 
     deadline = time.monotonic() + 60
 
-    while _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) is None:  # its first report
-        assert time.monotonic() < deadline
+    def status() -> dict:
+        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        return json.loads(raw) if raw else {}
+
+    # The monitor's first reports may hold only load metrics (no `autoscaler_report` yet):
+    # wait for one that names the node types.
+    while not node_types(status()):
+        assert time.monotonic() < deadline, f"no autoscaler report naming node types: {status()}"
         time.sleep(0.5)
-    status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS))
-    assert node_types(status) and all(t.startswith("node_") for t in node_types(status))
+    assert all(t.startswith("node_") for t in node_types(status()))
     assert not cluster_can_autoscale()
     spec_file = tmp_path / "gpu.yaml"
     spec_file.write_text(f"name: gpu\nstorage: {tmp_path}\nresources: {{cpu: 1, gpu: 1}}\n")
