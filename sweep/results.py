@@ -37,12 +37,11 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from sweep.layout import SweepLayout
+from sweep.predictions_table import prediction_row, read_predictions, write_predictions
 from trainables import storage
 from trainables.config import CycleSettings, TrialConfig
 from trainables.records import (
     PA_TYPES,
-    PREDICTION_NAMES,
-    decode_predictions,
     record_of,
     table_schema,
     table_status,
@@ -159,13 +158,17 @@ def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # Live updates during the sweep --------------------------------------------------
 class ResultsCallback(tune.Callback):
-    """Keeps `<sweep_dir>/results.parquet` current while Tune runs (driver side)."""
+    """Keeps `<sweep_dir>/results.parquet` and `predictions.parquet` current while Tune runs
+    (driver side). A trial's result.json is not enough after a worker dies: Tune restores
+    the trial directory from storage, and results reported since its last sync (the
+    snapshot the trial resumes from) are gone from result.json; these tables keep them."""
 
     def __init__(self, sweep_dir: str, sweep: str, phase: str):
         self.sweep_dir = sweep_dir
         self.sweep = sweep
         self.phase = phase
         self._rows: dict[tuple[str, int], dict[str, Any]] | None = None
+        self._predictions: dict[tuple[str, int], dict[str, Any]] | None = None
 
     @property
     def path(self) -> str:
@@ -173,7 +176,7 @@ class ResultsCallback(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_rows"] = None  # re-read from disk after unpickling (resume)
+        state["_rows"] = state["_predictions"] = None  # re-read from disk after unpickling (resume)
         return state
 
     def _load(self) -> dict[tuple[str, int], dict[str, Any]]:
@@ -196,11 +199,24 @@ class ResultsCallback(tune.Callback):
         except OSError as exc:
             log.warning("could not write %s: %s", self.path, exc)
 
+    def _keep_predictions(self, trial, result: dict[str, Any]) -> None:
+        row = prediction_row(self.phase, trial.trial_id, config_columns(trial.config), result)
+        if row is None:
+            return
+        if self._predictions is None:
+            self._predictions = read_predictions(SweepLayout(self.sweep_dir).predictions)
+        self._predictions[(row["trial_id"], row["snapshot"])] = row
+        try:
+            write_predictions(self._predictions, SweepLayout(self.sweep_dir).predictions)
+        except OSError as exc:
+            log.warning("could not write the predictions table: %s", exc)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = make_row(self.sweep, self.phase, trial.trial_id, "RUNNING", trial.config, result,
                        SweepLayout(self.sweep_dir).trial_dir(self.phase, trial))
         if row is None:
             return
+        self._keep_predictions(trial, result)
         self._load()[(trial.trial_id, int(row["snapshot"]))] = row
         self._set_status(trial, "RUNNING")
         self._write()
@@ -347,43 +363,19 @@ def rebuild_results(
     return path, len(rows)
 
 
-# Per-image predictions (a side table) ----------------------------------------------
-PREDICTION_KEYS = ("phase", "trial_id", "method", "seed", "pretrained_index", "lr_max_ratio",
-                   "cycle_epochs_ratio", "snapshot")
-PREDICTIONS_SCHEMA = pa.schema(
-    [pa.field(k, PA_TYPES[t]) for k, t in zip(PREDICTION_KEYS, ("str", "str", "str", "int", "int",
-                                                                   "float", "float", "int"), strict=True)]
-    + [pa.field(n, pa.binary()) for n in PREDICTION_NAMES]
-)
-
-
-def prediction_row(phase: str, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> dict | None:
-    """One row of the predictions table from a Tune result (None without predictions)."""
-    if "snapshot" not in result or not any(n in result for n in PREDICTION_NAMES):
-        return None
-    cols = config_columns(config)
-    row = {"phase": phase, "trial_id": trial_id, "snapshot": int(result["snapshot"])}
-    row.update({k: cols[k] for k in PREDICTION_KEYS if k in cols})
-    row.update({n: decode_predictions(result[n]) if result.get(n) else None for n in PREDICTION_NAMES})
-    return row
-
-
+# Per-image predictions (the side table: sweep/predictions_table.py) ---------------------
 def rebuild_predictions(sweep_dir: str, phases: list[str], out: str | None = None) -> tuple[str, int]:
-    """Write the predictions table (`SweepLayout.predictions`) from the trials' result.json:
-    one row per (trial, snapshot) that reported predictions, in one whole write through
-    `trainables.storage` (a path or an object-store URI). Returns (location, rows)."""
+    """Write the predictions table (`SweepLayout.predictions`): the rows kept during the
+    sweep, completed from the trials' result.json (one row per (trial, snapshot) that
+    reported predictions). Returns (location, rows)."""
     layout = SweepLayout(sweep_dir)
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    rows = read_predictions(layout.predictions)
     for phase in phases:
         exp_dir = layout.phase(phase)
         for trial in (experiment_trials(exp_dir) if storage.is_dir(exp_dir) else None) or []:
             for result in read_result_json(layout.trial_dir(phase, trial)):
-                row = prediction_row(phase, trial.trial_id, trial.config, result)
+                row = prediction_row(phase, trial.trial_id, config_columns(trial.config), result)
                 if row is not None:
                     rows[(row["trial_id"], row["snapshot"])] = row  # a re-report after a resume wins
-    ordered = [rows[k] for k in sorted(rows)]
-    buf = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(ordered, schema=PREDICTIONS_SCHEMA), buf)
     location = str(out or layout.predictions)
-    storage.write_bytes(location, buf.getvalue().to_pybytes())
-    return location, len(ordered)
+    return location, write_predictions(rows, location)

@@ -30,3 +30,12 @@ def assert_nested_sweep_runs(client, runs, sweep: str, base: dict) -> None:
         with open(client.download_artifacts(run.info.run_id, "config.json", tempfile.mkdtemp())) as f:
             config = json.load(f)
         assert config["method"] == params["method"] and config["data"] == base["data"]
+
+
+def trial_runs(runs: list) -> list:
+    """The trials' runs, each nested under the sweep's one parent run (which has no trial_id)."""
+    parents = [r for r in runs if "trial_id" not in r.data.tags]
+    trials = [r for r in runs if "trial_id" in r.data.tags]
+    assert len(parents) == 1, [r.data.tags for r in parents]
+    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in trials)
+    return trials

@@ -16,6 +16,7 @@ import pytest
 import torch
 from s3_server import s3_server
 
+from mlflow_checks import trial_runs
 from sweep.cli import main as cli_main
 from sweep.layout import SweepLayout
 from sweep.runner import resume_sweep, run_sweep
@@ -144,7 +145,7 @@ def test_s3_sweep_mlflow_store_is_local_and_copied(s3_sweep, s3_ray, tmp_path):
     df = _table(layout.results)
     for uri in (spec.tracking_uri, f"sqlite:///{copy_path}"):
         client = MlflowClient(tracking_uri=uri)
-        runs = client.search_runs([client.get_experiment_by_name("objtiny").experiment_id])
+        runs = trial_runs(client.search_runs([client.get_experiment_by_name("objtiny").experiment_id]))
         assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(df.trial_id.unique())
         assert all(r.info.status == "FINISHED" for r in runs)
         for run in runs:

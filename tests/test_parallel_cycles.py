@@ -46,7 +46,10 @@ TRIAL = tiny_trial(num_cycles=3, parallel_cycles=2, finetune={"epochs": 2})
 
 
 def _metrics(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "wall_time_s"}
+    """The table columns of a record (its per-image predictions go to predictions.parquet)."""
+    from trainables.records import record_of
+
+    return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
 
 
 @pytest.mark.parametrize("value, message", [
