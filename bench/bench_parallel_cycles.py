@@ -60,7 +60,7 @@ def trial_seconds(storage: str, name: str) -> tuple[float, float]:
 
 
 def cycle_times(storage: str, name: str) -> list[str]:
-    logs = "".join(open(p, errors="replace").read() for p in glob.glob(f"{storage}/{name}/grid/*/stdout"))
+    logs = "".join(open(p, errors="replace").read() for p in glob.glob(f"{storage}/{name}/grid/*/trial.log"))
     return [f"  cycle {m[1]} in pid {m[3]}: {float(m[4]):6.1f} s -> {float(m[5]):6.1f} s"
             for m in CYCLE_LINE.finditer(logs)]
 

@@ -155,7 +155,8 @@ def _write(tmp_path, raw) -> str:
 
 
 def _logs(sweep_dir) -> str:
-    return "".join(open(p, errors="replace").read() for p in glob.glob(f"{sweep_dir}/grid/*/stdout"))
+    """The trials' progress logs (trial.log: cycle lines, resumes)."""
+    return "".join(open(p, errors="replace").read() for p in glob.glob(f"{sweep_dir}/grid/*/trial.log"))
 
 
 _REFERENCES: dict[str, list[dict]] = {}
