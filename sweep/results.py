@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -38,6 +37,7 @@ from ray import tune
 
 from sweep.layout import SweepLayout
 from sweep.predictions_table import prediction_row, read_predictions, write_predictions
+from sweep.repair import set_aside_unreadable_states
 from trainables import storage
 from trainables.config import CycleSettings, TrialConfig
 from trainables.records import (
@@ -251,42 +251,6 @@ def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line cut by a crash
     return out
-
-
-def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[str]:
-    """Rename Tune state files that are not valid JSON (a driver killed while Tune
-    wrote one leaves it empty or cut) to `*.unreadable`, so that restoring and
-    reading the experiment use the newest readable state instead of failing or
-    silently finding no trials. Returns the files set aside."""
-    moved = []
-    for location in SweepLayout.states_in(str(exp_dir)):
-        try:
-            json.loads(storage.read_bytes(location))
-        except (OSError, UnicodeDecodeError, ValueError):
-            target = storage.join(storage.parent(location), storage.basename(location) + ".unreadable")
-            storage.move(location, target)
-            log.warning("%s is not readable (cut by a crash?): set aside as %s", location,
-                        storage.basename(target))
-            moved.append(target)
-    return moved
-
-
-def set_aside_unreadable_tuner(exp_dir: str) -> str | None:
-    """Rename a `tuner.pkl` a kill cut short (it does not unpickle) to `tuner.pkl.unreadable`;
-    returns its new location (the caller writes it again from the spec: it holds only the
-    phase's Tuner settings, while the trials are in the experiment state)."""
-    location = storage.join(str(exp_dir), SweepLayout.TUNER)
-    if not storage.is_file(location):
-        return None
-    try:
-        pickle.loads(storage.read_bytes(location))
-        return None
-    except Exception as exc:  # noqa: BLE001 - cut anywhere: EOFError, UnpicklingError, ...
-        target = storage.join(str(exp_dir), SweepLayout.TUNER + ".unreadable")
-        storage.move(location, target)
-        log.warning("%s is not readable (%s: cut by a kill?): set aside as %s, written again from the "
-                    "spec", location, type(exc).__name__, storage.basename(target))
-        return target
 
 
 def tune_path(exp_dir: str) -> dict[str, Any]:

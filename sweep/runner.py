@@ -288,11 +288,12 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
 def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool) -> None:
     from ray import tune
 
-    from sweep.results import set_aside_unreadable_states, set_aside_unreadable_tuner
+    from sweep.repair import fill_pruned_checkpoints, set_aside_unreadable_states, set_aside_unreadable_tuner
 
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
+        fill_pruned_checkpoints(exp_dir)
         if set_aside_unreadable_tuner(exp_dir):
             make_tuner(spec, phase, tracking, verbose)  # writes the phase's tuner.pkl again, same spec
         # Without a readable experiment state Tune cannot know the phase's trials:

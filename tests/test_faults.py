@@ -1,7 +1,8 @@
 """Faults during a real sweep (local Ray, 2 CPUs, one session for the module).
 
-- A trial's worker process is killed with SIGKILL in the middle of a cycle:
-  Ray retries the trial from its last snapshot checkpoint, its final metrics
+- A trial's worker process is killed with SIGKILL in the middle of a cycle (after
+  Tune registered the last checkpoint, or before: reported and persisted, not yet
+  registered): Ray retries the trial from its last snapshot checkpoint, its final metrics
   equal an uninterrupted run's, and the results table and MLflow hold every
   snapshot once.
 - A cell with a huge lr_max diverges: the trial ends with a record flagged
@@ -45,27 +46,39 @@ def _metrics(record: dict) -> dict:
     return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
 
 
-def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_session, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kill_in", ["on_checkpoint", "on_trial_result"])
+def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_session, tmp_path, monkeypatch,
+                                                                      kill_in):
+    """`on_checkpoint`: killed once Tune registered snapshot 2's checkpoint. `on_trial_result`:
+    killed between the result and Tune's `save` call that registers its checkpoint (what a
+    node lost at any moment can hit): the checkpoint is in storage but Tune does not know
+    it, and the trial must resume from it, not from snapshot 1's."""
     from ray import tune
 
     import sweep.runner as runner
     from trainables import run_job
 
     seen: list[tuple[int, int]] = []  # (worker pid, snapshot) in the order the driver got them
+    clocks: list[float] = []  # their wall_time_s: equal for a snapshot reported again, not recomputed
     configs: dict[str, dict] = {}
     recovered: list[str] = []
 
     class KillWorkerAfterSnapshot2(tune.Callback):
-        """Driver side: SIGKILL the trial's worker process as soon as Tune has registered
-        the checkpoint of snapshot 2, i.e. while the worker trains cycle 2 (seconds long)."""
+        """Driver side: SIGKILL the trial's worker process right after snapshot 2 (at the
+        hook `kill_in`), i.e. while the worker trains cycle 2 (seconds long)."""
+
+        def _kill_after_2(self, hook: str) -> None:
+            if hook == kill_in and len(seen) == 2 and seen[-1][1] == 2:
+                os.kill(seen[-1][0], signal.SIGKILL)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             seen.append((result["pid"], result["snapshot"]))
+            clocks.append(result["wall_time_s"])
             configs[trial.trial_id] = trial.config
+            self._kill_after_2("on_trial_result")
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            if len(seen) == 2 and seen[-1][1] == 2:
-                os.kill(seen[-1][0], signal.SIGKILL)
+            self._kill_after_2("on_checkpoint")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             recovered.append(trial.trial_id)
@@ -79,17 +92,24 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     assert cli_main(["run", spec]) == 0
 
     # The worker died after snapshot 2; a new worker resumed from the snapshot-2 checkpoint
-    # (it reported 3 and 4 only: no snapshot was recomputed, none was lost).
+    # (no snapshot was recomputed, none was lost). From a checkpoint Tune had not registered,
+    # it first reports snapshot 2 again from the checkpoint (the driver may never have got
+    # it): the same record, the same clock reading.
     assert len(recovered) == 1
-    (p1, _), (p1b, _), (p2, s3), (p2b, s4) = seen
-    assert p1 == p1b and p2 == p2b and p2 != p1 and (s3, s4) == (3, 4), seen
+    replayed = [2] if kill_in == "on_trial_result" else []
+    assert [k for _, k in seen] == [1, 2, *replayed, 3, 4], seen
+    pids = [p for p, _ in seen]
+    assert pids[0] == pids[1] != pids[2] and len(set(pids[2:])) == 1, seen
+    if replayed:
+        assert clocks[2] == clocks[1]
     (trial_id, config), = configs.items()
     sweep_dir = tmp_path / "runs" / "killed_worker"
     df = pd.read_parquet(sweep_dir / "results.parquet")
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
     logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/trial.log"))
-    assert "resuming after snapshot 2" in logs
+    registered = "registered" if kill_in == "on_checkpoint" else "unregistered"
+    assert f"resuming after snapshot 2 ({registered} checkpoint" in logs
 
     # The same trial uninterrupted (in this process, the same single CPU thread, its own
     # fine-tune cache so it trains the fine-tune too) ends with exactly the same metrics.
@@ -208,7 +228,7 @@ def test_mlflow_sync_after_an_unreachable_server(diverging_sweep, capsys):
 def test_a_tune_state_file_cut_by_a_kill_is_set_aside(tmp_path):
     """A driver killed while Tune writes its state leaves an empty or cut JSON file;
     restoring and reading the experiment must use the newest readable one."""
-    from sweep.results import set_aside_unreadable_states
+    from sweep.repair import set_aside_unreadable_states
 
     good = tmp_path / "experiment_state-2026-11-22_04-39-10.json"
     good.write_text(json.dumps({"trial_data": []}))

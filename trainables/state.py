@@ -102,10 +102,14 @@ def save_state(state: TrialState, directory: str | Path) -> None:
     atomic_write_bytes(path.with_name(STATE_FILE + ".sha256"), digest.encode())
 
 
-def load_state(directory: str | Path) -> TrialState:
-    """The state saved in `directory`; CheckpointError if it is missing, cut or corrupt."""
+def load_state(directory: str | Path, require_digest: bool = False) -> TrialState:
+    """The state saved in `directory`; CheckpointError if it is missing, cut or corrupt
+    (`require_digest`: also when its sidecar is missing, for a checkpoint whose upload
+    nobody confirmed)."""
     path = Path(directory) / STATE_FILE
     sidecar = path.with_name(STATE_FILE + ".sha256")
+    if require_digest and not sidecar.is_file():
+        raise CheckpointError(f"trial checkpoint {str(directory)!r} has no {sidecar.name}: incomplete")
     if not path.is_file() or (sidecar.is_file() and sidecar.read_text().strip() != sha256_file(path)):
         raise CheckpointError(
             f"trial checkpoint {str(directory)!r} is incomplete or corrupt ({STATE_FILE} missing or "

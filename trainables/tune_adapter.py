@@ -1,7 +1,9 @@
 """The thin Ray Tune layer of the trainable (with `trainables.coordinator`, the only Ray code).
 
 `fine_tune_then_explore(config)` is a Tune *function trainable*: it resumes
-from `ray.tune.get_checkpoint()` when Ray restarts a trial, runs the job, and
+from `ray.tune.get_checkpoint()` when Ray restarts a trial (or from a newer checkpoint
+it persisted that Tune had not registered when a node or the driver was lost; see
+`_unregistered_checkpoints`), runs the job, and
 after every snapshot calls `ray.tune.report(record, checkpoint=...)` with a
 checkpoint holding the resumable state (`trainables.state`: `state.pt`,
 weights-only loadable, written atomically with a `state.pt.sha256` sidecar: a
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 
 from trainables.config import TrialConfig
@@ -39,23 +42,90 @@ from trainables.state import TrialState, load_state, save_state
 log = logging.getLogger("starsweep")
 #: The key of each reported result naming the Ray node that made the snapshot.
 NODE_KEY = "ray_node_id"
+#: The checkpoint metadata key (`.metadata.json`) naming the snapshot a checkpoint holds.
+SNAPSHOT_KEY = "snapshot"
 
 
-def _restored_state() -> TrialState | None:
-    """The state of the trial's last Tune checkpoint, if Ray restarted it and it is readable."""
+#: Tune's name of a trial's k-th persisted checkpoint directory, and its metadata file.
+CHECKPOINT_DIR_RE = re.compile(r"^checkpoint_(\d{6})$")
+CHECKPOINT_METADATA = ".metadata.json"
+#: Metadata key of a placeholder `sweep.repair` writes where Tune had pruned a checkpoint
+#: its saved experiment state still names (the trial resumes from its newest one).
+PRUNED_KEY = "pruned"
+
+
+def _unregistered_checkpoints() -> list:
+    """Checkpoints this trial persisted that Tune never registered.
+
+    `tune.report(..., checkpoint=)` uploads the checkpoint to storage before the result
+    reaches the driver, and Tune registers it only when a second call (`save`) on the
+    trial's actor returns. A node, worker or driver lost between the two (or after the
+    last saved experiment state) leaves a complete checkpoint at an index after Tune's
+    last registered one; restoring from Tune's older one would train its snapshots
+    again. Each candidate is a `tune.Checkpoint` on the storage filesystem."""
+    import pyarrow.fs as pafs
     from ray import tune
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        try:
-            state = load_state(directory)
-        except CheckpointError as exc:
-            log.warning("%s: starting the trial over", exc)
-            return None
-    log.info("resuming after snapshot %d", state.snapshot)
-    return state
+    context = tune.get_context().get_storage()
+    fs, trial_path = context.storage_filesystem, context.trial_fs_path
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
+    except OSError as exc:
+        log.warning("could not list the trial's checkpoints in %s (%s)", trial_path, exc)
+        return []
+    found, last_registered = [], context.current_checkpoint_index  # -1: none yet
+    for info in infos:
+        match = CHECKPOINT_DIR_RE.match(info.base_name)
+        if match and info.type == pafs.FileType.Directory and int(match[1]) > last_registered:
+            found.append(tune.Checkpoint(info.path, filesystem=fs))
+    return found
+
+
+def _snapshot_of(checkpoint) -> int:
+    """The snapshot a checkpoint holds, from its metadata (-1: unknown, e.g. an old one;
+    0 for a placeholder of a pruned checkpoint: every newer checkpoint is trusted)."""
+    try:
+        metadata = checkpoint.get_metadata()
+        return 0 if metadata.get(PRUNED_KEY) else int(metadata.get(SNAPSHOT_KEY, -1))
+    except (OSError, ValueError, TypeError):
+        return -1
+
+
+def _is_placeholder(checkpoint) -> bool:
+    try:
+        return bool(checkpoint.get_metadata().get(PRUNED_KEY))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _restored_state() -> tuple[TrialState | None, list[dict]]:
+    """If Ray restarted the trial: the state of its newest readable checkpoint (Tune's last
+    registered one, or a newer one persisted but never registered, see above) and the
+    records to report again: those of snapshots after the registered checkpoint, whose
+    results the driver may never have received (a replay, not a recomputation: the
+    driver's table and MLflow keep one row and one point per snapshot)."""
+    from ray import tune
+
+    registered = tune.get_checkpoint()
+    floor = _snapshot_of(registered) if registered is not None else 0
+    # (a registered checkpoint without metadata predates it: no unregistered one is trusted)
+    newer = [(k, c) for c in _unregistered_checkpoints() if (k := _snapshot_of(c)) > floor >= 0]
+    ordered = [c for _, c in sorted(newer, key=lambda kc: kc[0], reverse=True)]
+    if registered is not None and not _is_placeholder(registered):
+        ordered.append(registered)
+    for checkpoint in ordered:
+        with checkpoint.as_directory() as directory:
+            try:
+                state = load_state(directory, require_digest=checkpoint is not registered)
+            except CheckpointError as exc:
+                log.warning("%s: skipped", exc)
+                continue
+        log.info("resuming after snapshot %d (%s checkpoint %s)", state.snapshot,
+                 "registered" if checkpoint is registered else "unregistered", checkpoint.path)
+        return state, [r for r in state.records if r["snapshot"] > max(floor, 0)]
+    if registered is not None:
+        log.warning("no readable checkpoint of this trial is left: starting the trial over")
+    return None, []
 
 
 def _bundle(cpu: float, gpu: float) -> dict[str, float]:
@@ -163,11 +233,17 @@ def _run_trial(cfg: TrialConfig, config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save_state(state, directory)
             # result.json also says on which Ray node each snapshot was made (not a table column)
-            tune.report({**record, NODE_KEY: node}, checkpoint=tune.Checkpoint.from_directory(directory))
+            checkpoint = tune.Checkpoint.from_directory(directory)
+            checkpoint.set_metadata({SNAPSHOT_KEY: state.snapshot})
+            tune.report({**record, NODE_KEY: node}, checkpoint=checkpoint)
 
     pool = cycle_pool(cfg, config)
     try:
-        run_job(cfg, report, _restored_state(), num_cpus=allocated_cpus(), cycle_pool=pool)
+        state, replay = _restored_state()
+        for record in replay:
+            log.info("snapshot %d reported again from the checkpoint (not recomputed)", record["snapshot"])
+            report(record, state)
+        run_job(cfg, report, state, num_cpus=allocated_cpus(), cycle_pool=pool)
     finally:
         if pool is not None:
             pool.close()
