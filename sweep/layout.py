@@ -56,6 +56,8 @@ class SweepLayout:
     mlflow_artifacts = _Entry("mlartifacts")
     optuna_journal = _Entry("optuna.journal")
     finetunes = _Entry("finetunes")
+    #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
+    claims_log = _Entry("claims.jsonl")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"
     #: Ray Tune's own names inside a phase directory and its trial directories.

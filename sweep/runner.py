@@ -226,6 +226,26 @@ def _start_coordinator():
     return coordinator.start()
 
 
+def save_claims_log(spec: SweepSpec, actor) -> int:
+    """Append this driver's claims events (claim, done, released, takeover: who computed
+    which shared fine-tune, on which node) to the sweep's `claims.jsonl`; an earlier
+    driver's events (a resumed sweep) stay in front. Returns the events added."""
+    import json
+
+    import ray
+
+    try:
+        events = ray.get(actor.events.remote(), timeout=30)
+    except Exception as exc:  # noqa: BLE001 - a bookkeeping file never fails the sweep
+        log.warning("could not read the claims of shared fine-tunes (%s)", first_line(exc))
+        return 0
+    location = spec.layout.claims_log
+    before = storage.read_bytes(location) if storage.is_file(location) else b""
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode()
+    storage.write_bytes(location, before + lines)
+    return len(events)
+
+
 def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None,
               verbose: bool = False) -> int:
     """Run a new sweep. Returns the process exit code."""
@@ -244,7 +264,7 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
                     spec.storage, spec.sweep_dir)
     write_manifest(spec, phases, spec_text)
     mlflow_mirror.set_aside_stale(spec.layout, spec.tracking_uri)
-    _start_coordinator()
+    claims = _start_coordinator()
     prepare_pretrained(spec)
     tracking = _setup_mlflow(spec)
     print(f"sweep {spec.name!r}: {n_trials}"
@@ -253,6 +273,7 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
         for phase in phases:
             _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec)
     finally:
+        save_claims_log(spec, claims)
         _release(requested)
     return finish(spec, [p.name for p in phases])
 
@@ -273,7 +294,7 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     requested = check_resources(spec, sum(p.num_trials for p in phases))
-    _start_coordinator()
+    claims = _start_coordinator()
     prepare_pretrained(spec)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
     tracking = _setup_mlflow(spec)
@@ -281,6 +302,7 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     try:
         _resume_phases(spec, phases, tracking, verbose)
     finally:
+        save_claims_log(spec, claims)
         _release(requested)
     return finish(spec, [p.name for p in phases])
 

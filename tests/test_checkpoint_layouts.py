@@ -8,6 +8,7 @@ non-head weight and BatchNorm buffer) with the one that was saved.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,44 @@ def test_a_checkpoint_of_another_architecture_says_check_model_arch(tmp_path):
     torch.save(ResNet18Cifar(3, 10).state_dict(), path)
     with pytest.raises(CheckpointError, match=r"r18\.pth' does not fit model ResNet.*check model\.arch"):
         load_backbone(_paper_model(), read_state_dict(path), str(path))
+
+
+NODE_LOCK_CHILD = """
+import json, sys, time
+from trainables.checkpoints import node_lock
+with node_lock("test"):
+    start = time.monotonic()
+    time.sleep(0.3)
+    print(json.dumps([start, time.monotonic()]))
+"""
+
+
+def test_node_lock_lets_one_process_of_the_machine_in_at_a_time(tmp_path):
+    """Trials of one node fetching the same torchvision weights: the second waits for the
+    first (which fills torch's hub cache), never two downloads at once."""
+    import json
+
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
+    children = [subprocess.Popen([sys.executable, "-c", NODE_LOCK_CHILD], env=env, stdout=subprocess.PIPE,
+                                 text=True) for _ in range(3)]
+    spans = sorted(json.loads(child.communicate(timeout=60)[0]) for child in children)
+    assert all(child.returncode == 0 for child in children)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / ".test.lock").exists()
+
+
+def test_torchvision_weights_come_from_the_node_hub_cache(tmp_path, monkeypatch):
+    """Weights already in this node's hub cache are read from it (under the node lock):
+    no download, as for every trial after the first on a node."""
+    import torchvision
+
+    from trainables.checkpoints import torchvision_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    state = {"fc.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save(state, cached)
+    got = torchvision_weights("resnet50", "IMAGENET1K_V2")
+    assert torch.equal(got["fc.weight"], state["fc.weight"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 
 import pandas as pd
@@ -131,6 +132,12 @@ def test_s3_sweep_writes_everything_to_the_bucket(s3_sweep, s3_ray):
     assert (first.epochs_trained > 0).sum() == 1  # one trial computed (0, 0), two loaded it
     assert (df[(df.method == "local_de") & (df.snapshot == 2)].epochs_trained
             - df[(df.method == "local_de") & (df.snapshot == 1)].epochs_trained.values == 1).all()
+    # ... and the sweep's claims log says who computed each shared object, once
+    events = [json.loads(line) for line in storage.read_bytes(layout.claims_log).decode().splitlines()]
+    done = [e["key"] for e in events if e["event"] == "done"]
+    assert len(done) == len(set(done))
+    assert sorted(storage.basename(k) for k in done if "/finetunes/" in k) == \
+        sorted(n for n in finetunes if n.endswith(".pt"))
 
 
 def test_s3_sweep_mlflow_store_is_local_and_copied(s3_sweep, s3_ray, tmp_path):

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -168,8 +171,28 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], name: str) -
     model.load_state_dict(backbone, strict=False)
 
 
+@contextmanager
+def node_lock(name: str) -> Iterator[None]:
+    """Held by one process of this machine at a time: an fcntl lock on a file in torch's hub
+    directory (a node's local disk, where fcntl works; shared fine-tunes, which live in the
+    sweep's storage, use `trainables.coordinator` instead). Around a torchvision download
+    it makes the trials of one node fetch the weights once: the first downloads into the
+    hub cache, the others wait and then read that file."""
+    import fcntl
+
+    directory = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f".{name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
-    """State dict of a torchvision weights enum (e.g. IMAGENET1K_V2) for resnet50."""
+    """State dict of a torchvision weights enum (e.g. IMAGENET1K_V2) for resnet50, fetched
+    once per node (`node_lock`) into torch's hub cache."""
     import torchvision
 
     if arch != "resnet50":
@@ -180,7 +203,8 @@ def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
         allowed = ", ".join(w.name for w in torchvision.models.ResNet50_Weights)
         raise CheckpointError(f"pretrained.weights={weights!r} unknown; allowed: {allowed}") from None
     try:
-        return enum.get_state_dict(progress=False)
+        with node_lock(f"torchvision-resnet50-{weights}"):
+            return enum.get_state_dict(progress=False)
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
         raise CheckpointError(
             f"pretrained.weights={weights!r}: download failed ({type(exc).__name__}); save the "

@@ -9,6 +9,8 @@ benchmarks and the experiments evaluate weights the same way.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +30,8 @@ from trainables.records import (
     metric_column,
 )
 
+log = logging.getLogger("starsweep")
+
 
 def runtime_and_task(cfg: TrialBase, num_cpus: float | None = None) -> tuple[Runtime, Task]:
     """The runtime (device, precision) of this process for `cfg`, and its task on the CPU
@@ -35,6 +39,8 @@ def runtime_and_task(cfg: TrialBase, num_cpus: float | None = None) -> tuple[Run
     from trainables.data.task import load_task
 
     runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
+    log.info("device %s, %d torch threads (%s CPUs allocated)", runtime.device, torch.get_num_threads(),
+             "no" if num_cpus is None else f"{num_cpus:g}")
     source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
     return runtime, load_task(cfg.data, source_size)
 
