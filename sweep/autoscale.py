@@ -51,13 +51,26 @@ def _reported_node_types() -> set[str]:
     return node_types(json.loads(raw)) if raw else set()
 
 
-def cluster_can_autoscale() -> bool:
-    """Whether the Ray cluster this driver joined has an autoscaler that can add nodes."""
-    try:
-        return configured(_reported_node_types())
-    except Exception as exc:  # no status yet, an older head: treat as fixed-size
-        log.debug("no autoscaler status: %s", exc)
-        return False
+def cluster_can_autoscale(wait_s: float = 30.0) -> bool:
+    """Whether the Ray cluster this driver joined has an autoscaler that can add nodes.
+
+    Right after a cluster starts, its monitor's first status reports may name no node type
+    yet (only load metrics): wait up to `wait_s` for one that does, so that a sweep
+    submitted just after `ray up` is not taken for a fixed-size cluster."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            types = _reported_node_types()
+        except Exception as exc:  # an older head without a status: treat as fixed-size
+            log.debug("no autoscaler status: %s", exc)
+            return False
+        if types or time.monotonic() >= deadline:
+            if not types:
+                log.info("no autoscaler report named a node type within %.0f s: a fixed-size cluster", wait_s)
+            return configured(types)
+        time.sleep(0.5)
 
 
 def request_trial_resources(bundle: dict[str, float], count: int) -> None:
