@@ -9,6 +9,12 @@ consistent snapshot taken with SQLite's backup API, and the artifacts) after eve
 phase and at the end of the sweep; `pull` brings that copy back to a driver that has
 none (a resume, `mlflow-sync` or report on another machine after the driver was lost).
 A local sweep directory holds the store itself: both are no-ops. No Ray here.
+
+The Optuna journal of an optuna search (`optuna.journal`, when `search.storage` names no
+database) is a driver-local file for the same reason (Optuna's journal needs file
+locks): `push_journal` copies it into the sweep directory after every phase and
+`pull_journal` brings it back to a resuming driver that has none, so the studies
+survive the driver's machine.
 """
 
 from __future__ import annotations
@@ -82,3 +88,22 @@ def _pull_tree(layout: SweepLayout, location: str, parts: list[str]) -> None:
             storage.download(child, os.path.join(layout.local_dir, *parts, name))
         else:
             _pull_tree(layout, child, [*parts, name])
+
+
+def push_journal(layout: SweepLayout, journal: str | None) -> bool:
+    """Copy the driver's Optuna journal into the sweep directory (object storage only)."""
+    if not layout.is_remote or journal != layout.local_optuna_journal or not os.path.isfile(journal):
+        return False
+    storage.upload(journal, layout.optuna_journal)
+    return True
+
+
+def pull_journal(layout: SweepLayout, journal: str | None) -> bool:
+    """Bring the sweep's copy of the Optuna journal to a driver that has none."""
+    if not layout.is_remote or journal != layout.local_optuna_journal or os.path.isfile(journal):
+        return False
+    if not storage.is_file(layout.optuna_journal):
+        return False
+    storage.download(layout.optuna_journal, journal)
+    log.info("Optuna journal copied from %s to %s", layout.optuna_journal, journal)
+    return True

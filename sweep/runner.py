@@ -217,6 +217,7 @@ def _fit(tuner, phase: str, spec: SweepSpec) -> None:
     print(f"\n== phase {phase} ==", flush=True)
     tuner.fit()
     mlflow_mirror.push(spec.layout, spec.tracking_uri)
+    mlflow_mirror.push_journal(spec.layout, spec.optuna_storage)
 
 
 def _start_coordinator():
@@ -297,6 +298,7 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     claims = _start_coordinator()
     prepare_pretrained(spec)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
+    mlflow_mirror.pull_journal(spec.layout, spec.optuna_storage)
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     try:

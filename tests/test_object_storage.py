@@ -107,6 +107,25 @@ def s3_sweep(s3_ray, tmp_path_factory):
     return spec, code
 
 
+def test_optuna_journal_is_copied_to_the_bucket_and_back(s3_ray):
+    """An optuna search in object storage keeps its journal on the driver's disk (file
+    locks) and a copy in the sweep directory, brought back to a driver that has none."""
+    from sweep import mlflow_mirror
+
+    layout = SweepLayout(f"{ROOT_URI}/journaled")
+    journal = layout.local_optuna_journal
+    os.makedirs(os.path.dirname(journal), exist_ok=True)
+    with open(journal, "w") as f:
+        f.write('{"op_code": 0, "worker_id": "w", "study_name": "journaled-sse"}\n')
+    assert mlflow_mirror.push_journal(layout, journal)
+    assert storage.read_bytes(layout.optuna_journal) == open(journal, "rb").read()
+    text = open(journal, "rb").read()
+    os.remove(journal)  # the driver's machine is gone; a new driver resumes the sweep
+    assert mlflow_mirror.pull_journal(layout, journal) and open(journal, "rb").read() == text
+    assert not mlflow_mirror.pull_journal(layout, journal)  # it has one now: left alone
+    assert not mlflow_mirror.push_journal(layout, "postgresql://db/optuna")  # a database: nothing to copy
+
+
 def test_s3_sweep_writes_everything_to_the_bucket(s3_sweep, s3_ray):
     spec, code = s3_sweep
     assert code == 0
