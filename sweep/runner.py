@@ -332,6 +332,20 @@ def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | No
         _fit(tuner, phase.name, spec)
 
 
+def drop_cycle_stash(layout: SweepLayout) -> int:
+    """Remove the StarSSE cycles stashed under `finetunes/` once every trial has ended. A trial
+    removes its own when it ends; one a scheduler stopped early (ASHA) never gets there.
+    Kept while a trial is unfinished or failed: its resume reuses them."""
+    from trainables.cycles import CYCLE_STASH_PREFIX, drop_stash
+
+    if not storage.is_dir(layout.finetunes):
+        return 0
+    stashed = [storage.join(layout.finetunes, n) for n in storage.list_dir(layout.finetunes)
+               if n.startswith(CYCLE_STASH_PREFIX) and n.endswith(".pt")]
+    drop_stash(stashed)
+    return len(stashed)
+
+
 def finish(spec: SweepSpec, phase_names: list[str]) -> int:
     """Complete the Parquet table from the experiments and print where everything is."""
     from collections import Counter
@@ -361,6 +375,8 @@ def finish(spec: SweepSpec, phase_names: list[str]) -> int:
         if mlflow_mirror.push(spec.layout, tracking.uri):
             print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
+    if not (failed or unfinished):
+        drop_cycle_stash(spec.layout)
     if failed or unfinished:
         print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
               f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "

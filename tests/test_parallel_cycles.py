@@ -278,3 +278,19 @@ def test_an_unsatisfiable_placement_group_fails_before_training(ray3, tmp_path, 
     assert "trial.parallel_cycles: 3 asks for a placement group of 1 + 3 bundles" in err
     assert not (tmp_path / "runs" / "too_wide" / "finetunes").exists()
     assert not (tmp_path / "runs" / "too_wide" / "results.parquet").exists()
+
+
+def test_cycles_stashed_by_a_trial_stopped_early_are_removed_at_the_end(tmp_path):
+    """A StarSSE trial a scheduler stopped (ASHA) never reaches its own clean-up: once every
+    trial of the sweep has ended, the sweep removes stashed cycles, never a fine-tune."""
+    from sweep.layout import SweepLayout
+    from sweep.runner import drop_cycle_stash
+
+    layout = SweepLayout(str(tmp_path / "sweep"))
+    finetunes = tmp_path / "sweep" / "finetunes"
+    finetunes.mkdir(parents=True)
+    for name in ("cycle-ab12.pt", "cycle-ab12.pt.sha256", "finetune-cd34.pt", "finetune-cd34.pt.sha256"):
+        (finetunes / name).write_bytes(b"x")
+    assert drop_cycle_stash(layout) == 1
+    assert sorted(p.name for p in finetunes.iterdir()) == ["finetune-cd34.pt", "finetune-cd34.pt.sha256"]
+    assert drop_cycle_stash(SweepLayout(str(tmp_path / "none"))) == 0

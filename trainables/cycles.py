@@ -120,6 +120,10 @@ def stash_cycle(location: str, train) -> tuple[dict, bool]:
     return compute_once(location, train)
 
 
+#: File name prefix of a stashed cycle in the fine-tune cache (`Job.cycle_stash`).
+CYCLE_STASH_PREFIX = "cycle-"
+
+
 def drop_stash(locations: list[str]) -> None:
     """Remove stashed cycles (and their hash sidecars) once their trial has ended."""
     for location in locations:

@@ -27,6 +27,7 @@ from trainables import engine, pretrained, storage
 from trainables.checkpoints import load_backbone
 from trainables.config import TrialConfig
 from trainables.cycles import (
+    CYCLE_STASH_PREFIX,
     CycleData,
     CycleOutcome,
     CyclePool,
@@ -160,7 +161,7 @@ class Job:
             "lr_max": cycle.lr_max, "epochs": cycle.epochs, "index": index,
             "divergence_loss": self.cfg.divergence_loss,
         })
-        return storage.join(self.cfg.cache_dir, f"cycle-{key}.pt")
+        return storage.join(self.cfg.cache_dir, f"{CYCLE_STASH_PREFIX}{key}.pt")
 
     def pooled_cycle(self, plan: SnapshotPlan, st: TrialState) -> Weights:
         """Cycle `plan.cycle` from the pool: on the first call, every remaining cycle is
