@@ -3,7 +3,7 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-requirements
 
-.PHONY: setup data test lint demo bench paper-cpu clean
+.PHONY: setup data test test-cluster lint demo bench paper-cpu clean
 
 setup: $(INSTALLED) data
 
@@ -24,8 +24,13 @@ data:
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
+# The suite without the cluster tests (under 12 minutes on 2 cores), then those alone:
+# a `ray start` head and worker, `ray job submit`, an autoscaling cluster (`make test-cluster`).
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not cluster"
+
+test-cluster: setup
+	$(PY) -m pytest -m cluster
 
 # The quick-start sweep on CPU (resumed, not re-run, when it already exists), then its report.
 demo: setup

@@ -33,7 +33,10 @@ def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool,
         max_concurrent_trials=concurrent,
         mlflow={"enabled": False},
     )
-    if tiny:
+    if tiny:  # 2 short trials (two at a time still has something to overlap)
+        spec["methods"] = ["sse", "star_sse"]
+        spec.pop("baselines", None)
+        spec["trial"]["num_cycles"] = 2
         spec["search"].update(lr_max_ratios=[1], cycle_epochs_ratios=[0.5])
         spec["trial"]["data"].update(train_size=200, val_size=100, test_size=200)
         spec["trial"]["data"]["ood"].update(max_images=20)

@@ -93,6 +93,7 @@ def autoscaling_head(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.cluster
 def test_sweep_requests_gpus_from_an_autoscaling_cluster(autoscaling_head):
     head = autoscaling_head
     driver = subprocess.run(

@@ -36,6 +36,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.cluster  # a `ray start` head and `ray job submit`: `make test-cluster`
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: `ray` and the `python` the job runs
 RAY = str(BIN / "ray")
