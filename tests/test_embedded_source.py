@@ -22,6 +22,7 @@ from trainables.pretrained import identity
 FMNIST = "/usr/share/datasets/fashion-mnist"
 TARGET = [3, 4, 6, 8]
 OUTSIDE = {"source_images": "outside_target_split", "train_size": 200, "val_size": 50}
+CLASSES = {"source_images": "source_classes"}  # the issue-7 task's source
 
 
 def _data(**fields) -> DataConfig:
@@ -65,13 +66,15 @@ def test_outside_source_moves_with_the_target_split_and_can_be_capped():
 
 
 def test_source_classes_default_is_every_class_outside_the_target():
-    task = load_task(_data(train_size=200, val_size=50), 600)
-    assert _data().pretrain_classes == [0, 1, 2, 5, 7, 9]
+    assert DataConfig().source_images == "outside_target_split"  # the default task (issue 14)
+    task = load_task(_data(train_size=200, val_size=50, **CLASSES), 600)
+    assert _data(**CLASSES).pretrain_classes == [0, 1, 2, 5, 7, 9]
     assert task.source_num_classes == 6
     assert torch.bincount(task.source_train.labels).tolist() == [100] * 6
-    explicit = load_task(_data(train_size=200, val_size=50, source_classes=[0, 1, 2, 5, 7, 9]), 600)
+    spelled_out = _data(train_size=200, val_size=50, source_classes=[0, 1, 2, 5, 7, 9], **CLASSES)
+    explicit = load_task(spelled_out, 600)
     assert torch.equal(explicit.source_train.images, task.source_train.images)
-    assert _data(target_classes=[0, 1], source_classes=[9, 2]).pretrain_classes == [9, 2]
+    assert _data(target_classes=[0, 1], source_classes=[9, 2], **CLASSES).pretrain_classes == [9, 2]
 
 
 def test_bad_source_settings_name_the_field():
@@ -80,7 +83,7 @@ def test_bad_source_settings_name_the_field():
     with pytest.raises(ConfigError, match="data.source_images: Input should be 'source_classes' or"):
         TrialConfig.from_dict({"data": {"source_images": "all"}})
     with pytest.raises(ConfigError, match="overlap on \\[3\\]"):
-        TrialConfig.from_dict({"data": {"source_classes": [0, 3]}})
+        TrialConfig.from_dict({"data": {"source_classes": [0, 3], **CLASSES}})
     with pytest.raises(DataError, match=r"pretrained.train_size=60000 but data.source_images="
                        r"'outside_target_split' has only 59750 images"):
         load_task(_data(**OUTSIDE), 60000)
@@ -92,7 +95,7 @@ def test_preflight_catches_a_source_size_larger_than_the_source(tmp_path):
     cfg["pretrained"]["train_size"] = 59751
     with pytest.raises(DataError, match="pretrained.train_size=59751 .* has only 59750 images"):
         preflight(cfg)
-    cfg = tiny_config(tmp_path, pretrained={"train_size": 36001, "cache_dir": str(tmp_path)})
+    cfg = tiny_config(tmp_path, data=CLASSES, pretrained={"train_size": 36001, "cache_dir": str(tmp_path)})
     with pytest.raises(DataError, match="'source_classes' has only 36000 images"):
         preflight(cfg)
 
@@ -101,11 +104,11 @@ def test_checkpoint_identity_follows_what_pre_training_sees(tmp_path):
     def ident(**data):
         return identity(TrialConfig.from_dict(tiny_config(tmp_path, data=data)), 0)
 
-    classes = ident()
-    assert ident(source_classes=[0, 1, 2, 5, 7, 9]) == classes  # the default, spelled out
-    assert ident(train_size=300) == classes  # the target split does not change this source
+    classes = ident(**CLASSES)
+    assert ident(source_classes=[0, 1, 2, 5, 7, 9], **CLASSES) == classes  # its default, spelled out
+    assert ident(train_size=300, **CLASSES) == classes  # the target split does not change this source
     outside = ident(**OUTSIDE)
-    assert outside != classes
+    assert outside != classes and ident() == outside  # the default source
     assert ident(**{**OUTSIDE, "train_size": 300}) != outside  # ... but it changes this one
     assert ident(**{**OUTSIDE, "val_size": 60}) != outside
 

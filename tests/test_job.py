@@ -267,7 +267,8 @@ def test_corrupted_pre_trained_checkpoint_is_recomputed(tmp_path, caplog):
         ({"method": "sse", "lr_max": 0.1}, "exactly one of lr_max or lr_max_ratio"),
         ({"method": "global_de", "num_members": 5}, "needs checkpoints 0..4"),
         ({"pretrained_index": 7}, "pretrained_index=7"),
-        ({"data": {"source_classes": [0, 1, 2], "target_classes": [0, 5]}}, "overlap"),
+        ({"data": {"source_images": "source_classes", "source_classes": [0, 1, 2], "target_classes": [0, 5]}},
+         "overlap"),
         ({"data": {"ood": {"severities": [6]}}}, "severities"),
     ],
 )

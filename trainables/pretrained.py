@@ -1,6 +1,6 @@
 """Pre-trained checkpoints: where they come from and how a model gets them.
 
-For the embedded task, K checkpoints are pre-trained on the source classes
+For the embedded task, K checkpoints are pre-trained on the source images (`data.source_images`)
 (seed i for checkpoint i), stored under a content key (everything that
 determines them) and reused by every later trial, sweep and machine that
 shares the cache. Files and torchvision weights are read as they are.
