@@ -234,6 +234,7 @@ def test_resume_when_the_saved_state_names_a_pruned_checkpoint(tmp_path):
     assert sorted(df.snapshot) == [1, 2, 3, 4, 5] and set(df.status) == {"TERMINATED"}
     trial_log = (trial_dir / "trial.log").read_text()
     assert "resuming after snapshot" in trial_log and "starting the trial over" not in trial_log
+    assert trial_log.index("snapshot 1/5") < trial_log.index("resuming after")  # the whole history
     # Nothing recomputed: rows made before the kill are the same records (same clock reading).
     merged = before.merge(df, on=["trial_id", "snapshot"], suffixes=("_before", ""))
     assert len(merged) == len(before) and (merged.wall_time_s_before == merged.wall_time_s).all()

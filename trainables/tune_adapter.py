@@ -219,8 +219,33 @@ def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
 
     configure_logging()
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
-    with trial_logging(os.path.join(tune.get_context().get_trial_dir(), TRIAL_LOG), verbose):
+    path = os.path.join(tune.get_context().get_trial_dir(), TRIAL_LOG)
+    _continue_trial_log(path)
+    with trial_logging(path, verbose):
         _run_trial(TrialConfig.from_dict(config), config)
+
+
+def _continue_trial_log(path: str) -> None:
+    """A trial restored elsewhere (another node, a resumed driver) starts in a fresh local
+    trial directory, which Tune then syncs over the one in storage: bring the stored
+    `trial.log` back first, so that the log keeps the trial's whole history."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    if os.path.exists(path):
+        return
+    try:
+        context = tune.get_context().get_storage()
+        stored = f"{context.trial_fs_path}/{TRIAL_LOG}"
+        if context.storage_filesystem.get_file_info(stored).type != pafs.FileType.File:
+            return
+        with context.storage_filesystem.open_input_stream(stored) as source:
+            data = source.read()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as target:
+            target.write(data)
+    except OSError as exc:  # the log is a convenience: never fail the trial for it
+        log.warning("could not bring back the earlier trial.log (%s)", exc)
 
 
 def _run_trial(cfg: TrialConfig, config: dict) -> None:
