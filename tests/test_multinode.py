@@ -51,12 +51,12 @@ SPEC = {
     "trial": tiny_trial(num_cycles=3, pretrained={"num_checkpoints": 1}),
     "methods": ["star_sse", "local_de"],
     "search": {"kind": "paper_grid", "lr_max_ratios": [2], "cycle_epochs_ratios": [0.5]},
-    "baselines": {"num_members": 2},
+    "baselines": {"num_members": 4},  # longer than StarSSE's first snapshot: see _wait_mid_flight
     "resources": {"cpu": 1},
     "max_failures": 2,
     "storage": STORAGE,
 }
-N_ROWS = 4 + 2  # StarSSE: fine-tune + 3 cycles; Local DE: 2 members
+N_ROWS = 4 + 4  # StarSSE: fine-tune + 3 cycles; Local DE: 4 members
 # Every metric of the records; not `epochs_trained` (a cost: a fine-tune that a trial's
 # killed incarnation computed before its next snapshot is loaded, not trained, after resume).
 METRICS = ["ind_test_acc", "ens_test_acc", "soup_test_acc", "ind_val_acc", "ens_val_acc",
@@ -179,6 +179,16 @@ def _wait_rows(proc: subprocess.Popen, name: str, rows: int, trials: int) -> Non
     raise AssertionError(f"no {rows} rows of {trials} trials:\n{proc.log.read_text()[-4000:]}")
 
 
+def _wait_mid_flight(proc: subprocess.Popen, name: str) -> None:
+    """Until both trials have a snapshot in the table and neither has finished: each node runs
+    one trial (1 CPU each), so the worker's trial is then mid-flight (Local DE has 3 more
+    fine-tunes to go, StarSSE 3 more cycles: seconds, against a poll of well under one)."""
+    _wait_rows(proc, name, rows=2, trials=2)
+    df = _table(name)
+    done = df.groupby("trial_id").agg(last=("snapshot", "max"), total=("num_snapshots", "max"))
+    assert (done["last"] < done["total"]).all(), f"a trial finished before the kill:\n{done}"
+
+
 def _result_nodes(name: str, phase: str = "grid") -> dict[str, list[tuple[int, str, float]]]:
     """trial directory -> [(snapshot, node id, wall_time_s)] of its result.json lines, in order."""
     phase_dir = f"{STORAGE}/{name}/{phase}"
@@ -212,12 +222,12 @@ def test_sweep_on_two_nodes_with_s3_storage(cluster, reference):
     assert len(df) == N_ROWS and not df.duplicated(["trial_id", "snapshot"]).any()
     nodes = {node for results in _result_nodes("whole").values() for _, node, _ in results}
     assert nodes == set(cluster["node_ids"].values())  # trials ran on both nodes
-    # Fine-tunes (ckpt 0, seed 0) for both trials, (0, 1) for Local DE's second member:
+    # Fine-tunes (ckpt 0, seed 0) for both trials, (0, 1..3) for Local DE's other members:
     # each computed once across the nodes (the records count what a trial trained itself).
     first = df[df.snapshot == 1]
     assert (first.epochs_trained > 0).sum() == 1
     finetunes = [n for n in storage.list_dir(f"{STORAGE}/whole/finetunes") if n.endswith(".pt")]
-    assert len(finetunes) == 2
+    assert len(finetunes) == 4
     from mlflow.tracking import MlflowClient
 
     copy_db = cluster["tmp"] / "whole-mlflow.db"
@@ -245,7 +255,7 @@ def test_driver_loss_then_resume_from_the_bucket(cluster, reference):
 def test_node_loss_reschedules_on_the_head_from_checkpoints(cluster, reference):
     proc = _sweep(cluster, "run", str(_spec_file(cluster, "nodeloss")))
     try:
-        _wait_rows(proc, "nodeloss", rows=2, trials=2)
+        _wait_mid_flight(proc, "nodeloss")
         _kill_tree(cluster["nodes"]["worker"])  # raylet, its workers, `ray start`: SIGKILL
         out = _finish(proc)
     finally:
