@@ -30,6 +30,7 @@ from sweep import mlflow_mirror
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
 from sweep.phases import Phase, build_phases
+from sweep.pretraining import prepare_pretrained
 from sweep.resources import check_local_resources, check_resources, cycle_bundles
 from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
@@ -170,32 +171,6 @@ def _prepare_environment() -> None:
     # checkpoints; that is intended here (resume), not a bottleneck to warn about.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's own JSON/CSV loggers stay on: `export` rebuilds the table from result.json.
-
-
-def prepare_pretrained(spec: SweepSpec) -> None:
-    """Pre-train the embedded checkpoints the sweep needs, in parallel Ray tasks, before
-    any trial starts. Otherwise the first trials that need a checkpoint compute it
-    one after another while the others wait on its lock (Global DE needs them all).
-    Cached checkpoints make this a no-op."""
-    import ray
-
-    from sweep.plan import make_plan
-
-    if spec.trial.pretrained.source != "embedded":
-        return
-    needed = make_plan(spec, load_custom=False).pretrained_needed()
-    config = spec.base_config()
-
-    @ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
-    def pretrain(index: int) -> str:
-        from trainables import coordinator
-        from trainables.pretrained import prepare
-
-        coordinator.install()
-        return prepare(config, index, num_cpus=spec.resources.cpu)
-
-    print(f"pre-trained checkpoints {needed}: computing the missing ones in parallel", flush=True)
-    ray.get([pretrain.remote(i) for i in needed])
 
 
 def _setup_mlflow(spec: SweepSpec) -> Tracking | None:

@@ -122,3 +122,26 @@ def test_a_failed_computation_releases_its_claim(ray_session, claims_actor, tmp_
     value, computed = ray.get(ray.remote(num_cpus=0)(_compute_once).remote(location, 3.0, str(markers)))
     assert computed and value == 3.0
     assert [e["event"] for e in _events(claims_actor, location)] == ["claim", "released", "claim", "done"]
+
+
+def test_pre_training_holds_its_cpus_while_it_waits_on_a_claim(claims_actor, tmp_path):
+    """Pre-training runs in a pool of actors, one per trial-sized slot: Ray tasks blocked in
+    `ray.get` (their claim) lent their CPU to the next task, 3 pre-trainings on 2 CPUs. The
+    claims log times each checkpoint's computation: 2 at once here, never more."""
+    import ray
+
+    from sweep.pretraining import prepare_pretrained
+    from sweep.spec import parse_spec
+    from tiny import tiny_trial
+
+    trial = tiny_trial(pretrained={"num_checkpoints": 4, "epochs": 2, "train_size": 2000})  # seconds each
+    spec = parse_spec({"name": "pre", "storage": str(tmp_path), "trial": trial, "methods": ["global_de"],
+                       "baselines": {"num_members": 4}, "resources": {"cpu": 1}})
+    before = len(ray.get(claims_actor.events.remote()))
+    prepare_pretrained(spec)
+    events = ray.get(claims_actor.events.remote())[before:]
+    started = {e["key"]: e["time"] for e in events if e["event"] == "claim"}
+    spans = [(started[e["key"]], e["time"]) for e in events if e["event"] == "done"]
+    assert len(spans) == 4  # every checkpoint computed, once
+    at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert at_once == 2, spans
