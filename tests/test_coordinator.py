@@ -127,7 +127,9 @@ def test_a_failed_computation_releases_its_claim(ray_session, claims_actor, tmp_
 def test_pre_training_holds_its_cpus_while_it_waits_on_a_claim(claims_actor, tmp_path):
     """Pre-training runs in a pool of actors, one per trial-sized slot: Ray tasks blocked in
     `ray.get` (their claim) lent their CPU to the next task, 3 pre-trainings on 2 CPUs. The
-    claims log times each checkpoint's computation: 2 at once here, never more."""
+    claims log times each checkpoint's computation: never more than 2 at once here (the
+    oversubscription depends on timing, so this guards the invariant on every run rather
+    than reproducing the old failure)."""
     import ray
 
     from sweep.pretraining import prepare_pretrained
@@ -144,4 +146,4 @@ def test_pre_training_holds_its_cpus_while_it_waits_on_a_claim(claims_actor, tmp
     spans = [(started[e["key"]], e["time"]) for e in events if e["event"] == "done"]
     assert len(spans) == 4  # every checkpoint computed, once
     at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
-    assert at_once == 2, spans
+    assert at_once <= 2, spans
