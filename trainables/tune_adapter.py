@@ -122,6 +122,8 @@ def _restored_state() -> tuple[TrialState | None, list[dict]]:
                 continue
         log.info("resuming after snapshot %d (%s checkpoint %s)", state.snapshot,
                  "registered" if checkpoint is registered else "unregistered", checkpoint.path)
+        if checkpoint is registered:  # the driver has its results
+            return state, []
         return state, [r for r in state.records if r["snapshot"] > max(floor, 0)]
     if registered is not None:
         log.warning("no readable checkpoint of this trial is left: starting the trial over")
