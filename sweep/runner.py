@@ -143,7 +143,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
         max_concurrent_trials=spec.max_concurrent_trials or (len(phase.trials) if phase.trials else None),
         # Reuse trial processes: saves the torch import and data loading (~5-10 s) per trial;
         # the trainable keeps no state between trials except read-only caches.
-        reuse_actors=True,
+        reuse_actors=spec.reuse_actors,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
     )

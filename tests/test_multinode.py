@@ -54,6 +54,9 @@ SPEC = {
     "baselines": {"num_members": 4},  # longer than StarSSE's first snapshot: see _wait_mid_flight
     "resources": {"cpu": 1},
     "max_failures": 2,
+    # A new process per trial: with reuse, a trial whose process on the worker was slow to
+    # start (load) ran after the other one in that one's process, on the same node (seen 2/10).
+    "reuse_actors": False,
     "storage": STORAGE,
 }
 N_ROWS = 4 + 4  # StarSSE: fine-tune + 3 cycles; Local DE: 4 members

@@ -107,6 +107,32 @@ def s3_sweep(s3_ray, tmp_path_factory):
     return spec, code
 
 
+def test_a_file_replaced_while_it_is_read_is_read_whole(s3_ray):
+    """The driver rewrites results.parquet after every result while `sweep status` or a
+    test reads it: each read returns one whole version, never a truncated mix."""
+    import threading
+
+    where = f"{ROOT_URI}/unit/replaced.bin"
+    versions = [b"a" * 300_000, b"b" * 700_000]
+    storage.write_bytes(where, versions[0])
+    stop = threading.Event()
+
+    def rewrite():  # a new version every few tens of ms: often while a read is under way
+        i = 0
+        while not stop.wait(0.02):
+            i += 1
+            storage.write_bytes(where, versions[i % 2])
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    try:
+        reads = [storage.read_bytes(where) for _ in range(60)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(data in versions for data in reads), sorted({(len(d), d[:1]) for d in reads})
+
+
 def test_optuna_journal_is_copied_to_the_bucket_and_back(s3_ray):
     """An optuna search in object storage keeps its journal on the driver's disk (file
     locks) and a copy in the sweep directory, brought back to a driver that has none."""

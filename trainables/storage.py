@@ -30,9 +30,13 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from trainables.errors import StorageError
+
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 #: Schemes whose files are on this machine's file system.
 LOCAL_SCHEMES = ("file", "local")
+#: Reads of an object store file that another process keeps replacing (`read_bytes`).
+READ_ATTEMPTS = 5
 #: Schemes that are object stores (or anything else pyarrow can open) and no POSIX path.
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
@@ -168,9 +172,29 @@ def make_dirs(location: str) -> None:
 
 
 def read_bytes(location: str) -> bytes:
+    """A whole file. Locally, writes are atomic renames, so one read is consistent. In an
+    object store, pyarrow reads an object's size first and then its bytes: an object
+    replaced in between (the driver rewrites results.parquet after every result) gave a
+    truncated read ("Parquet magic bytes not found", seen in test_multinode) or, when it
+    shrank, HTTP 416; so the bytes are read again until they are as long as the object is
+    after the read."""
     fs, path = resolve(location)
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    if local_path(location) is not None:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    for _ in range(READ_ATTEMPTS):
+        try:
+            with fs.open_input_stream(path) as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # HTTP 416: the object shrank between the size and the read
+            if "416" not in str(exc):
+                raise
+            continue
+        if len(data) == fs.get_file_info(path).size:
+            return data
+    raise StorageError(f"{location} changed during each of {READ_ATTEMPTS} reads; read it again later")
 
 
 def write_bytes(location: str, data: bytes) -> None:
