@@ -53,8 +53,8 @@ def test_snapshot_line():
 
 
 def test_pre_training_progress_once_per_epoch(tmp_path, capsys):
-    """Pre-training an embedded checkpoint (a Ray task before the trials, its stdout on the
-    console): a start line, one line per epoch, an end line; nothing per step."""
+    """Pre-training an embedded checkpoint (a Ray actor before the trials, its stdout on the
+    console): the device line, a start line, one line per epoch, an end line; nothing per step."""
     from tiny import tiny_config
     from trainables.config import TrialBase
     from trainables.pretrained import prepare
@@ -66,5 +66,6 @@ def test_pre_training_progress_once_per_epoch(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     epochs = [line for line in lines if "pretrain[0] epoch" in line]
     assert [line.split("epoch ")[1].split(" ")[0] for line in epochs] == ["1/2", "2/2"], lines
-    assert len(lines) == 4, lines
-    assert "pre-training checkpoint 0" in lines[0] and "pre-trained checkpoint 0" in lines[-1]
+    assert len(lines) == 5, lines
+    assert "device cpu, 1 torch threads (1 CPUs allocated)" in lines[0], lines
+    assert "pre-training checkpoint 0" in lines[1] and "pre-trained checkpoint 0" in lines[-1]
