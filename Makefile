@@ -24,7 +24,7 @@ data:
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
-# The suite without the cluster tests (under 12 minutes on 2 cores), then those alone:
+# The suite without the cluster tests, then those alone (the target is 12 minutes for `make test`):
 # a `ray start` head and worker, `ray job submit`, an autoscaling cluster (`make test-cluster`).
 test: setup lint
 	$(PY) -m pytest -m "not cluster"
