@@ -81,21 +81,23 @@ def _unregistered_checkpoints() -> list:
     return found
 
 
-def _snapshot_of(checkpoint) -> int:
+def _metadata(checkpoint) -> dict:
+    """A checkpoint's `.metadata.json` ({} when unreadable: an old or cut checkpoint)."""
+    try:
+        return dict(checkpoint.get_metadata())
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _snapshot_in(metadata: dict) -> int:
     """The snapshot a checkpoint holds, from its metadata (-1: unknown, e.g. an old one;
     0 for a placeholder of a pruned checkpoint: every newer checkpoint is trusted)."""
+    if metadata.get(PRUNED_KEY):
+        return 0
     try:
-        metadata = checkpoint.get_metadata()
-        return 0 if metadata.get(PRUNED_KEY) else int(metadata.get(SNAPSHOT_KEY, -1))
-    except (OSError, ValueError, TypeError):
+        return int(metadata.get(SNAPSHOT_KEY, -1))
+    except (ValueError, TypeError):
         return -1
-
-
-def _is_placeholder(checkpoint) -> bool:
-    try:
-        return bool(checkpoint.get_metadata().get(PRUNED_KEY))
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def _restored_state() -> tuple[TrialState | None, list[dict]]:
@@ -107,11 +109,12 @@ def _restored_state() -> tuple[TrialState | None, list[dict]]:
     from ray import tune
 
     registered = tune.get_checkpoint()
-    floor = _snapshot_of(registered) if registered is not None else 0
+    registered_metadata = _metadata(registered) if registered is not None else {}
+    floor = _snapshot_in(registered_metadata) if registered is not None else 0
     # (a registered checkpoint without metadata predates it: no unregistered one is trusted)
-    newer = [(k, c) for c in _unregistered_checkpoints() if (k := _snapshot_of(c)) > floor >= 0]
+    newer = [(k, c) for c in _unregistered_checkpoints() if (k := _snapshot_in(_metadata(c))) > floor >= 0]
     ordered = [c for _, c in sorted(newer, key=lambda kc: kc[0], reverse=True)]
-    if registered is not None and not _is_placeholder(registered):
+    if registered is not None and not registered_metadata.get(PRUNED_KEY):
         ordered.append(registered)
     for checkpoint in ordered:
         with checkpoint.as_directory() as directory:
