@@ -17,9 +17,10 @@ import sys
 import pandas as pd
 
 from analysis.aggregate import baseline_stats, metric_grid, rows_at_size, selection_rows
+from analysis.intervals import t_interval
 from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
-from analysis.stats import paired_differences
+from analysis.stats import REPLICATE_KEY, paired_differences
 from analysis.tables import paired_markdown
 
 LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
@@ -143,9 +144,85 @@ def main(path: str) -> None:
         pred = load_predictions(path) if metric == "ens_test_acc" else None
         images = image_level_tests(df, pred, k) if pred is not None else None
         out += [f"### {metric}", "", paired_markdown(paired_differences(df, metric, k), metric, images), ""]
+    out += gains_over_the_finetune(df, k) + soups_per_replicate(df, k) + drift_per_replicate(df)
     diverged = df[df["diverged"].fillna(False).astype(bool)]
     out.append(f"Diverged trials: {diverged['trial_id'].nunique()}")
     print("\n".join(out))
+
+
+def interval(values) -> str:
+    iv = t_interval(100 * pd.Series(values).dropna().to_numpy())
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}] (n={iv.n})"
+
+
+def first_model(df: pd.DataFrame) -> pd.Series:
+    """Test accuracy of each replicate's fine-tuned model (snapshot 1 of Local DE = the
+    first member every method of that replicate starts from), by replicate key."""
+    first = df[(df["method"] == "local_de") & (df["snapshot"] == 1)]
+    return first.set_index(list(REPLICATE_KEY))["ind_test_acc"]
+
+
+def grid_phase(df: pd.DataFrame) -> pd.DataFrame:
+    """The grid's runs only: every cell on the same replicates (the confirm phase adds
+    replicates to the val-chosen cells alone)."""
+    return df[df["phase"] == "grid"] if "phase" in df.columns else df
+
+
+def gains_over_the_finetune(df: pd.DataFrame, k: int) -> list[str]:
+    """Each method's ensemble and soup of K minus its replicate's fine-tuned model
+    (paired; SSE/StarSSE at their val-chosen cell, and at their test-best cell for scale)."""
+    base = first_model(df)
+    out = ["## Ensemble and soup of K minus the replicate's fine-tuned model (test, points, 95% t)", ""]
+    for m in ("local_de", "global_de", "sse", "star_sse"):
+        cells = {"": None} if m.endswith("_de") else {"val-chosen ": best_cell(df, m, "ens_val_acc", k),
+                                                      "test-best ": best_cell(df, m, "ens_test_acc", k)}
+        for label, cell in cells.items():
+            rows = rows_at_size(df[df["method"] == m], k) if cell is None else at_cell(df, m, cell, k)
+            rows = rows.set_index(list(REPLICATE_KEY))
+            where = "" if cell is None else f" {label}cell lr×{cell[0]:g}, cycle×{cell[1]:g}"
+            out.append(f"- {m}{where}: ensemble {interval(rows['ens_test_acc'] - base)}, "
+                       f"soup {interval(rows['soup_test_acc'] - base)}")
+    return out + [""]
+
+
+def soups_per_replicate(df: pd.DataFrame, k: int) -> list[str]:
+    """StarSSE − SSE soup (and ensemble) test accuracy per grid cell and replicate: how many
+    of the (cell, replicate) pairs favour StarSSE, and the mean over cells per replicate."""
+    out = ["## StarSSE − SSE over the grid, per replicate (test, points, K)", ""]
+    keys, df = [LR, CYCLE, *REPLICATE_KEY], grid_phase(df)
+    for metric in ("soup_test_acc", "ens_test_acc", "ens_ood_acc"):
+        sides = [rows_at_size(df[df["method"] == m], k).set_index(keys)[metric] for m in ("star_sse", "sse")]
+        diff = (100 * (sides[0] - sides[1])).dropna()
+        high = diff[diff.index.get_level_values(LR) >= 2]
+        for name, part in (("all cells", diff), ("lr ratio >= 2", high)):
+            per_rep = part.groupby(level="pretrained_index").mean()
+            out.append(f"- {metric}, {name}: StarSSE ahead in {(part > 0).sum()} of {len(part)} "
+                       "(cell, replicate) pairs; mean over cells per replicate "
+                       + ", ".join(f"{v:+.2f}" for v in per_rep))
+    return out + [""]
+
+
+def drift_per_replicate(df: pd.DataFrame) -> list[str]:
+    """Mean Δ individual accuracy (test, then OOD) of snapshots 2..K vs the fine-tune, per lr
+    ratio (over the cycle ratios), per replicate: SSE, StarSSE and StarSSE − SSE."""
+    out = ["## Δ individual accuracy by lr ratio, per replicate (points; mean over cycle ratios)", ""]
+    df = grid_phase(df)
+    for metric in ("ind_test_acc", "ind_ood_acc"):
+        deltas = {}
+        for m in ("sse", "star_sse"):
+            sub = df[df["method"] == m]
+            first = sub[sub["snapshot"] == 1].set_index("trial_id")[metric]
+            later = sub[sub["snapshot"] > 1]
+            delta = 100 * (later[metric] - later["trial_id"].map(first))
+            deltas[m] = delta.groupby([later[LR], later["pretrained_index"]]).mean()
+        gap = deltas["star_sse"] - deltas["sse"]
+        out += [f"### {metric}", ""]
+        for lr in sorted(gap.index.get_level_values(0).unique()):
+            sse, star, diff = (", ".join(f"{v:+.2f}" for v in series.loc[lr])
+                               for series in (deltas["sse"], deltas["star_sse"], gap))
+            out.append(f"- lr ratio {lr:g}: SSE {sse}; StarSSE {star}; StarSSE − SSE {diff}")
+        out.append("")
+    return out
 
 
 if __name__ == "__main__":

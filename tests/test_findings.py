@@ -1,0 +1,16 @@
+"""results/paper_cpu/numbers.md (the numbers FINDINGS.md cites) is exactly what
+experiments/findings.py computes from the committed results table and predictions."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_numbers_recompute_from_the_committed_table():
+    table = "results/paper_cpu/results.parquet"
+    proc = subprocess.run([sys.executable, "experiments/findings.py", table], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == (ROOT / "results/paper_cpu/numbers.md").read_text()
