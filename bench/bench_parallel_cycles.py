@@ -55,7 +55,8 @@ def spec(storage: str, name: str, cpu: int, parallel, tiny: bool) -> dict:
         trial["model"] = {"width": 8}
     return {
         "name": name, "storage": storage, "trial": trial, "methods": ["star_sse"],
-        "search": {"kind": "paper_grid", "lr_max_ratios": [2], "cycle_epochs_ratios": [CYCLE_RATIO]},
+        "search": {"kind": "paper_grid", "lr_max_ratios": [2],
+                   "cycle_epochs_ratios": [0.5 if tiny else CYCLE_RATIO]},
         "resources": {"cpu": cpu, "gpu": 0}, "mlflow": {"enabled": False},
     }
 
