@@ -51,6 +51,16 @@ def at_cell(df: pd.DataFrame, method: str, cell, k: int) -> pd.DataFrame:
     return rows_at_size(sub, k)
 
 
+def cycle_snapshots(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
+    """The rows of `method`'s snapshots 2..K with `delta`: their `metric` minus that of their
+    trial's snapshot 1 (the fine-tuned model), in points."""
+    sub = df[df["method"] == method]
+    first = sub[sub["snapshot"] == 1].set_index("trial_id")[metric]
+    later = sub[sub["snapshot"] > 1].copy()
+    later["delta"] = 100 * (later[metric] - later["trial_id"].map(first))
+    return later
+
+
 def stat(rows: pd.DataFrame, metric: str) -> str:
     return pct(rows[metric].mean(), rows[metric].std(ddof=1))
 
@@ -102,10 +112,7 @@ def main(path: str) -> None:
         "",
     ]
     for m in ("sse", "star_sse"):
-        sub = df[df["method"] == m]
-        first = sub[sub["snapshot"] == 1].set_index("trial_id")["ind_test_acc"]
-        later = sub[sub["snapshot"] > 1].copy()
-        later["delta"] = 100 * (later["ind_test_acc"] - later["trial_id"].map(first))
+        later = cycle_snapshots(df, m, "ind_test_acc")
         table = later.pivot_table(index=LR, columns=CYCLE, values="delta", aggfunc="mean")
         dist = later.pivot_table(index=LR, columns=CYCLE, values="dist_first", aggfunc="mean")
         out += [
@@ -210,11 +217,8 @@ def drift_per_replicate(df: pd.DataFrame) -> list[str]:
     for metric in ("ind_test_acc", "ind_ood_acc"):
         deltas = {}
         for m in ("sse", "star_sse"):
-            sub = df[df["method"] == m]
-            first = sub[sub["snapshot"] == 1].set_index("trial_id")[metric]
-            later = sub[sub["snapshot"] > 1]
-            delta = 100 * (later[metric] - later["trial_id"].map(first))
-            deltas[m] = delta.groupby([later[LR], later["pretrained_index"]]).mean()
+            later = cycle_snapshots(df, m, metric)
+            deltas[m] = later["delta"].groupby([later[LR], later["pretrained_index"]]).mean()
         gap = deltas["star_sse"] - deltas["sse"]
         out += [f"### {metric}", ""]
         for lr in sorted(gap.index.get_level_values(0).unique()):
