@@ -38,7 +38,8 @@ from common import machine, parser, run_spec, start_ray, verdict
 # cycle takes minutes. With 20-epoch cycles (~3.5 s) the trial's serial evaluation and the
 # cycle workers' start-up are half the exploration and hide what parallel cycles buy.
 CYCLE_RATIO = 2
-CYCLE_LINE = re.compile(r"cycle (\d+) (trained|loaded from the stash) by pid (\d+): ([\d.]+) s to ([\d.]+) s")
+CYCLE_LINE = re.compile(r"cycle (\d+) (trained|loaded from the stash) (?:by pid|in the) (\d+|trial): "
+                        r"([\d.]+) s to ([\d.]+) s[^\n]*?\(([\d.]+) s CPU")
 
 
 def spec(storage: str, name: str, cpu: int, parallel, tiny: bool) -> dict:
@@ -69,8 +70,8 @@ def trial_seconds(storage: str, name: str) -> tuple[float, float]:
 
 def cycle_times(storage: str, name: str) -> list[str]:
     logs = "".join(open(p, errors="replace").read() for p in glob.glob(f"{storage}/{name}/grid/*/trial.log"))
-    return [f"  cycle {m[1]} in pid {m[3]}: {float(m[4]):6.1f} s -> {float(m[5]):6.1f} s"
-            for m in CYCLE_LINE.finditer(logs)]
+    return [f"  cycle {m[1]} in {'the trial' if m[3] == 'trial' else 'pid ' + m[3]}: {float(m[4]):6.1f} s -> "
+            f"{float(m[5]):6.1f} s ({float(m[6]):.1f} s CPU)" for m in CYCLE_LINE.finditer(logs)]
 
 
 def run(storage: str, name: str, cpu: int, parallel, tiny: bool) -> tuple[float, float]:

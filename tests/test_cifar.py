@@ -78,9 +78,14 @@ def test_files_other_than_the_released_ones_are_read_with_a_warning(tmp_path, mo
     assert not caplog.records
 
 
-class Payload:
-    def __reduce__(self):
-        return (print, ("this must never run",))
+#: A CIFAR-looking batch whose unpickling would call print("this must never run"): what
+#: `pickle.dumps({b"data": <object reducing to print(...)>}, protocol=2)` writes in a fresh
+#: interpreter, spelled out because a process that imported Ray Tune has `builtins.print`
+#: replaced (ray.experimental.tqdm_ray.safe_print) and pickle would name that instead.
+PRINT_PAYLOAD = (
+    b"\x80\x02}q\x00c_codecs\nencode\nq\x01X\x04\x00\x00\x00dataq\x02X\x06\x00\x00\x00latin1q\x03"
+    b"\x86q\x04Rq\x05c__builtin__\nprint\nq\x06X\x13\x00\x00\x00this must never runq\x07\x85q\x08Rq\ts."
+)
 
 
 def test_bad_batches_name_the_file_and_the_fix(tmp_path, capsys):
@@ -94,8 +99,7 @@ def test_bad_batches_name_the_file_and_the_fix(tmp_path, capsys):
     train.write_bytes(good[: len(good) // 2])
     with pytest.raises(DataError, match=rf"{train}: not a CIFAR python-version batch.*re-download it"):
         read()
-    with open(train, "wb") as f:
-        pickle.dump({b"data": Payload()}, f, protocol=2)
+    train.write_bytes(PRINT_PAYLOAD)
     with pytest.raises(DataError, match=r"refused global __builtin__\.print"):
         read()
     assert "must never run" not in capsys.readouterr().out

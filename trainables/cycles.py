@@ -108,6 +108,8 @@ class CycleOutcome:
     ended: float
     worker: str  # "pid <pid>" of the process that trained (or loaded) it
     reused: bool = False  # loaded from the stash: trained before the trial restarted
+    cpu_s: float = 0.0  # CPU time of the worker process meanwhile (all its threads)
+    threads: int = 1  # torch intra-op threads it trained with
 
     @property
     def diverged(self) -> bool:
@@ -142,7 +144,7 @@ class CycleTrainer:
     def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
         """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
         instead and a new one is stashed there (a diverged one is not)."""
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         data = data.to(self.runtime.device)
 
         def compute() -> dict:
@@ -155,8 +157,9 @@ class CycleTrainer:
             else:
                 blob, trained = stash_cycle(stash, compute)
         except Diverged:
-            return CycleOutcome(index, None, started, time.time(), worker)
-        return CycleOutcome(index, blob["model_state"], started, time.time(), worker, reused=not trained)
+            blob, trained = {"model_state": None}, True
+        return CycleOutcome(index, blob["model_state"], started, time.time(), worker, reused=not trained,
+                            cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads())
 
 
 class CyclePool(Protocol):

@@ -149,7 +149,12 @@ class Job:
 
     def cycle(self, start: Weights, index: int) -> Weights:
         """Cycle `index` from `start`, trained here (raises Diverged)."""
-        return train_cycle(self.cfg, self.runtime, self.data, start, index)
+        started, cpu_started = time.time(), time.process_time()
+        weights = train_cycle(self.cfg, self.runtime, self.data, start, index)
+        log.info("cycle %d trained in the trial: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, "
+                 "%d threads)", index, started - self.started_at, time.time() - self.started_at,
+                 time.process_time() - cpu_started, torch.get_num_threads())
+        return weights
 
     def cycle_stash(self, index: int) -> str | None:
         """Where a pool stashes finished cycle `index` until the trial ends (None: no cache_dir)."""
@@ -172,8 +177,9 @@ class Job:
             self.cycle_pool.submit(self.data.to(torch.device("cpu")), st.first, cycles)
         outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
         how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
-        log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started", outcome.index, how,
-                 outcome.worker, outcome.started - self.started_at, outcome.ended - self.started_at)
+        log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, %d threads)",
+                 outcome.index, how, outcome.worker, outcome.started - self.started_at,
+                 outcome.ended - self.started_at, outcome.cpu_s, outcome.threads)
         if outcome.diverged:
             raise Diverged(f"cycle {plan.cycle}")
         return outcome.weights
