@@ -37,7 +37,7 @@ from sweep.cli import main as cli_main
 from sweep.spec import SpecError, parse_spec
 from tiny import tiny_config, tiny_trial
 from trainables import TrialConfig, run_job
-from trainables.cycles import CycleTrainer
+from trainables.cycles import CycleTrainer, LocalCyclePool
 from trainables.errors import ConfigError
 from trainables.evaluate import runtime_and_task
 from trainables.job import Job
@@ -130,6 +130,33 @@ def test_a_cycle_does_not_depend_on_the_other_cycles(tmp_path):
     assert not outcome.reused and not outcome.diverged
     assert all(torch.equal(outcome.weights[k], v) for k, v in weights(4).items())
     assert not torch.equal(outcome.weights["fc.weight"], weights(3)["fc.weight"])
+
+
+class RecordingPool(LocalCyclePool):
+    """The in-process pool, noting when the trial hands it the cycles."""
+
+    def __init__(self, trainer, events):
+        super().__init__(trainer)
+        self.events = events
+
+    def submit(self, data, start, cycles):
+        self.events.append(("submit", [index for index, _ in cycles], data.eval_images is not None))
+        super().submit(data, start, cycles)
+
+
+def test_a_pool_gets_the_cycles_before_snapshot_1_is_evaluated_and_predicts_for_the_trial(tmp_path):
+    """The trial hands its cycles to the pool as soon as the first model exists (before it
+    evaluates and reports it), the pool's trainer predicts with each snapshot on the
+    evaluation sets, and the records are those of the trial that did everything itself."""
+    cfg = tiny_config(tmp_path, num_cycles=3)
+    alone = run_job(cfg, num_cpus=1)
+    events = []
+    pool = RecordingPool(CycleTrainer(cfg, num_cpus=1), events)
+    pooled = run_job(cfg, report=lambda record, st: events.append(("report", record["snapshot"])),
+                     num_cpus=1, cycle_pool=pool)
+    assert events == [("submit", [1, 2, 3], True), *[("report", k) for k in (1, 2, 3, 4)]]
+    assert [_metrics(r) for r in pooled] == [_metrics(r) for r in alone]
+    assert [r["ens_test_pred"] for r in pooled] == [r["ens_test_pred"] for r in alone]
 
 
 # -- through Ray Tune --------------------------------------------------------------------

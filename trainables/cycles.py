@@ -54,17 +54,23 @@ def cpu_state(model: torch.nn.Module) -> Weights:
 @dataclass
 class CycleData:
     """What training needs of a trial's task: the training split, the input pipeline and
-    the shape of the model's input and output."""
+    the shape of the model's input and output. With `eval_images` (uint8 images of each
+    evaluation set, in the trial's order) a `CycleTrainer` also returns the trained
+    snapshot's predictions on them, so that a pool's workers evaluate their own cycles."""
 
     train: ImageSplit
     aug: engine.Augmentation
     channels: int
     num_classes: int
+    eval_images: dict[str, torch.Tensor] | None = None
+    eval_batch_size: int = 0
 
     def to(self, device: torch.device) -> CycleData:
         aug = engine.Augmentation(self.aug.mean.to(device), self.aug.std.to(device), self.aug.augment,
                                   self.aug.padding, self.aug.input_size)
-        return CycleData(self.train.to(device), aug, self.channels, self.num_classes)
+        images = None if self.eval_images is None else {k: v.to(device) for k, v in self.eval_images.items()}
+        return CycleData(self.train.to(device), aug, self.channels, self.num_classes, images,
+                         self.eval_batch_size)
 
     def model_from(self, cfg: TrialConfig, runtime: Runtime, weights: Weights) -> torch.nn.Module:
         """The trial's model holding `weights`, on the runtime's device and memory format."""
@@ -110,6 +116,7 @@ class CycleOutcome:
     reused: bool = False  # loaded from the stash: trained before the trial restarted
     cpu_s: float = 0.0  # CPU time of the worker process meanwhile (all its threads)
     threads: int = 1  # torch intra-op threads it trained with
+    probs: dict[str, torch.Tensor] | None = None  # its predictions on CycleData.eval_images
 
     @property
     def diverged(self) -> bool:
@@ -140,6 +147,10 @@ class CycleTrainer:
     def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None):
         self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
+        # torch.optim imports torch._dynamo at a process's first optimizer (~1.2 s of CPU on the
+        # CI machine): in a new worker, import it now, while the trial still prepares the first
+        # model, rather than in the first cycle's first step.
+        import torch._dynamo  # noqa: F401
 
     def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
         """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
@@ -158,8 +169,14 @@ class CycleTrainer:
                 blob, trained = stash_cycle(stash, compute)
         except Diverged:
             blob, trained = {"model_state": None}, True
-        return CycleOutcome(index, blob["model_state"], started, time.time(), worker, reused=not trained,
-                            cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads())
+        weights, probs = blob["model_state"], None
+        if weights is not None and data.eval_images is not None:  # as `Evaluator.predict_all` does
+            model = data.model_from(self.cfg, self.runtime, weights)
+            probs = engine.predict(model, data.eval_images, data.aug, self.runtime, data.eval_batch_size)
+            probs = {k: v.cpu() for k, v in probs.items()}
+        return CycleOutcome(index, weights, started, time.time(), worker, reused=not trained,
+                            cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads(),
+                            probs=probs)
 
 
 class CyclePool(Protocol):

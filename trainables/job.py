@@ -16,6 +16,7 @@ takes their results in cycle order, so they may train at the same time elsewhere
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -59,6 +60,7 @@ class Job:
     def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task, cycle_pool: CyclePool | None = None):
         self.cfg, self.runtime, self.cycle_pool = cfg, runtime, cycle_pool
         self.submitted: list[int] = []  # cycles handed to the pool
+        self.pooled_probs: dict[int, dict[str, torch.Tensor] | None] = {}  # cycle -> its worker's predictions
         self.evaluator = Evaluator(cfg, runtime, task)
         self.task, self.aug = self.evaluator.task, self.evaluator.aug
         #: What training needs of the task (what a pool's workers get instead of loading it).
@@ -168,13 +170,29 @@ class Job:
         })
         return storage.join(self.cfg.cache_dir, f"{CYCLE_STASH_PREFIX}{key}.pt")
 
+    def uses_pool(self) -> bool:
+        """Whether this trial's cycles go to the pool: independent cycles (StarSSE) and a pool."""
+        return self.cycle_pool is not None and BY_NAME[self.cfg.method].cycle_starts_from != "previous"
+
+    def start_cycles(self, first: Weights, st: TrialState) -> None:
+        """Hand every cycle not done yet to the pool (once): they all start from `first`,
+        the first model. Called as soon as that model exists, before it is evaluated, so
+        the pool trains while the trial evaluates."""
+        if self.submitted or not self.uses_pool():
+            return
+        self.submitted = [p.cycle for p in self.plan[st.snapshot:] if p.kind == "cycle"]
+        cycles = [(c, self.cycle_stash(c)) for c in self.submitted]
+        # The workers also predict on the evaluation sets with their snapshot (in parallel,
+        # where the trial would do it one snapshot after the other).
+        ev = self.evaluator
+        data = dataclasses.replace(self.data, eval_images={n: s.images for n, s in ev.sets.items()},
+                                   eval_batch_size=ev.batch_size)
+        self.cycle_pool.submit(data.to(torch.device("cpu")), first, cycles)
+
     def pooled_cycle(self, plan: SnapshotPlan, st: TrialState) -> Weights:
-        """Cycle `plan.cycle` from the pool: on the first call, every remaining cycle is
-        submitted (they all start from the first model); raises Diverged."""
-        if not self.submitted:
-            self.submitted = [p.cycle for p in self.plan[st.snapshot:] if p.kind == "cycle"]
-            cycles = [(c, self.cycle_stash(c)) for c in self.submitted]
-            self.cycle_pool.submit(self.data.to(torch.device("cpu")), st.first, cycles)
+        """Cycle `plan.cycle` from the pool (submitted from the first model if they were not
+        yet: a resumed trial); raises Diverged."""
+        self.start_cycles(st.first, st)
         outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
         how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
         log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, %d threads)",
@@ -182,6 +200,7 @@ class Job:
                  outcome.ended - self.started_at, outcome.cpu_s, outcome.threads)
         if outcome.diverged:
             raise Diverged(f"cycle {plan.cycle}")
+        self.pooled_probs[plan.cycle] = outcome.probs
         return outcome.weights
 
 
@@ -193,10 +212,10 @@ class Job:
             epochs = self.cfg.finetune.epochs
             st.epochs_trained += epochs if computed else 0.0
         else:
-            from_previous = BY_NAME[self.cfg.method].cycle_starts_from == "previous"
-            if self.cycle_pool is not None and not from_previous:
+            if self.uses_pool():
                 weights = self.pooled_cycle(plan, st)
             else:
+                from_previous = BY_NAME[self.cfg.method].cycle_starts_from == "previous"
                 weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
             epochs = self.cfg.cycle.epochs
             st.epochs_trained += epochs
@@ -207,7 +226,11 @@ class Job:
         """Add the snapshot to `st` (ensemble, soup, predictions) and return its record's metrics:
         the snapshot alone, the ensemble and the soup of snapshots 1..k, diversity, distances."""
         ev = self.evaluator
-        probs = ev.predict_all(ev.model_from(weights))
+        probs = self.pooled_probs.pop(plan.cycle, None) if plan.kind == "cycle" else None
+        if probs is None:
+            probs = ev.predict_all(ev.model_from(weights))
+        else:  # predicted by the pool's worker that trained the cycle
+            probs = {k: v.to(self.runtime.device) for k, v in probs.items()}
         st.add_snapshot(weights, probs)
         record = {"snapshot": st.snapshot, "num_snapshots": len(self.plan), "diverged": False}
         record.update(ev.metrics("ind", probs))
@@ -260,6 +283,8 @@ class Job:
                 except Diverged:
                     self.record_divergence(st, report, t0)
                     break
+                if st.snapshot == 0:  # the first model: the cycles can start from it now
+                    self.start_cycles(weights, st)
                 self.record(self.evaluate(weights, plan, st), weights, st, report, t0)
         finally:
             if self.cycle_pool is not None:

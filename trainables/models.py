@@ -12,7 +12,6 @@ initialised from a seeded generator so heads are reproducible.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 
@@ -87,6 +86,8 @@ def build_model(arch: str, in_channels: int, num_classes: int, width: int = 32) 
     if arch == "resnet18_cifar":
         return ResNet18Cifar(in_channels, num_classes)
     if arch == "resnet50":
+        import torchvision  # here: importing it costs ~1.3 s of CPU, which small-CNN workers skip
+
         model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
         if in_channels != 3:
             model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 
 def _uniform(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -61,6 +60,8 @@ def random_resized_crop(
     x0 = (w - cw) * _uniform(n, gen, dev)
     y0 = (h - ch) * _uniform(n, gen, dev)
     boxes = torch.stack([torch.arange(n, device=dev, dtype=images.dtype), x0, y0, x0 + cw, y0 + ch], 1)
+    from torchvision.ops import roi_align  # here: importing torchvision costs ~1.3 s of CPU
+
     return roi_align(images, boxes.to(images.dtype), output_size=size, aligned=True)
 
 
