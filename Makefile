@@ -31,7 +31,7 @@ lint: $(INSTALLED)
 # module alone leaves ~30% of 2 cores idle (Ray and Tune start-up is serial Python).
 TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -m "not cluster" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -m "not cluster" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-cluster: setup
 	$(PY) -m pytest -m cluster

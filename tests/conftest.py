@@ -18,9 +18,11 @@ def ray_session():
 
 
 #: The modules that take longest (measured on the 2-core CI machine, `make test` at 1dada41,
-#: longest first), collected first so that `pytest -n 2 --dist loadfile` starts them first (longest
-#: processing time first: the two workers finish together instead of one waiting on a
-#: long module started last). Modules not named here keep their order, after these.
+#: longest first), collected first so that `make test` (`pytest -n 2 --dist loadfile
+#: --no-loadscope-reorder`: xdist would otherwise start the modules with the most tests
+#: first) starts them first: longest processing time first, so the two workers finish
+#: together instead of one running a long module alone at the end (measured: soak last,
+#: 100 s alone). Modules not named here keep their order, after these.
 LONGEST_FIRST = [
     "test_bench_smoke", "test_sweep_run", "test_sweep_resume", "test_faults", "test_soak",
     "test_paper_spec", "test_parallel_cycles", "test_object_storage", "test_tracking",
