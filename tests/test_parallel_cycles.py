@@ -140,21 +140,30 @@ class RecordingPool(LocalCyclePool):
         self.events = events
 
     def submit(self, data, start, cycles):
-        self.events.append(("submit", [index for index, _ in cycles], data.eval_images is not None))
+        self.events.append(("submit", [(index, predict) for index, _, predict in cycles],
+                            data.eval_images is not None))
         super().submit(data, start, cycles)
+
+    def result(self, index):
+        outcome = super().result(index)
+        self.events.append(("result", index, "with predictions" if outcome.probs else "weights"))
+        return outcome
 
 
 def test_a_pool_gets_the_cycles_before_snapshot_1_is_evaluated_and_predicts_for_the_trial(tmp_path):
     """The trial hands its cycles to the pool as soon as the first model exists (before it
-    evaluates and reports it), the pool's trainer predicts with each snapshot on the
-    evaluation sets, and the records are those of the trial that did everything itself."""
+    evaluates and reports it), the pool's worker predicts on the evaluation sets with its
+    last cycle (one worker here: cycle 3), and the records are those of the trial that did
+    everything itself."""
     cfg = tiny_config(tmp_path, num_cycles=3)
     alone = run_job(cfg, num_cpus=1)
     events = []
     pool = RecordingPool(CycleTrainer(cfg, num_cpus=1), events)
     pooled = run_job(cfg, report=lambda record, st: events.append(("report", record["snapshot"])),
                      num_cpus=1, cycle_pool=pool)
-    assert events == [("submit", [1, 2, 3], True), *[("report", k) for k in (1, 2, 3, 4)]]
+    assert events == [("submit", [(1, False), (2, False), (3, True)], True), ("report", 1),
+                      ("result", 1, "weights"), ("report", 2), ("result", 2, "weights"), ("report", 3),
+                      ("result", 3, "with predictions"), ("report", 4)]
     assert [_metrics(r) for r in pooled] == [_metrics(r) for r in alone]
     assert [r["ens_test_pred"] for r in pooled] == [r["ens_test_pred"] for r in alone]
 

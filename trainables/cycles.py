@@ -147,14 +147,12 @@ class CycleTrainer:
     def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None):
         self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
-        # torch.optim imports torch._dynamo at a process's first optimizer (~1.2 s of CPU on the
-        # CI machine): in a new worker, import it now, while the trial still prepares the first
-        # model, rather than in the first cycle's first step.
-        import torch._dynamo  # noqa: F401
 
-    def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None) -> CycleOutcome:
+    def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None,
+              predict: bool = False) -> CycleOutcome:
         """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
-        instead and a new one is stashed there (a diverged one is not)."""
+        instead and a new one is stashed there (a diverged one is not). With `predict`, also
+        its predictions on `data.eval_images`."""
         started, cpu_started = time.time(), time.process_time()
         data = data.to(self.runtime.device)
 
@@ -170,7 +168,7 @@ class CycleTrainer:
         except Diverged:
             blob, trained = {"model_state": None}, True
         weights, probs = blob["model_state"], None
-        if weights is not None and data.eval_images is not None:  # as `Evaluator.predict_all` does
+        if predict and weights is not None and data.eval_images is not None:  # as `Evaluator.predict_all`
             model = data.model_from(self.cfg, self.runtime, weights)
             probs = engine.predict(model, data.eval_images, data.aug, self.runtime, data.eval_batch_size)
             probs = {k: v.cpu() for k, v in probs.items()}
@@ -179,13 +177,17 @@ class CycleTrainer:
                             probs=probs)
 
 
+#: A cycle handed to a pool: (index, stash location or None, whether its worker predicts).
+PoolCycle = tuple[int, str | None, bool]
+
+
 class CyclePool(Protocol):
     """Where a trial's independent cycles run; results are asked for in cycle order."""
 
     width: int  # cycles trained at the same time
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
-        """Start the cycles (index, stash path or None), all from `start`."""
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
+        """Start the cycles, all from `start`; cycle i goes to worker i mod `width`."""
 
     def result(self, index: int) -> CycleOutcome:
         """Cycle `index`, once it is done (blocks)."""
@@ -201,14 +203,14 @@ class LocalCyclePool:
 
     def __init__(self, trainer: CycleTrainer):
         self.trainer = trainer
-        self.pending: dict[int, tuple[CycleData, Weights, str | None]] = {}
+        self.pending: dict[int, tuple[CycleData, Weights, str | None, bool]] = {}
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
-        self.pending.update({index: (data, start, stash) for index, stash in cycles})
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
+        self.pending.update({index: (data, start, stash, predict) for index, stash, predict in cycles})
 
     def result(self, index: int) -> CycleOutcome:
-        data, start, stash = self.pending.pop(index)
-        return self.trainer.train(data, start, index, stash)
+        data, start, stash, predict = self.pending.pop(index)
+        return self.trainer.train(data, start, index, stash, predict)
 
     def close(self) -> None:
         self.pending.clear()

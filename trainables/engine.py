@@ -1,7 +1,7 @@
 """The training and inference loops over device-resident tensors.
 
 `train_phase` runs one phase (a fine-tune, a pre-training or one cycle): a
-fresh SGD optimizer (so momentum is reset at every phase start), the lr of
+fresh SGD optimizer (`SGD`: torch's update; momentum is reset at every phase start), the lr of
 every step given up front by `schedules.phase_lrs`, batches as index slices
 of a seeded permutation, augmentation on whole batches. Divergence (NaN/inf
 or a huge loss) is checked once per epoch to avoid a device sync per step.
@@ -63,6 +63,36 @@ class PhaseResult:
     seconds: float
 
 
+class SGD:
+    """`torch.optim.SGD(params, lr, momentum, weight_decay)`, bit for bit: its step calls the
+    same functional update, `torch.optim.sgd.sgd`, with the same arguments and momentum
+    buffers. Not the Optimizer class because a process's first one imports torch._dynamo
+    (1.2 s of CPU on the 2-core CI machine), which every new trial and StarSSE cycle
+    worker paid in its first step (tests/test_schedules_metrics.py checks the equality)."""
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float):
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: dict[int, torch.Tensor] = {}  # parameter index -> momentum buffer
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        from torch.optim.sgd import sgd
+
+        index = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in index]
+        buffers = [self.buffers.get(i) for i in index]
+        sgd(params, [p.grad for p in params], buffers, weight_decay=self.weight_decay,
+            momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
+            has_sparse_grad=any(p.grad.is_sparse for p in params))
+        if self.momentum:
+            self.buffers.update(zip(index, buffers, strict=True))
+
+
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return max(1, num_images // batch_size)
 
@@ -83,7 +113,7 @@ def train_phase(
 ) -> PhaseResult:
     """Train `model` in place for len(lrs) SGD steps; return whether it diverged."""
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+    opt = SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     spe = steps_per_epoch(len(split), batch_size)
     num_epochs = math.ceil(len(lrs) / spe)
@@ -95,13 +125,12 @@ def train_phase(
         for b in range(spe):
             if step == len(lrs):
                 break
-            for group in opt.param_groups:
-                group["lr"] = lrs[step]
+            opt.lr = lrs[step]
             idx = perm[b * batch_size : (b + 1) * batch_size]
             x = runtime.to_model_format(aug.train(split.images[idx], gen))
             with runtime.autocast():
                 loss = F.cross_entropy(model(x), split.labels[idx])
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             epoch_loss += loss.detach().float()

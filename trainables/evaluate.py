@@ -20,7 +20,7 @@ from trainables.config import TrialBase
 from trainables.data.splits import ImageSplit, Task
 from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningSoup, reestimate_bn
-from trainables.metrics import classification_metrics, disagreement, fort_diversity
+from trainables.metrics import calibration_error, classification_metrics, disagreement, fort_diversity
 from trainables.models import build_model
 from trainables.records import (
     CORRUPTION_METRICS,
@@ -50,6 +50,7 @@ class Evaluator:
 
     def __init__(self, cfg: TrialBase, runtime: Runtime, task: Task):
         self.cfg, self.runtime = cfg, runtime
+        calibration_error()  # the metrics' import, now rather than in the first evaluation
         self.task = task.to(runtime.device)
         self.aug = engine.Augmentation.for_task(self.task, cfg.data)
         self.batch_size = cfg.eval.batch_size or runtime.eval_batch_size

@@ -181,9 +181,12 @@ class Job:
         if self.submitted or not self.uses_pool():
             return
         self.submitted = [p.cycle for p in self.plan[st.snapshot:] if p.kind == "cycle"]
-        cycles = [(c, self.cycle_stash(c)) for c in self.submitted]
-        # The workers also predict on the evaluation sets with their snapshot (in parallel,
-        # where the trial would do it one snapshot after the other).
+        # Each worker also predicts on the evaluation sets with its last cycle (the workers'
+        # last cycles end together: the trial would predict them one after the other). Not
+        # with earlier ones: that would delay the worker's next cycle, while the trial makes
+        # those predictions as the cycles train.
+        last = set(self.submitted[-self.cycle_pool.width:])
+        cycles = [(c, self.cycle_stash(c), c in last) for c in self.submitted]
         ev = self.evaluator
         data = dataclasses.replace(self.data, eval_images={n: s.images for n, s in ev.sets.items()},
                                    eval_batch_size=ev.batch_size)

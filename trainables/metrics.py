@@ -11,13 +11,23 @@ import itertools
 import math
 
 import torch
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 _EPS = 1e-12
 
 
+def calibration_error():
+    """torchmetrics' `multiclass_calibration_error`, imported on first use: torchmetrics
+    imports torchvision and torch._dynamo (2.8 s of CPU on the CI machine), which processes
+    that only read records (the sweep driver, analysis) skip. An `Evaluator` loads it when
+    it is made, so a trial pays it in its set-up, not in its first snapshot."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    return multiclass_calibration_error
+
+
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """acc, nll, ece (15 bins, L1) and brier of class probabilities `probs`."""
+    multiclass_calibration_error = calibration_error()
     probs = probs.float()
     labels = labels.long()
     num_classes = probs.shape[1]

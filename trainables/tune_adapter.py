@@ -32,7 +32,7 @@ import re
 import tempfile
 
 from trainables.config import TrialConfig
-from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, Weights
+from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, PoolCycle, Weights
 from trainables.device import allocated_cpus
 from trainables.errors import CheckpointError, ConfigError
 from trainables.job import run_job
@@ -174,12 +174,13 @@ class RayCyclePool:
         ]
         self.refs: dict = {}
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[tuple[int, str | None]]) -> None:
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
         import ray
 
         data_ref, start_ref = ray.put(data), ray.put(start)
-        for i, (index, stash) in enumerate(cycles):
-            self.refs[index] = self.actors[i % self.width].train.remote(data_ref, start_ref, index, stash)
+        for i, (index, stash, predict) in enumerate(cycles):
+            actor = self.actors[i % self.width]
+            self.refs[index] = actor.train.remote(data_ref, start_ref, index, stash, predict)
 
     def result(self, index: int) -> CycleOutcome:
         import ray
