@@ -78,6 +78,7 @@ class Job:
         self.pretrained_ids = {p: pretrained.identity(cfg, p) for p in self.pretrained}
         self.param_names = {n for n, _ in self.evaluator.fresh_model().named_parameters()}
         self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
+        self.started_at = time.time()  # when `run` (re)started: the clock of the cycle log lines
 
     def _pretrained_name(self, p: int) -> str:
         src = self.cfg.pretrained
