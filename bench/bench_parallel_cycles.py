@@ -45,7 +45,7 @@ CYCLE_RATIO = 2
 # epochs), where the parallel trial's fixed costs (a new worker process importing torch,
 # ~3 s) weigh half as much.
 LONG_CYCLE_RATIO = 4
-CYCLE_LINE = re.compile(r"cycle (\d+) (trained|loaded from the stash) (?:by pid|in the) (\d+|trial): "
+CYCLE_LINE = re.compile(r"cycle (\d+) (trained|loaded from the stash) by (pid \d+|the trial): "
                         r"([\d.]+) s to ([\d.]+) s[^\n]*?\(([\d.]+) s CPU")
 
 
@@ -79,8 +79,8 @@ def trial_seconds(storage: str, name: str) -> tuple[float, float]:
 
 def cycle_times(storage: str, name: str) -> list[str]:
     logs = "".join(open(p, errors="replace").read() for p in glob.glob(f"{storage}/{name}/grid/*/trial.log"))
-    return [f"  cycle {m[1]} in {'the trial' if m[3] == 'trial' else 'pid ' + m[3]}: {float(m[4]):6.1f} s -> "
-            f"{float(m[5]):6.1f} s ({float(m[6]):.1f} s CPU)" for m in CYCLE_LINE.finditer(logs)]
+    return [f"  cycle {m[1]} in {m[3]}: {float(m[4]):6.1f} s -> {float(m[5]):6.1f} s "
+            f"({float(m[6]):.1f} s CPU)" for m in CYCLE_LINE.finditer(logs)]
 
 
 def run(storage: str, name: str, cpu: int, parallel, tiny: bool,

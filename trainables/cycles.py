@@ -112,7 +112,7 @@ class CycleOutcome:
     weights: Weights | None
     started: float  # time.time() at its start and end
     ended: float
-    worker: str  # "pid <pid>" of the process that trained (or loaded) it
+    worker: str  # "pid <pid>" of the process that trained (or loaded) it, or "the trial"
     reused: bool = False  # loaded from the stash: trained before the trial restarted
     cpu_s: float = 0.0  # CPU time of the worker process meanwhile (all its threads)
     threads: int = 1  # torch intra-op threads it trained with

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.sgd import sgd as sgd_update  # the function alone imports no torch._dynamo
 
 from trainables.data import augment
 from trainables.data.splits import ImageSplit
@@ -81,12 +82,10 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.sgd import sgd
-
         index = [i for i, p in enumerate(self.params) if p.grad is not None]
         params = [self.params[i] for i in index]
         buffers = [self.buffers.get(i) for i in index]
-        sgd(params, [p.grad for p in params], buffers, weight_decay=self.weight_decay,
+        sgd_update(params, [p.grad for p in params], buffers, weight_decay=self.weight_decay,
             momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
             has_sparse_grad=any(p.grad.is_sparse for p in params))
         if self.momentum:

@@ -154,10 +154,17 @@ class Job:
         """Cycle `index` from `start`, trained here (raises Diverged)."""
         started, cpu_started = time.time(), time.process_time()
         weights = train_cycle(self.cfg, self.runtime, self.data, start, index)
-        log.info("cycle %d trained in the trial: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, "
-                 "%d threads)", index, started - self.started_at, time.time() - self.started_at,
-                 time.process_time() - cpu_started, torch.get_num_threads())
+        self.log_cycle(CycleOutcome(index, weights, started, time.time(), "the trial",
+                                    cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads()))
         return weights
+
+    def log_cycle(self, outcome: CycleOutcome) -> None:
+        """One line per cycle: how and where it was made, when (seconds after the trial
+        (re)started), and its CPU time (bench_parallel_cycles.py reads these lines)."""
+        how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
+        log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, %d threads)",
+                 outcome.index, how, outcome.worker, outcome.started - self.started_at,
+                 outcome.ended - self.started_at, outcome.cpu_s, outcome.threads)
 
     def cycle_stash(self, index: int) -> str | None:
         """Where a pool stashes finished cycle `index` until the trial ends (None: no cache_dir)."""
@@ -198,10 +205,7 @@ class Job:
         yet: a resumed trial); raises Diverged."""
         self.start_cycles(st.first, st)
         outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
-        how = "loaded from the stash" if outcome.reused else "diverged" if outcome.diverged else "trained"
-        log.info("cycle %d %s by %s: %.1f s to %.1f s after the trial (re)started (%.1f s CPU, %d threads)",
-                 outcome.index, how, outcome.worker, outcome.started - self.started_at,
-                 outcome.ended - self.started_at, outcome.cpu_s, outcome.threads)
+        self.log_cycle(outcome)
         if outcome.diverged:
             raise Diverged(f"cycle {plan.cycle}")
         self.pooled_probs[plan.cycle] = outcome.probs
