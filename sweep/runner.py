@@ -131,7 +131,10 @@ def make_reporter(total: int | None):
     )
 
 
-def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose: bool = False):
+def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose: bool = False,
+               trainable=None, extra_callbacks: tuple = ()):
+    """The phase's Tuner (`trainable`: another one than the spec's, with its resources, e.g. a
+    benchmark's; `extra_callbacks` after the project's)."""
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -154,13 +157,13 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
         storage_filesystem=where.get("storage_filesystem"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-        callbacks=make_callbacks(spec, phase.name, tracking),
+        callbacks=[*make_callbacks(spec, phase.name, tracking), *extra_callbacks],
         progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
         log_to_file=True,  # each trial's stdout/stderr (per-epoch progress) in its directory
         sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
         verbose=1,
     )
-    return tune.Tuner(make_trainable(spec, verbose), param_space=phase.param_space,
+    return tune.Tuner(trainable or make_trainable(spec, verbose), param_space=phase.param_space,
                       tune_config=tune_config, run_config=run_config)
 
 
