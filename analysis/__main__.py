@@ -3,7 +3,7 @@
     python -m analysis report RESULTS --out DIR [--size K]
                               [--mlflow-uri URI --mlflow-experiment NAME]
     python -m analysis demo --out DIR
-    python -m analysis connectivity TRIAL_DIR --out DIR [--points N]
+    python -m analysis connectivity LEDGER --out DIR [--points N]
 
 `report` reads RESULTS (a .parquet file or a directory holding results.parquet),
 writes every figure as PNG and SVG, summary.md/.csv and index.html into DIR and
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at every point) and plot them (the paper's Figure 2).",
     )
     conn.add_argument(
-        "trial", type=Path, help="a Tune trial directory (checkpoint_*/) or a snapshots folder"
+        "trial", help="a trial's ledger: <sweep>/trials/<phase>/<trial_id> (a path or URI)"
     )
     conn.add_argument("--out", type=Path, required=True, help="output directory")
     conn.add_argument("--points", type=_positive_int, default=11, help="points per segment")

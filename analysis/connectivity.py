@@ -6,11 +6,11 @@ later snapshot wj it evaluates w(a) = (1 - a) w1 + a wj at evenly spaced a in
 and test accuracy and loss. A barrier (a dip in the middle) means the two
 models sit in different basins.
 
-Snapshots are read from a trial's Tune checkpoints (`checkpoint_*/state.pt`,
-each holding the snapshot it was written after) or from `snapshot_*.pt` files
-written with the trial config's `save_snapshots_dir`.
+Snapshots are read from a trial's ledger (`trainables.ledger`: its config in
+trial.json, each snapshot's weights in snapshots/, hash-checked), which every trial
+of a sweep keeps under `<sweep>/trials/<phase>/<trial key>/` (the table's trial_id).
 
-    python -m analysis connectivity TRIAL_DIR --out DIR [--points 11]
+    python -m analysis connectivity LEDGER --out DIR [--points 11]
 """
 
 from __future__ import annotations
@@ -27,29 +27,25 @@ MAX_TRAIN_IMAGES = 2000
 
 
 def read_snapshots(path: str | Path) -> tuple[dict, dict[int, dict[str, torch.Tensor]]]:
-    """(trial config, {snapshot k: weights}) from a trial directory or snapshot folder."""
-    from trainables.state import SNAPSHOT_GLOB, STATE_FILE, load_state
+    """(trial config, {snapshot k: weights}) from a trial's ledger (a path or URI)."""
+    from trainables import storage
+    from trainables.errors import CheckpointError
+    from trainables.ledger import TrialLedger
 
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a directory (give a Tune trial directory or a snapshots folder)")
-    snapshots, config = {}, None
-    for file in sorted(root.glob(f"checkpoint_*/{STATE_FILE}")):
-        state = load_state(file.parent)
-        config = state.config
-        if state.last is not None:
-            snapshots[state.snapshot] = state.last
-            snapshots.setdefault(1, state.first)
-    for file in sorted(root.glob(SNAPSHOT_GLOB)):
-        blob = torch.load(file, map_location="cpu", weights_only=True)
-        config = blob["config"]
-        snapshots[int(blob["snapshot"])] = blob["model_state"]
-    if config is None or 1 not in snapshots or len(snapshots) < 2:
-        raise ValueError(
-            f"{root}: needs the first snapshot and at least one more (checkpoint_*/{STATE_FILE} or "
-            f"{SNAPSHOT_GLOB}); keep all checkpoints or set save_snapshots_dir in the trial config"
-        )
-    return config, dict(sorted(snapshots.items()))
+    ledger = TrialLedger(str(path))
+    trial = ledger.read_trial() if storage.is_dir(ledger.root) else None
+    if trial is None:
+        raise ValueError(f"{path}: not a trial's ledger (no trial.json; give "
+                         "<sweep>/trials/<phase>/<trial_id>)")
+    snapshots = {}
+    for k in ledger.record_numbers():
+        try:
+            snapshots[k] = ledger.read_snapshot(k)
+        except CheckpointError:
+            break  # a diverged trial's last record has no snapshot
+    if 1 not in snapshots or len(snapshots) < 2:
+        raise ValueError(f"{path}: needs the first snapshot and at least one more, has {sorted(snapshots)}")
+    return trial["config"], snapshots
 
 
 def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict:

@@ -104,7 +104,6 @@ def _row(method, i, j, k, seed, pre, lr, cycle, noise, val_bonus, n_snap, ft_lr,
         "pretrained_index": pre,
         "finetune_lr": ft_lr,
         "finetune_epochs": float(ft_ep),
-        "checkpoint_path": "",
     }
     row.update(_metrics(_core(method, i, j, k, val_bonus), e))
     row["div_disagree_first"] = 0.0 if k == 1 else 0.05 * (i + 1) + e

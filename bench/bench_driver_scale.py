@@ -49,11 +49,27 @@ def synthetic_record(seed: int, k: int) -> dict:
 
 
 def synthetic_trial(config: dict) -> None:
-    """Report K synthetic records, as `fine_tune_then_explore` reports real ones."""
+    """Write K synthetic snapshots into the trial's ledger and report them, as
+    `fine_tune_then_explore` does with real ones (weights of a tiny model)."""
+    import torch
     from ray import tune
 
+    from trainables.config import TrialConfig
+    from trainables.ledger import TrialLedger
+    from trainables.records import PREDICTION_NAMES, RECORD_TIME
+    from trainables.state import TrialState
+
+    cfg = TrialConfig.from_dict(config)
+    ledger = TrialLedger.for_config(cfg)
+    ledger.begin(cfg.model_dump(mode="json"))
+    state = TrialState.new(cfg)
     for k in range(1, SNAPSHOTS + 1):
-        tune.report(synthetic_record(config["seed"], k))
+        record = {**synthetic_record(config["seed"], k), RECORD_TIME: time.time()}
+        state.snapshot, state.records = k, [*state.records, record]
+        state.snapshot_digests.append(ledger.save_snapshot(k, {"w": torch.full((16,), float(k))}))
+        ledger.commit(state)
+        tune.report({key: v for key, v in record.items() if key not in PREDICTION_NAMES})
+    ledger.end(state.records)
 
 
 class DriverClock:
@@ -77,7 +93,7 @@ def run_driver(storage: str, trials: int) -> dict:
 
     from sweep import runner
     from sweep.phases import Phase
-    from sweep.results import rebuild_rows, write_table
+    from sweep.results import ledger_tables, write_tables
     from sweep.spec import parse_spec
 
     spec = parse_spec({"name": f"scale{trials}", "storage": storage, "methods": ["star_sse"],
@@ -93,8 +109,9 @@ def run_driver(storage: str, trials: int) -> dict:
     tuner = runner.make_tuner(spec, phase, tracking, trainable=trainable, extra_callbacks=(clock.callback,))
     with contextlib.redirect_stdout(io.StringIO()):
         tuner.fit()
-        rows, _ = rebuild_rows(spec.sweep_dir, spec.name, ["grid"])
-        write_table(rows, spec.layout.results)
+        tables = ledger_tables(spec.layout, spec.name, ["grid"])
+        write_tables(spec.layout, tables)
+        rows = tables.rows
     cpu, wall = time.process_time(), time.perf_counter()
     n = clock.results
     expected = {(s, k): synthetic_record(s, k)["ens_val_acc"] for s in range(trials)

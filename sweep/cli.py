@@ -87,14 +87,15 @@ def _add_spec_commands(sub) -> None:
 
 
 def _add_sweep_commands(sub) -> None:
-    p = _command(sub, "resume", "finish a sweep: resume unfinished and errored trials from their last "
-                 "checkpoint (finished trials are never re-run)", "sweep", SWEEP_TARGET)
+    p = _command(sub, "resume", "finish a sweep: unfinished and errored trials continue from their "
+                 "ledgers (nothing recorded is computed again)", "sweep", SWEEP_TARGET)
     p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
     p.add_argument("--verbose", action="store_true", help=VERBOSE)
     p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
-    p = _command(sub, "export", "rebuild the Parquet table (one row per trial x snapshot) from the "
-                 "experiment directories", "sweep", SWEEP_TARGET)
-    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.results}")
+    p = _command(sub, "export", "write the Parquet tables (one row per trial x snapshot) from the "
+                 "trials' ledgers, now", "sweep", SWEEP_TARGET)
+    p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.results} (and the "
+                   f"predictions table beside it, as <name>.{SweepLayout.predictions})")
     _command(sub, "status", "progress of a running or finished sweep", "sweep", SWEEP_TARGET)
     p = _command(sub, "mlflow-sync", "log a sweep's records to MLflow (one run per trial, a step per "
                  "snapshot) after the fact, e.g. when the tracking server was unreachable; running it "
@@ -237,16 +238,22 @@ def _resume(args) -> int:
 
 
 def _export(args) -> int:
+    from sweep.layout import SweepLayout
     from sweep.manifest import find_sweep_dir, read_manifest
-    from sweep.results import rebuild_predictions, rebuild_results
+    from sweep.results import ledger_tables, write_tables
 
-    sweep_dir = find_sweep_dir(args.sweep, args.storage)
-    manifest = read_manifest(sweep_dir)
-    phases = [p["name"] for p in manifest["phases"]]
-    path, n = rebuild_results(sweep_dir, manifest["name"], phases, args.output)
-    print(f"wrote {path}: {n} rows (one per trial x snapshot)")
-    path, n = rebuild_predictions(str(sweep_dir), phases)
-    print(f"wrote {path}: {n} rows (per-image test predictions of each snapshot's ensemble)")
+    layout = SweepLayout(find_sweep_dir(args.sweep, args.storage))
+    manifest = read_manifest(layout.root)
+    results, predictions = layout.results, layout.predictions
+    if args.output:  # both beside it: out.parquet and out.predictions.parquet
+        results = args.output
+        predictions = (args.output[:-len(".parquet")] if args.output.endswith(".parquet")
+                       else args.output) + "." + SweepLayout.predictions
+    tables = ledger_tables(layout, manifest["name"], [p["name"] for p in manifest["phases"]])
+    write_tables(layout, tables, results, predictions)
+    print(f"wrote {results}: {len(tables.rows)} rows (one per trial x snapshot)")
+    print(f"wrote {predictions}: {len(tables.predictions)} rows (per-image test predictions of "
+          "each snapshot's ensemble)")
     return 0
 
 
@@ -263,7 +270,7 @@ def _mlflow_sync(args) -> int:
     from sweep import mlflow_mirror
     from sweep.layout import SweepLayout
     from sweep.manifest import find_sweep_dir, read_manifest, spec_from_manifest, tracking_uri_of
-    from sweep.results import rebuild_rows
+    from sweep.results import ledger_tables
     from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
 
     layout = SweepLayout(find_sweep_dir(args.sweep, args.storage))
@@ -271,7 +278,7 @@ def _mlflow_sync(args) -> int:
     uri = args.tracking_uri or tracking_uri_of(manifest, layout.root) or layout.default_tracking_uri
     mlflow_mirror.pull(layout, uri)  # a sweep in object storage: its copy of the store
     experiment = args.experiment or manifest.get("mlflow_experiment") or manifest["name"]
-    rows, _ = rebuild_rows(layout.root, manifest["name"], [p["name"] for p in manifest["phases"]])
+    rows = ledger_tables(layout, manifest["name"], [p["name"] for p in manifest["phases"]]).rows
     base = spec_from_manifest(layout.root, manifest).base_config()
     counts = sync_sweep(rows, Tracking.for_sweep(uri, experiment, layout), base)
     print(f"MLflow experiment {experiment!r} at {uri}: {counts['runs_created']} run(s) created, "

@@ -15,8 +15,11 @@
                              object storage, in the driver's `local_dir`)
         finetunes/           fine-tunes shared by all trials (the trials' cache_dir), and the
                              finished StarSSE cycles of running trials (cycle-*.pt)
+        trials/<phase>/<trial key>/   each trial's ledger, written by the trial (trainables.ledger:
+                             trial.json, status.json, records/, snapshots/, state/, trial.log)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
-          tuner.pkl, experiment_state-*.json, <trial>/result.json, <trial>/error.txt
+                             Tune's own files (tuner.pkl, experiment_state-*.json, trial folders);
+                             only `sweep resume` reads them, to restore the phase's Tuner
 
 Every path is built from the root by `SweepLayout` with `trainables.storage`: the root is
 a local directory or a URI (s3://bucket/runs/NAME), and so is every path it gives. Files
@@ -56,15 +59,15 @@ class SweepLayout:
     mlflow_artifacts = _Entry("mlartifacts")
     optuna_journal = _Entry("optuna.journal")
     finetunes = _Entry("finetunes")
+    #: The trials' ledgers, one folder per phase (`ledger_dir`).
+    trials = _Entry("trials")
     #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
     claims_log = _Entry("claims.jsonl")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"
-    #: Ray Tune's own names inside a phase directory and its trial directories.
+    #: Ray Tune's own names inside a phase directory (what `sweep resume` restores from).
     TUNER = "tuner.pkl"
     EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
-    TRIAL_RESULT = "result.json"
-    TRIAL_ERROR = "error.txt"
 
     def __init__(self, root: str | os.PathLike):
         self.root = storage.normalize(str(root))
@@ -133,6 +136,10 @@ class SweepLayout:
         """The Tune experiment directory of a phase."""
         return self.path(name)
 
+    def ledger_dir(self, phase: str) -> str:
+        """Where the trials of a phase keep their ledgers (their configs' `ledger_dir`)."""
+        return self.path(type(self).trials, phase)
+
     def experiment_states(self, phase: str) -> list[str]:
         """Tune's experiment state files of a phase (none before it has saved one)."""
         return self.states_in(self.phase(phase))
@@ -146,12 +153,3 @@ class SweepLayout:
     def is_phase(cls, path: str | os.PathLike) -> bool:
         """Whether `path` is a Tune experiment directory (it has Tune's tuner.pkl)."""
         return storage.is_file(storage.join(str(path), cls.TUNER))
-
-    @classmethod
-    def trial_result(cls, trial_dir: str) -> str:
-        return storage.join(trial_dir, cls.TRIAL_RESULT)
-
-    def trial_dir(self, phase: str, trial) -> str:
-        """The directory of a Tune trial of a phase (in the sweep's storage)."""
-        name = getattr(getattr(trial, "storage", None), "trial_dir_name", None)
-        return self.path(phase, name or os.path.basename(str(trial.path).rstrip("/")))

@@ -6,8 +6,11 @@ fixed tag dict for all trials (we tag each run with its method), logs nested
 configs as flat dicts only on its own terms, keys runs by the in-memory Trial
 object (so a `resume` would open a second run per trial), and lets tracking
 errors propagate into Tune's loop. This callback runs on the driver (one
-writer for SQLite), finds a trial's run again by its `trial_id` tag after a
-resume, skips snapshots already logged, and on any tracking error warns once
+writer for SQLite), tags each run with the trial's key (`trial_id`, the table's
+column: the same across every restart, `trainables.ledger.trial_key`), finds the
+run again by it after a resume, skips snapshots already logged, logs each point
+at the time the trial wrote the record (the table's `timestamp`), ends the run
+with the trial's status from its ledger, and on any tracking error warns once
 and stops logging: an unreachable server never fails the sweep (log the records
 later with `python -m sweep mlflow-sync`).
 """
@@ -21,7 +24,9 @@ from typing import Any
 from ray import tune
 
 from sweep.tracking import Tracking, first_line
-from trainables.records import table_status
+from sweep.trial_endings import ledger_of
+from trainables.ledger import ledger_status, trial_key
+from trainables.records import MLFLOW_RUN_STATUS, RECORD_TIME
 
 log = logging.getLogger("starsweep.sweep")
 
@@ -35,8 +40,9 @@ class MLflowTrialCallback(tune.Callback):
         self.phase = phase
         self.base = base  # the sweep's shared trial config: what differs from it is a parameter
         self.disabled = False
-        self._runs: dict[str, str] = {}  # trial_id -> run_id
-        self._logged: dict[str, set[int]] = {}  # trial_id -> snapshots logged
+        self._runs: dict[str, str] = {}  # trial key -> run_id
+        self._logged: dict[str, set[int]] = {}  # trial key -> snapshots logged
+        self._keys: dict[str, str] = {}  # Tune's trial id -> the trial's key
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "tracking" not in state:  # the tuner.pkl of a sweep started before sweep.tracking existed
@@ -49,6 +55,11 @@ class MLflowTrialCallback(tune.Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._runs.update(state.get("runs", {}))
+
+    def _key(self, trial) -> str:
+        if trial.trial_id not in self._keys:
+            self._keys[trial.trial_id] = trial_key(trial.config)
+        return self._keys[trial.trial_id]
 
     def _fail(self, what: str, exc: Exception) -> None:
         if not self.disabled:
@@ -63,7 +74,7 @@ class MLflowTrialCallback(tune.Callback):
         already holds read from MLflow whenever this callback has no record of them: after
         a driver was killed, Tune restores the trial -> run map (`set_state`) but the
         restored trial may report again a snapshot logged after Tune's last saved state."""
-        tid = trial.trial_id
+        tid = self._key(trial)
         run_id = self._runs.get(tid)
         if run_id is None:
             found = self.tracking.find_trial_run(tid)
@@ -94,10 +105,11 @@ class MLflowTrialCallback(tune.Callback):
         try:
             run_id = self._run_for(trial)
             step = int(result["snapshot"])
-            logged = self._logged.setdefault(trial.trial_id, set())
+            logged = self._logged.setdefault(self._key(trial), set())
             if step in logged:
                 return
-            self.tracking.log_snapshot(run_id, result, step, int(time.time() * 1000))
+            written = result.get(RECORD_TIME) or time.time()  # when the trial wrote the record
+            self.tracking.log_snapshot(run_id, result, step, int(1000 * written))
             logged.add(step)
         except Exception as exc:
             self._fail("metric logging", exc)
@@ -106,8 +118,10 @@ class MLflowTrialCallback(tune.Callback):
         if self.disabled:
             return
         try:
-            diverged = bool((trial.last_result or {}).get("diverged"))
-            self.tracking.end_trial_run(self._run_for(trial), table_status(tune_status, diverged))
+            ledger = ledger_of(trial.config)
+            status = ledger_status(ledger.read_status()) if ledger is not None else tune_status
+            status = status if status in MLFLOW_RUN_STATUS else tune_status  # an unwritten ending
+            self.tracking.end_trial_run(self._run_for(trial), status)
         except Exception as exc:
             self._fail("ending a run", exc)
 

@@ -1,8 +1,8 @@
 """The predictions table (`SweepLayout.predictions`): each snapshot's ensemble's per-image
 test predictions (predicted classes and a correctness bitmask, docs/records.md), one row per
 (trial, snapshot), for paired tests of methods on the same images (`analysis.predictions`).
-Read and written whole through `trainables.storage`; kept current during the sweep by
-`sweep.results.ResultsCallback` and completed at the end by `rebuild_predictions`."""
+Read and written whole through `trainables.storage`; built from the trials' ledgers with the
+results table (`sweep.results.write_tables`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ PREDICTIONS_SCHEMA = pa.schema(
 
 
 def prediction_row(phase: str, trial_id: str, cols: dict[str, Any], result: dict[str, Any]) -> dict | None:
-    """One row of the predictions table from a Tune result and its trial's config columns
+    """One row of the predictions table from a trial's record and its config columns
     (`sweep.results.config_columns`); None without predictions."""
     if "snapshot" not in result or not any(n in result for n in PREDICTION_NAMES):
         return None

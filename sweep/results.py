@@ -1,53 +1,79 @@
-"""The results table: one Parquet file, one row per (trial, snapshot).
+"""The results tables: views of the trials' ledgers (`trainables.ledger`).
 
-Columns (docs/records.md): the sweep and trial identity and status, the
-resolved config columns, every column of the trial's per-snapshot record,
-the checkpoint written with it, plus `phase` (the Tune experiment),
-`timestamp` (when the record arrived) and `config_json` (the full trial
-config).
+- `results.parquet`: one row per (trial, snapshot). Columns (docs/records.md): the sweep
+  and trial identity and status, the resolved config columns, every column of the trial's
+  record, `phase`, `timestamp` (when the trial wrote the record) and `config_json`.
+- `predictions.parquet`: each snapshot's ensemble's per-image test predictions
+  (`sweep.predictions_table`), one row per (trial, snapshot).
 
-The file is `<sweep_dir>/results.parquet`, in the sweep's storage (a local
-directory or an object store: every read and write goes through
-`trainables.storage`). `ResultsCallback` keeps it up to
-date on the driver while the sweep runs (every result, completion and error);
-`rebuild_results` re-creates it from the Tune experiment directories (each
-trial's `result.json` and the experiment state) and merges what is already in
-the table, so it also completes the table after a driver crash. Rows are
-unique on (trial_id, snapshot): a snapshot reported again after a resume
-replaces the older row. Every write is whole (`storage.write_bytes`: a
-fsynced temporary file renamed into place, or one object upload), so a reader
-never sees half a file; a write that fails (a full disk) leaves the previous table intact
-and the sweep goes on (the table is rebuilt from the experiments at the end).
+Both are built from the ledgers under `<sweep>/trials/<phase>/` (`read_trials`: each
+trial's trial.json, status.json and records, read in threads, which an object store
+needs) and written whole (`storage.write_bytes`: readers see the old file or the new
+one). The runner writes them when each phase ends, `sweep export` and `analysis
+report` whenever asked; the driver does nothing per result. Rows are unique on
+(trial_id, snapshot) by construction: one record object per snapshot; `trial_id` is the
+trial's key, the same across every restart. A trial's status is `ledger_status` of its
+status object, the one status everywhere (tables, `sweep status`, the runner, MLflow).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import math
 import os
-import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray import tune
 
 from sweep.layout import SweepLayout
-from sweep.predictions_table import prediction_row, read_predictions, write_predictions
-from sweep.repair import set_aside_unreadable_states
+from sweep.predictions_table import prediction_row, write_predictions
 from trainables import storage
 from trainables.config import CycleSettings, TrialConfig
-from trainables.records import (
-    PA_TYPES,
-    record_of,
-    table_schema,
-    table_status,
-)
+from trainables.ledger import TrialLedger, ledger_status, phase_ledgers
+from trainables.records import PA_TYPES, RECORD_TIME, record_of, table_schema
 
 log = logging.getLogger("starsweep.sweep")
+#: Threads reading ledgers (object-store reads are latency bound).
+READ_THREADS = 16
+
+
+# Ledgers -------------------------------------------------------------------------
+@dataclass
+class TrialView:
+    """What the tables need of one trial's ledger."""
+
+    phase: str
+    key: str
+    config: dict[str, Any]
+    status_object: dict[str, Any] | None
+    records: list[dict[str, Any]] = field(default_factory=list)  # record objects, by snapshot
+
+    @property
+    def status(self) -> str:
+        return ledger_status(self.status_object)
+
+
+def _read_trial(phase: str, ledger: TrialLedger, with_records: bool) -> TrialView | None:
+    trial = ledger.read_trial()
+    if trial is None:  # a trial that had not written trial.json yet
+        return None
+    records = [ledger.read_record(k) for k in ledger.record_numbers()] if with_records else []
+    return TrialView(phase, ledger.key, trial["config"], ledger.read_status(),
+                     [r for r in records if r is not None])
+
+
+def read_trials(layout: SweepLayout, phases: Iterable[str], with_records: bool = True) -> list[TrialView]:
+    """Every trial of the phases that started (its ledger exists), sorted by (phase, key)."""
+    jobs = [(phase, ledger) for phase in phases for ledger in phase_ledgers(layout.ledger_dir(phase))]
+    with ThreadPoolExecutor(min(READ_THREADS, max(len(jobs), 1))) as pool:
+        views = pool.map(lambda job: _read_trial(*job, with_records), jobs)
+        return [v for v in views if v is not None]
+
 
 # Rows -------------------------------------------------------------------------
 def config_columns(config: dict[str, Any]) -> dict[str, Any]:
@@ -65,26 +91,48 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_row(
-    sweep: str, phase: str, trial_id: str, status: str, config: dict[str, Any],
-    result: dict[str, Any], trial_path: str | None,
-) -> dict[str, Any] | None:
-    """One table row from a Tune result; None if the result is not a snapshot record."""
-    if "snapshot" not in result:
-        return None
-    ckpt = result.get("checkpoint_dir_name")
-    row = {"sweep": sweep, "phase": phase, "trial_id": trial_id, "status": status}
-    row.update(config_columns(config))
-    row.update(record_of(result))
-    row["checkpoint_path"] = storage.join(trial_path, ckpt) if (ckpt and trial_path) else ""
-    row["timestamp"] = float(result.get("timestamp") or time.time())
-    row["config_json"] = json.dumps(config, sort_keys=True, default=str)
-    return row
+def trial_rows(sweep: str, trial: TrialView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A trial's rows of the results table and of the predictions table."""
+    columns = config_columns(trial.config)
+    config_json = json.dumps(trial.config, sort_keys=True, default=str)
+    rows, predictions = [], []
+    for obj in trial.records:
+        record = obj["record"]
+        row = {"sweep": sweep, "phase": trial.phase, "trial_id": trial.key, "status": trial.status}
+        row.update(columns)
+        row.update(record_of(record))
+        row["timestamp"] = float(record.get(RECORD_TIME) or math.nan)
+        row["config_json"] = config_json
+        rows.append(row)
+        prediction = prediction_row(trial.phase, trial.key, columns, record)
+        if prediction is not None:
+            predictions.append(prediction)
+    return rows, predictions
 
 
-def trial_status(tune_status: str, rows: Iterable[dict[str, Any]]) -> str:
-    """Table status of a trial from Tune's and its rows (DIVERGED if one is flagged)."""
-    return table_status(tune_status, any(bool(r.get("diverged")) for r in rows))
+@dataclass
+class Tables:
+    """The tables as built from the ledgers: the trials read, the results rows, and the
+    predictions rows."""
+
+    trials: list[TrialView]
+    rows: list[dict[str, Any]]
+    predictions: list[dict[str, Any]]
+
+    def statuses(self) -> dict[str, str]:
+        """trial_id (the trial's key) -> its status, for every trial that started."""
+        return {t.key: t.status for t in self.trials}
+
+
+def ledger_tables(layout: SweepLayout, sweep: str, phases: Iterable[str]) -> Tables:
+    """The tables of every trial in the phases' ledgers."""
+    trials = read_trials(layout, phases)
+    rows, predictions = [], []
+    for trial in trials:
+        r, p = trial_rows(sweep, trial)
+        rows += r
+        predictions += p
+    return Tables(trials, rows, predictions)
 
 
 # Table ------------------------------------------------------------------------
@@ -115,231 +163,39 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     )
     schema = table_schema({k for r in rows for k in r})
     arrays = []
-    for field in schema:
-        values = [r.get(field.name) for r in rows]
-        if field.type == PA_TYPES["float"]:
+    for field_ in schema:
+        values = [r.get(field_.name) for r in rows]
+        if field_.type == PA_TYPES["float"]:
             values = [math.nan if v is None else v for v in values]
-        arrays.append(pa.array([_convert(v, field.type) for v in values], type=field.type))
+        arrays.append(pa.array([_convert(v, field_.type) for v in values], type=field_.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def write_table(rows: list[dict[str, Any]], location: str | os.PathLike) -> str:
     """Write rows to Parquet in one whole write (`storage.write_bytes`): a failed write (a
     full disk) leaves the previous table as it was and no temp file."""
-    table = rows_to_table(dedupe(rows))
     buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
+    pq.write_table(rows_to_table(rows), buf)
     location = str(location)
     storage.write_bytes(location, buf.getvalue().to_pybytes())
     return location
 
 
 def read_rows(location: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a results table ([] when there is none or it cannot be read)."""
     location = str(location)
     try:
         if not storage.is_file(location):
             return []
         return pq.read_table(pa.BufferReader(storage.read_bytes(location))).to_pylist()
-    except Exception as exc:  # a foreign or damaged file: rebuild rather than crash
-        log.warning("could not read %s (%s); it will be rebuilt", location, exc)
+    except Exception as exc:  # a foreign or damaged file: the ledger still has everything
+        log.warning("could not read %s (%s); build it again with `python -m sweep export`", location, exc)
         return []
 
 
-def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (trial_id, snapshot): the most recent (by timestamp, then order) wins."""
-    best: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in rows:
-        key = (str(row.get("trial_id")), int(row.get("snapshot", 0)))
-        old = best.get(key)
-        if old is None or float(row.get("timestamp") or 0) >= float(old.get("timestamp") or 0):
-            best[key] = row
-    return list(best.values())
-
-
-# Live updates during the sweep --------------------------------------------------
-class ResultsCallback(tune.Callback):
-    """Keeps `<sweep_dir>/results.parquet` and `predictions.parquet` current while Tune runs
-    (driver side). A trial's result.json is not enough after a worker dies: Tune restores
-    the trial directory from storage, and results reported since its last sync (the
-    snapshot the trial resumes from) are gone from result.json; these tables keep them."""
-
-    def __init__(self, sweep_dir: str, sweep: str, phase: str):
-        self.sweep_dir = sweep_dir
-        self.sweep = sweep
-        self.phase = phase
-        self._rows: dict[tuple[str, int], dict[str, Any]] | None = None
-        self._predictions: dict[tuple[str, int], dict[str, Any]] | None = None
-
-    @property
-    def path(self) -> str:
-        return SweepLayout(self.sweep_dir).results
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_rows"] = state["_predictions"] = None  # re-read from disk after unpickling (resume)
-        return state
-
-    def _load(self) -> dict[tuple[str, int], dict[str, Any]]:
-        if self._rows is None:
-            self._rows = {(str(r["trial_id"]), int(r["snapshot"])): r for r in dedupe(read_rows(self.path))}
-        return self._rows
-
-    def setup(self, **info):
-        self._load()
-
-    def _set_status(self, trial, status: str) -> None:
-        rows = [r for (tid, _), r in self._load().items() if tid == trial.trial_id]
-        final = trial_status(status, rows)
-        for r in rows:
-            r["status"] = final
-
-    def _write(self) -> None:
-        try:
-            write_table(list(self._load().values()), self.path)
-        except OSError as exc:
-            log.warning("could not write %s: %s", self.path, exc)
-
-    def _keep_predictions(self, trial, result: dict[str, Any]) -> None:
-        row = prediction_row(self.phase, trial.trial_id, config_columns(trial.config), result)
-        if row is None:
-            return
-        if self._predictions is None:
-            self._predictions = read_predictions(SweepLayout(self.sweep_dir).predictions)
-        self._predictions[(row["trial_id"], row["snapshot"])] = row
-        try:
-            write_predictions(self._predictions, SweepLayout(self.sweep_dir).predictions)
-        except OSError as exc:
-            log.warning("could not write the predictions table: %s", exc)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        row = make_row(self.sweep, self.phase, trial.trial_id, "RUNNING", trial.config, result,
-                       SweepLayout(self.sweep_dir).trial_dir(self.phase, trial))
-        if row is None:
-            return
-        self._keep_predictions(trial, result)
-        self._load()[(trial.trial_id, int(row["snapshot"]))] = row
-        self._set_status(trial, "RUNNING")
-        self._write()
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._set_status(trial, "TERMINATED")
-        self._write()
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._set_status(trial, "ERROR")
-        self._write()
-
-    def on_experiment_end(self, trials, **info):
-        for trial in trials:
-            self._set_status(trial, trial.status)
-        self._write()
-
-
-# Rebuilding from the experiment directories ---------------------------------------
-def read_result_json(trial_dir: str) -> list[dict[str, Any]]:
-    try:
-        text = storage.read_bytes(SweepLayout.trial_result(trial_dir)).decode(errors="replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    return out
-
-
-def tune_path(exp_dir: str) -> dict[str, Any]:
-    """Keyword arguments naming an experiment directory to Ray Tune (`path`/`storage_path`
-    in the file system, and the pyarrow file system for a URI)."""
-    if not storage.is_remote(exp_dir):
-        return {"path": storage.local_path(exp_dir)}
-    fs, path = storage.resolve(exp_dir)
-    return {"path": path, "storage_filesystem": fs}
-
-
-def experiment_trials(exp_dir: str) -> list[Any] | None:
-    """Trials of one Tune experiment (None if it has no readable state yet)."""
-    exp_dir = str(exp_dir)
-    set_aside_unreadable_states(exp_dir)
-    if not any(fnmatch.filter(storage.list_dir(exp_dir), SweepLayout.EXPERIMENT_STATE_GLOB)):
-        return None
-    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # trials without result.json yet are normal here
-    try:
-        where = tune_path(exp_dir)
-        return list(tune.ExperimentAnalysis(where.pop("path"), **where).trials)
-    except Exception as exc:
-        log.warning("cannot read the Tune experiment %s: %s", exp_dir, exc)
-        return None
-    finally:
-        quiet.setLevel(level)
-
-
-def rebuild_rows(
-    sweep_dir: str, sweep: str, phases: list[str]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Rows from the experiment directories merged with the current table; and trial statuses."""
-    layout = SweepLayout(sweep_dir)
-    rows: list[dict[str, Any]] = list(read_rows(layout.results))
-    statuses: dict[str, str] = {}
-    complete = True
-    for phase in phases:
-        exp_dir = layout.phase(phase)
-        started = storage.is_dir(exp_dir)
-        trials = experiment_trials(exp_dir) if started else None
-        if trials is None:
-            complete = complete and not started
-            continue
-        for trial in trials:
-            statuses[trial.trial_id] = trial.status
-            trial_dir = layout.trial_dir(phase, trial)
-            for result in read_result_json(trial_dir):
-                row = make_row(sweep, phase, trial.trial_id, trial.status, trial.config, result, trial_dir)
-                if row is not None:
-                    rows.append(row)
-    rows = dedupe(rows)
-    if complete and statuses:
-        # Rows of trials the experiments do not know (lost with a killed driver before
-        # Tune saved its state; the restored sweep re-ran them under new ids) are dropped.
-        rows = [r for r in rows if r["trial_id"] in statuses]
-    by_trial: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_trial.setdefault(r["trial_id"], []).append(r)
-    for tid, trial_rows in by_trial.items():
-        if tid in statuses:
-            final = trial_status(statuses[tid], trial_rows)
-            for r in trial_rows:
-                r["status"] = final
-    return rows, statuses
-
-
-def rebuild_results(
-    sweep_dir: str, sweep: str, phases: list[str], out: str | None = None
-) -> tuple[str, int]:
-    rows, _ = rebuild_rows(sweep_dir, sweep, phases)
-    path = write_table(rows, out or SweepLayout(sweep_dir).results)
-    return path, len(rows)
-
-
-# Per-image predictions (the side table: sweep/predictions_table.py) ---------------------
-def rebuild_predictions(sweep_dir: str, phases: list[str], out: str | None = None) -> tuple[str, int]:
-    """Write the predictions table (`SweepLayout.predictions`): the rows kept during the
-    sweep, completed from the trials' result.json (one row per (trial, snapshot) that
-    reported predictions). Returns (location, rows)."""
-    layout = SweepLayout(sweep_dir)
-    rows = read_predictions(layout.predictions)
-    for phase in phases:
-        exp_dir = layout.phase(phase)
-        for trial in (experiment_trials(exp_dir) if storage.is_dir(exp_dir) else None) or []:
-            for result in read_result_json(layout.trial_dir(phase, trial)):
-                row = prediction_row(phase, trial.trial_id, config_columns(trial.config), result)
-                if row is not None:
-                    rows[(row["trial_id"], row["snapshot"])] = row  # a re-report after a resume wins
-    location = str(out or layout.predictions)
-    return location, write_predictions(rows, location)
+def write_tables(layout: SweepLayout, tables: Tables, results: str | None = None,
+                 predictions: str | None = None) -> None:
+    """Write both tables whole (by default where the sweep keeps them)."""
+    write_table(tables.rows, results or layout.results)
+    write_predictions({(r["trial_id"], r["snapshot"]): r for r in tables.predictions},
+                      str(predictions or layout.predictions))

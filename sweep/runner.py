@@ -13,10 +13,15 @@ The sweep directory is a local path or a URI (`trainables.storage`): Tune gets i
 once, and with an object storage copies its local SQLite MLflow store into the sweep
 after every phase (`sweep.mlflow_mirror`).
 
+Every trial keeps its records and resumable state in its own ledger (`trainables.ledger`,
+under `<sweep>/trials/<phase>/`); Tune only schedules. When a phase ends the driver writes
+the results and predictions tables from the ledgers (`sweep.results.write_tables`): it
+does nothing per result but log it to MLflow and print its line.
+
 `resume_sweep(sweep_dir)` restores each started phase with
 `tune.Tuner.restore(path, trainable, resume_unfinished=True,
-resume_errored=True)` (finished trials are never re-run) and starts the
-phases that had not started.
+resume_errored=True)` (Tune does not re-run the trials it saw finish; a trial it
+starts again continues from its ledger) and starts the phases that had not started.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, 
 from sweep.phases import Phase, build_phases
 from sweep.pretraining import prepare_pretrained
 from sweep.resources import check_local_resources, check_resources, cycle_bundles
-from sweep.results import tune_path
 from sweep.spec_models import SweepSpec
 from sweep.tracking import Tracking, first_line, open_experiment
 from trainables import storage
+from trainables.ledger import trial_key, trial_label
 from trainables.records import ENDED
 
 log = logging.getLogger("starsweep.sweep")
@@ -68,21 +73,19 @@ def init_ray(num_cpus: float | None = None) -> str:
     return f"the Ray cluster at {address}" if address else "a local Ray instance"
 
 
+def tune_path(exp_dir: str) -> dict[str, Any]:
+    """Keyword arguments naming an experiment directory to Ray Tune (`path`/`storage_path`
+    in the file system, and the pyarrow file system for a URI)."""
+    if not storage.is_remote(exp_dir):
+        return {"path": storage.local_path(exp_dir)}
+    fs, path = storage.resolve(exp_dir)
+    return {"path": path, "storage_filesystem": fs}
+
+
 # Tuners ----------------------------------------------------------------------------
 def trial_dirname(trial) -> str:
-    """Readable trial directory names: <method>_<lr ratio>_<cycle ratio>_s<seed>_p<ckpt>_<id>."""
-    cfg = trial.config
-    parts = [str(cfg.get("method", "trial"))]
-    for key, short in (("lr_max_ratio", "lr"), ("lr_max", "lr"), ("cycle_epochs_ratio", "cyc"),
-                       ("cycle_epochs", "cyc")):
-        value = cfg.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts.append(f"{short}{value:.3g}")
-    for key, short in (("seed", "s"), ("pretrained_index", "p")):
-        if isinstance(cfg.get(key), int):
-            parts.append(f"{short}{cfg[key]}")
-    parts.append(trial.trial_id)
-    return "_".join(parts)
+    """Readable Tune trial folder names: <method>_<lr ratio>_<cycle ratio>_s<seed>_p<ckpt>_<id>."""
+    return f"{trial_label(trial.config)}_{trial.trial_id}"
 
 
 def trial_name(trial) -> str:
@@ -113,9 +116,9 @@ def make_trainable(spec: SweepSpec, verbose: bool = False):
 def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
     from sweep.mlflow_logging import MLflowTrialCallback
     from sweep.progress import SnapshotLines
-    from sweep.results import ResultsCallback
+    from sweep.trial_endings import TrialEndings
 
-    callbacks: list = [ResultsCallback(spec.sweep_dir, spec.name, phase), SnapshotLines()]
+    callbacks: list = [SnapshotLines(), TrialEndings()]  # TrialEndings before MLflow reads the status
     if tracking is not None:
         callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
     return callbacks
@@ -137,6 +140,8 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
     benchmark's; `extra_callbacks` after the project's)."""
     from ray import tune
 
+    # Each trial's ledger: <sweep>/trials/<phase>/<trial key>/ (a config field, so the key is too)
+    param_space = {**phase.param_space, "ledger_dir": spec.layout.ledger_dir(phase.name)}
     tune_config = tune.TuneConfig(
         num_samples=phase.num_samples,
         search_alg=phase.make_search_alg() if phase.make_search_alg else None,
@@ -156,24 +161,23 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
         storage_path=where.pop("path"),
         storage_filesystem=where.get("storage_filesystem"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         callbacks=[*make_callbacks(spec, phase.name, tracking), *extra_callbacks],
         progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
-        log_to_file=True,  # each trial's stdout/stderr (per-epoch progress) in its directory
-        sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage
+        log_to_file=True,  # each trial's stdout/stderr in its Tune folder (trial.log is in its ledger)
         verbose=1,
     )
-    return tune.Tuner(trainable or make_trainable(spec, verbose), param_space=phase.param_space,
+    return tune.Tuner(trainable or make_trainable(spec, verbose), param_space=param_space,
                       tune_config=tune_config, run_config=run_config)
 
 
 def _prepare_environment() -> None:
     # The classic reporter prints a live table with our parameter and metric columns.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune snapshots its state whenever a trial has written `keep_checkpoints`
-    # checkpoints; that is intended here (resume), not a bottleneck to warn about.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's own JSON/CSV loggers stay on: `export` rebuilds the table from result.json.
+    # The ledgers hold every record: Tune's own per-result JSON/CSV/TensorBoard files would
+    # only be more driver work per result (and more files for Tune to sync). The ResultGrid
+    # `fit` returns then warns of every trial that it has no result.json: quiet.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
@@ -191,11 +195,21 @@ def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
     return tracking
 
 
-def _fit(tuner, phase: str, spec: SweepSpec) -> None:
+def _fit(tuner, phase: str, spec: SweepSpec, phase_names: list[str]):
+    """Run a phase, then write the tables from every ledger (returns them)."""
+    from sweep.results import ledger_tables, write_tables
+
     print(f"\n== phase {phase} ==", flush=True)
     tuner.fit()
+    tables = ledger_tables(spec.layout, spec.name, phase_names)
+    try:
+        write_tables(spec.layout, tables)
+    except OSError as exc:  # (a full disk): the ledgers keep everything
+        log.warning("could not write the results tables (%s); `python -m sweep export %s` writes them "
+                    "from the trials' ledgers", exc, spec.sweep_dir)
     mlflow_mirror.push(spec.layout, spec.tracking_uri)
     mlflow_mirror.push_journal(spec.layout, spec.optuna_storage)
+    return tables
 
 
 def _start_coordinator():
@@ -248,13 +262,14 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     tracking = _setup_mlflow(spec)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
+    names = [p.name for p in phases]
     try:
         for phase in phases:
-            _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec)
+            tables = _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec, names)
     finally:
         save_claims_log(spec, claims)
         _release(requested)
-    return finish(spec, [p.name for p in phases])
+    return finish(spec, phases, tables)
 
 
 def _release(requested: bool) -> None:
@@ -280,22 +295,21 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
     try:
-        _resume_phases(spec, phases, tracking, verbose)
+        tables = _resume_phases(spec, phases, tracking, verbose)
     finally:
         save_claims_log(spec, claims)
         _release(requested)
-    return finish(spec, [p.name for p in phases])
+    return finish(spec, phases, tables)
 
 
-def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool) -> None:
+def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool):
     from ray import tune
 
-    from sweep.repair import fill_pruned_checkpoints, set_aside_unreadable_states, set_aside_unreadable_tuner
+    from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
 
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
-        fill_pruned_checkpoints(exp_dir)
         if set_aside_unreadable_tuner(exp_dir):
             make_tuner(spec, phase, tracking, verbose)  # writes the phase's tuner.pkl again, same spec
         # Without a readable experiment state Tune cannot know the phase's trials:
@@ -307,7 +321,8 @@ def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | No
             )
         else:
             tuner = make_tuner(spec, phase, tracking, verbose)
-        _fit(tuner, phase.name, spec)
+        tables = _fit(tuner, phase.name, spec, [p.name for p in phases])
+    return tables
 
 
 def drop_cycle_stash(layout: SweepLayout) -> int:
@@ -324,40 +339,42 @@ def drop_cycle_stash(layout: SweepLayout) -> int:
     return len(stashed)
 
 
-def finish(spec: SweepSpec, phase_names: list[str]) -> int:
-    """Complete the Parquet table from the experiments and print where everything is."""
+def not_started(spec: SweepSpec, phases: list[Phase], started: set[str]) -> int:
+    """Trials of phases with a known trial list that have no ledger (never started)."""
+    planned = {trial_key({**t, "ledger_dir": spec.layout.ledger_dir(p.name)})
+               for p in phases if p.trials is not None for t in p.trials}
+    return len(planned - started)
+
+
+def finish(spec: SweepSpec, phases: list[Phase], tables) -> int:
+    """Print where everything is; the exit code from the trials' statuses (their ledgers)."""
     from collections import Counter
 
-    from sweep.results import rebuild_predictions, rebuild_rows, write_table
     from sweep.tracking import close_orphan_runs, end_sweep_run, mlflow_ui_command
 
-    rows, statuses = rebuild_rows(spec.sweep_dir, spec.name, phase_names)
-    path = write_table(rows, spec.layout.results)
-    rebuild_predictions(spec.sweep_dir, phase_names)
-    # A diverged trial finished: its rows say DIVERGED (a result, not a failure: exit 0).
-    final = dict(statuses)
-    final.update({r["trial_id"]: r["status"] for r in rows if r["trial_id"] in statuses})
+    final = tables.statuses()
     counts = Counter(final.values())
     print(f"\nsweep {spec.name!r} done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("DIVERGED"):
+    if counts.get("DIVERGED"):  # a result, not a failure: exit 0
         print(f"{counts['DIVERGED']} trial(s) diverged (their last record is flagged `diverged`; "
               "the analysis shows their cells as diverged)")
-    print(f"results: {path} ({len(rows)} rows, one per trial x snapshot)")
+    print(f"results: {spec.layout.results} ({len(tables.rows)} rows, one per trial x snapshot)")
     tracking = spec.tracking()
     failed = [tid for tid, s in final.items() if s == "ERROR"]
     unfinished = [tid for tid, s in final.items() if s not in ENDED]
+    missing = not_started(spec, phases, set(final))
     if tracking is not None:
-        if all(storage.is_dir(spec.layout.phase(p)) for p in phase_names):
-            close_orphan_runs(tracking, spec.name, set(statuses))
-        end_sweep_run(tracking, spec.name, failed=bool(failed or unfinished))
+        if not missing:
+            close_orphan_runs(tracking, spec.name, set(final))
+        end_sweep_run(tracking, spec.name, failed=bool(failed or unfinished or missing))
         if mlflow_mirror.push(spec.layout, tracking.uri):
             print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
-    if not (failed or unfinished):
-        drop_cycle_stash(spec.layout)
-    if failed or unfinished:
-        print(f"{len(failed)} trial(s) failed and {len(unfinished)} did not finish; errors are in "
-              f"each trial's {SweepLayout.TRIAL_ERROR} under {spec.sweep_dir}/<phase>/; retry them with "
+    if failed or unfinished or missing:
+        print(f"{len(failed)} trial(s) failed, {len(unfinished)} did not finish and {missing} did not "
+              f"start; each trial's error is in its ledger's status.json under "
+              f"{spec.layout.path(SweepLayout.trials)}/<phase>/; retry them with "
               f"`python -m sweep resume {spec.sweep_dir}`", file=sys.stderr)
         return 1
+    drop_cycle_stash(spec.layout)
     return 0

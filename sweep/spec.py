@@ -28,7 +28,6 @@ A spec (every key but `name` is optional)::
     resources: {cpu: 1, gpu: 0}     # per trial; fractional GPUs allowed
     max_concurrent_trials: null     # null = as many as fit
     max_failures: 1                 # retries of a failed trial
-    keep_checkpoints: 2             # Tune checkpoints kept per trial (null = all)
     reuse_actors: true              # the next trial runs in a finished trial's process
     share_finetunes: true           # identical fine-tunes computed once per sweep
     mlflow: {enabled: true, tracking_uri: null, experiment: null}

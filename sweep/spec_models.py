@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from search_spaces.design import Design
 from search_spaces.kinds import CustomSearch, OptunaSearchSpec, Strict
@@ -59,7 +59,6 @@ class SweepSpec(Design):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, gt=0)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial.")
-    keep_checkpoints: int | None = Field(2, gt=0, description="Checkpoints kept per trial.")
     reuse_actors: bool = Field(
         True, description="Run the next trial in a finished trial's Ray process (saves the torch "
         "import and data loading, ~5-10 s per trial); false: a new process per trial, placed by "
@@ -72,6 +71,15 @@ class SweepSpec(Design):
     mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
     #: Directory of the spec file (for relative custom search paths); not a YAML key.
     spec_dir: str = Field(".", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "keep_checkpoints" in data:
+            raise ValueError("keep_checkpoints was removed: each trial keeps its snapshots and the state "
+                             "to resume in its ledger (<sweep>/trials/), not in Tune checkpoints; delete "
+                             "the field")
+        return data
 
     @field_validator("name")
     @classmethod

@@ -1,16 +1,14 @@
-"""`python -m sweep status`: progress of a running or finished sweep, read from disk.
+"""`python -m sweep status`: progress of a running or finished sweep, read from its ledgers.
 
-Trial states come from each phase's Tune experiment state, overridden by the
-live Parquet table (the driver updates it on every result, while Tune syncs
-its own state only every few seconds); trials not created yet count as
-"not started".
+Each trial's status and progress come from its ledger's status object (`trainables.ledger`,
+one read per trial: the trial rewrites it after every record); trials without a ledger yet
+count as "not started". Reads only: writes nothing.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -18,9 +16,9 @@ from sweep import mlflow_mirror
 from sweep.console import text_table
 from sweep.layout import SweepLayout
 from sweep.manifest import tracking_uri_of
-from sweep.results import experiment_trials, read_rows
+from sweep.results import TrialView, read_trials
 from trainables import storage
-from trainables.records import ENDED, PROGRESS, table_status
+from trainables.records import PROGRESS
 
 HEADER = ["phase", "method", "trials", "done", "running", "pending", "error", "not started",
           "snapshots", "best ens_val_acc", "best ens_test_acc"]
@@ -33,38 +31,21 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def _trial_states(layout: SweepLayout, phase: str, by_trial: dict[str, list[dict]]) -> dict[str, tuple]:
-    """trial_id -> (method, status, K) of a phase's trials: Tune's view, then the table's
-    (newer while trials run; a trial Tune knows as ended stays ended)."""
-    exp_dir = layout.phase(phase)
-    states = {t.trial_id: (str(t.config.get("method", "?")), t.status, 0)
-              for t in (experiment_trials(exp_dir) if storage.is_dir(exp_dir) else None) or []}
-    for tid, rows in by_trial.items():
-        if rows[0].get("phase") != phase:
-            continue
-        status = rows[0].get("status") or "RUNNING"
-        old = states.get(tid)
-        if old is not None and old[1] in ENDED and status == "RUNNING":
-            status = old[1]
-        states[tid] = (str(rows[0].get("method")), status, int(rows[0].get("num_snapshots") or 0))
-    return states
-
-
-def _per_method(states: dict[str, tuple], by_trial: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
-    """Counts per method: trials by progress, snapshots reported / planned, best final metrics."""
+def _per_method(trials: list[TrialView]) -> dict[str, dict[str, Any]]:
+    """Counts per method: trials by progress, snapshots recorded / planned, best final metrics."""
     per_method: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
-    for tid, (method, status, k) in states.items():
-        m = per_method[method]
+    for trial in trials:
+        m = per_method[str(trial.config.get("method", "?"))]
+        status = trial.status_object or {}
         m["trials"] += 1
-        m[PROGRESS.get(table_status(status), "pending")] += 1
-        rows = by_trial.get(tid, [])
-        m["snaps"] += len(rows)
-        m["snaps_total"] += k or len(rows)
-        for metric in BEST:
-            vals = [r[metric] for r in rows if isinstance(r.get(metric), float)
-                    and not math.isnan(r[metric]) and r.get("snapshot") == r.get("num_snapshots")]
-            if vals:
-                m[metric] = max([m.get(metric, -1.0), *vals])
+        m[PROGRESS.get(trial.status, "pending")] += 1
+        m["snaps"] += int(status.get("records") or 0)
+        m["snaps_total"] += int(status.get("num_snapshots") or status.get("records") or 0)
+        if PROGRESS.get(trial.status) == "done":
+            for metric in BEST:
+                value = (status.get("last") or {}).get(metric)
+                if isinstance(value, float) and not math.isnan(value):
+                    m[metric] = max(m.get(metric, -1.0), value)
     return per_method
 
 
@@ -81,25 +62,21 @@ def _phase_rows(name: str, planned: int, per_method: dict[str, dict[str, Any]], 
 
 def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
     layout = SweepLayout(sweep_dir)
-    rows = read_rows(layout.results)
-    by_trial: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_trial[r["trial_id"]].append(r)
     table, done, total = [HEADER], 0, 0
     for phase in manifest["phases"]:
         name, planned = phase["name"], int(phase["num_trials"])
-        states = _trial_states(layout, name, by_trial)
-        per_method = _per_method(states, by_trial)
-        table += _phase_rows(name, planned, per_method, len(states))
+        trials = read_trials(layout, [name], with_records=False)
+        per_method = _per_method(trials)
+        table += _phase_rows(name, planned, per_method, len(trials))
         done += sum(m["done"] for m in per_method.values())
-        total += max(planned, len(states))
+        total += max(planned, len(trials))
     lines = [f"sweep {manifest['name']!r} in {sweep_dir} (created {manifest.get('created', '?')})",
              text_table(table, right=set(range(2, len(HEADER))), indent="  "),
-             f"trials finished: {done}/{total}; best = final snapshot of finished trials"]
-    updated = storage.mtime(layout.results) if storage.is_file(layout.results) else None
-    if updated is not None:
-        age = time.time() - updated
-        lines.append(f"results: {layout.results} ({len(rows)} rows, updated {age:.0f}s ago)")
+             f"trials finished: {done}/{total}; best = final snapshot of finished trials",
+             f"ledgers: {layout.path(SweepLayout.trials)}"]
+    if storage.is_file(layout.results):
+        lines.append(f"results: {layout.results} (written when each phase ends; "
+                     "`python -m sweep export` writes it now)")
     tracking_uri = tracking_uri_of(manifest, layout.root)
     if tracking_uri:
         from sweep.tracking import mlflow_ui_command

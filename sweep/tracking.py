@@ -205,7 +205,7 @@ class Tracking:
         tags = {"trial_id": trial_id, "sweep": sweep, "phase": phase, "method": method,
                 "trial_name": trial_name, KIND_TAG: "trial", PARENT_TAG: self.sweep_run(sweep, base)}
         run = self.client.create_run(self.experiment_id, tags=tags,
-                                     run_name=f"{method or 'trial'}_{trial_id}")
+                                     run_name=trial_id)
         self._log_params(run.info.run_id, trial_params(config, base))
         self.client.log_dict(run.info.run_id, config, "config.json")
         return run.info.run_id
@@ -256,8 +256,8 @@ def open_experiment(tracking: Tracking) -> Tracking | None:
 
 
 def close_orphan_runs(tracking: Tracking, sweep: str, known_trials: set[str]) -> int:
-    """Mark runs of trials that no Tune experiment knows (lost when a driver was killed
-    before Tune saved them; the resumed sweep re-ran them under new ids) as KILLED."""
+    """Mark the RUNNING runs of trials that have no ledger in the sweep (`known_trials`: the
+    keys of those that have one) as KILLED."""
     if not known_trials:
         return 0
     try:
@@ -295,7 +295,7 @@ def _sync_trial(tracking: Tracking, trial_id: str, rows: list[dict[str, Any]],
     if found is None:
         config = json.loads(first.get("config_json") or "{}")
         run_id = tracking.create_trial_run(trial_id, str(first.get("sweep", "")), str(first.get("phase", "")),
-                                           config, f"{first.get('method', 'trial')}_{trial_id}", base)
+                                           config, trial_id, base)
         logged: set[int] = set()
         counts["runs_created"] += 1
     else:
@@ -329,7 +329,7 @@ def sync_sweep(rows: Iterable[dict[str, Any]], tracking: Tracking,
     """Log table rows (one per trial x snapshot) to MLflow: one run per trial, nested under
     the sweep's parent run (`base`: the shared trial config, its parameters), found
     again by its `trial_id` tag, metrics of each snapshot not logged yet with
-    step = snapshot and the time the record arrived; finished trials' runs are
+    step = snapshot and the time the trial wrote the record; finished trials' runs are
     closed (FINISHED, or FAILED for errors) with a `status` tag. Idempotent.
     Returns counts: runs_created, runs_found, snapshots_logged, snapshots_skipped."""
     by_trial: dict[str, list[dict[str, Any]]] = {}

@@ -23,7 +23,7 @@ RECORD_COLUMNS = [
     "div_disagree_first", "div_fort", "dist_pretrained", "dist_first",
     "sweep", "trial_id", "status", "method", "lr_max", "cycle_epochs", "lr_max_ratio",
     "cycle_epochs_ratio", "num_cycles", "num_members", "seed", "pretrained_index",
-    "finetune_lr", "finetune_epochs", "checkpoint_path",
+    "finetune_lr", "finetune_epochs",
 ]  # fmt: skip
 
 

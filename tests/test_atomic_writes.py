@@ -16,8 +16,7 @@ import torch
 
 from sweep import results
 from trainables import memo
-from trainables.errors import CheckpointError, StarsweepError
-from trainables.state import STATE_FILE, TrialState, load_state, save_state
+from trainables.errors import StarsweepError
 
 
 def _enospc() -> OSError:
@@ -108,35 +107,47 @@ def test_parquet_write_cut_short_keeps_the_previous_table(tmp_path, full_disk, c
     stop()
     assert path.read_bytes() == before and _files(tmp_path) == ["results.parquet"]
     assert pq.read_table(path).num_rows == 1  # and it reads
-    # During a sweep the driver's callback warns and goes on (the table is rebuilt at the end).
-    callback = results.ResultsCallback(str(tmp_path), "s", "grid")
-    callback._rows = {("t1", r["snapshot"]): r for r in newer}
-    start()
-    with caplog.at_level(logging.WARNING, logger="starsweep.sweep"):
-        callback._write()
-    assert any("could not write" in r.getMessage() and "No space left" in r.getMessage()
-               for r in caplog.records)
-    stop()
-    assert path.read_bytes() == before and _files(tmp_path) == ["results.parquet"]
 
 
-def test_trial_checkpoint_write_cut_short_and_a_corrupt_one(tmp_path, full_disk):
+def _commit(ledger, state, k):
+    """Snapshot k of a tiny trial into its ledger, as `trainables.job.Job.record` does."""
+    state.snapshot = k
+    state.records = [*state.records, {"snapshot": k, "num_snapshots": 4, "diverged": False}]
+    state.snapshot_digests.append(ledger.save_snapshot(k, {"w": torch.full((100,), float(k))}))
+    ledger.commit(state)
+
+
+def test_ledger_write_cut_short_and_a_corrupt_state(tmp_path, full_disk, caplog):
+    from trainables.config import TrialConfig
+    from trainables.ledger import TrialLedger
+    from trainables.state import TrialState
+
     start, stop = full_disk
-    state = TrialState(config={"method": "sse"}, snapshot=2, first={"w": torch.arange(100.0)})
-    save_state(state, tmp_path)
-    assert _files(tmp_path) == [STATE_FILE, STATE_FILE + ".sha256"]
+    cfg = TrialConfig.from_dict({"method": "sse", "lr_max_ratio": 1, "cycle_epochs_ratio": 1,
+                                 "ledger_dir": str(tmp_path)})
+    ledger = TrialLedger.for_config(cfg)
+    state = TrialState.new(cfg)
+    for k in (1, 2):
+        _commit(ledger, state, k)
     start()
     with pytest.raises(OSError):
-        save_state(TrialState(config={}, snapshot=3, first={"w": torch.zeros(100)}), tmp_path)
+        _commit(ledger, state, 3)
     stop()
-    assert _files(tmp_path) == [STATE_FILE, STATE_FILE + ".sha256"]
-    loaded = load_state(tmp_path)
-    assert loaded.snapshot == 2 and loaded.config == {"method": "sse"}
-    assert torch.equal(loaded.first["w"], state.first["w"])
-    # A state file damaged after the fact (bit rot, a bad copy) is refused by its hash,
-    # never loaded; the trainable then starts the trial over.
-    data = bytearray((tmp_path / STATE_FILE).read_bytes())
+    # no half-written object: the state after snapshot 2 is the newest whole one, and resumes
+    assert not [f for f in _files(tmp_path / ledger.key / "state") if f.endswith(".tmp")]
+    assert ledger.record_numbers() == [1, 2]
+    loaded = ledger.restore(cfg)
+    assert loaded.snapshot == 2 and [r["snapshot"] for r in loaded.records] == [1, 2]
+    assert torch.equal(loaded.first["w"], torch.full((100,), 1.0)) and torch.equal(loaded.last["w"],
+                                                                                    torch.full((100,), 2.0))
+    assert torch.equal(loaded.soup.average()["w"], torch.full((100,), 1.5))
+    # A state damaged after the fact (bit rot, a bad copy) is refused by its hash, never
+    # loaded; with no other whole state the trial starts over (and says so).
+    location = tmp_path / ledger.key / "state" / "000002.pt"
+    data = bytearray(location.read_bytes())
     data[-100] ^= 0xFF
-    (tmp_path / STATE_FILE).write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=f"{tmp_path}.*incomplete or corrupt"):
-        load_state(tmp_path)
+    location.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="starsweep"):
+        assert ledger.restore(cfg) is None
+    assert "000002.pt is missing, cut or corrupt" in caplog.text
+    assert "starting the trial over" in caplog.text

@@ -7,7 +7,8 @@ import pytest
 from analysis.__main__ import main
 from analysis.connectivity import connectivity, interpolate, read_snapshots
 from tiny import tiny_config
-from trainables import run_job
+from trainables import TrialConfig, run_job
+from trainables.ledger import TrialLedger
 
 
 def test_interpolate_endpoints_and_midpoint():
@@ -45,10 +46,11 @@ def _evaluate_with_fresh_bn(config: dict, weights: dict) -> tuple[float, float]:
 
 
 def test_connectivity_of_a_star_sse_trial(tmp_path):
-    snaps = tmp_path / "snaps"
     # BatchNorm statistics from all 200 training images in one batch (order-free), float32
-    records = run_job(tiny_config(tmp_path, num_cycles=2, save_snapshots_dir=str(snaps),
-                                  eval={"batch_size": 256, "bn_update_images": 1000, "precision": "float32"}))
+    cfg = tiny_config(tmp_path, num_cycles=2, ledger_dir=str(tmp_path / "trials"),
+                      eval={"batch_size": 256, "bn_update_images": 1000, "precision": "float32"})
+    records = run_job(cfg)
+    snaps = TrialLedger.for_config(TrialConfig.from_dict(cfg)).root
     config, snapshots = read_snapshots(snaps)
     assert sorted(snapshots) == [1, 2, 3] and config["method"] == "star_sse"
     rows = connectivity(snaps, points=3)
@@ -84,4 +86,4 @@ def test_connectivity_of_a_star_sse_trial(tmp_path):
 
 def test_connectivity_without_snapshots_exits_2(tmp_path, capsys):
     assert main(["connectivity", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "first snapshot" in capsys.readouterr().err
+    assert "not a trial's ledger" in capsys.readouterr().err

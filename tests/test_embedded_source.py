@@ -16,6 +16,7 @@ from trainables.config import DataConfig
 from trainables.data.sources import read_fashion_mnist
 from trainables.data.task import load_task
 from trainables.errors import ConfigError, DataError
+from trainables.ledger import TrialLedger
 from trainables.preflight import preflight
 from trainables.pretrained import identity
 
@@ -115,11 +116,11 @@ def test_checkpoint_identity_follows_what_pre_training_sees(tmp_path):
 
 def test_a_job_pre_trains_ten_classes_and_fine_tunes_four(tmp_path):
     cfg = tiny_config(tmp_path, method="local_de", num_members=1, data=OUTSIDE,
-                      save_snapshots_dir=str(tmp_path / "snaps"))
+                      ledger_dir=str(tmp_path / "trials"))
     records = run_job(cfg)
     assert [r["snapshot"] for r in records] == [1] and not records[0]["diverged"]
     blob = torch.load(next((tmp_path / "pre").glob("*.pt")), weights_only=True)
     assert blob["model_state"]["fc.weight"].shape[0] == 10
     assert blob["meta"]["source_images"] == "outside_target_split"
-    snap = torch.load(tmp_path / "snaps" / "snapshot_1.pt", weights_only=True)["model_state"]
+    snap = TrialLedger.for_config(TrialConfig.from_dict(cfg)).read_snapshot(1)
     assert snap["fc.weight"].shape[0] == 4

@@ -1,15 +1,20 @@
 """Faults during a real sweep (local Ray, 2 CPUs, one session for the module).
 
-- A trial's worker process is killed with SIGKILL in the middle of a cycle (after
-  Tune registered the last checkpoint, or before: reported and persisted, not yet
-  registered): Ray retries the trial from its last snapshot checkpoint, its final metrics
-  equal an uninterrupted run's, and the results table and MLflow hold every
-  snapshot once.
+- A trial's worker process is killed with SIGKILL: by the driver right after it got
+  snapshot 2's result (`after_result`), or by the trial itself at a moment chosen at
+  random inside snapshot 2's commit to its ledger (`in_commit`: after one of its writes
+  or in the middle of one, `tests/kill_probe.py`). Ray retries the trial, which
+  continues from its ledger: no snapshot is lost, duplicated or computed again after its
+  record was written, its final metrics equal an uninterrupted run's, and the results
+  table and MLflow hold every snapshot once.
 - A cell with a huge lr_max diverges: the trial ends with a record flagged
   `diverged`, its rows say DIVERGED, the sweep goes on and exits 0 (a result,
   not a failure), and `python -m analysis report` lists the trial as diverged.
 - The same sweep ran with an unreachable MLflow server; `python -m sweep
   mlflow-sync` logs its records afterwards, and again without duplicates.
+
+`STARSWEEP_REPEAT=10 pytest tests/test_faults.py -k sigkill` runs each kill 10 times
+(`STARSWEEP_KILL_SEED` fixes the random moments).
 """
 
 from __future__ import annotations
@@ -19,17 +24,40 @@ import copy
 import io
 import json
 import os
+import random
+import re
 import signal
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from kill_probe import COMMIT_WRITES, KILL_DIR
 
 from analysis.__main__ import main as analysis_main
 from sweep.cli import main as cli_main
 from tiny import tiny_trial
 
 TINY_TRIAL = tiny_trial(finetune={"epochs": 2})
+REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
+SEED = int(os.environ.get("STARSWEEP_KILL_SEED", random.randrange(10**6)))
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    """This module's Ray: every worker has the kill probe installed (idle without a plan)."""
+    import ray
+
+    tests = Path(__file__).resolve().parent
+    kill_dir = tmp_path_factory.mktemp("kill")
+    env = {"PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests), os.environ.get("PYTHONPATH", "")]),
+           KILL_DIR: str(kill_dir)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "kill_probe.install"})
+    ray.kill_dir = kill_dir
+    yield ray
+    ray.shutdown()
 
 
 def _write_spec(tmp_path, **fields) -> str:
@@ -46,74 +74,102 @@ def _metrics(record: dict) -> dict:
     return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
 
 
-@pytest.mark.parametrize("kill_in", ["on_checkpoint", "on_trial_result"])
-def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_session, tmp_path, monkeypatch,
-                                                                      kill_in):
-    """`on_checkpoint`: killed once Tune registered snapshot 2's checkpoint. `on_trial_result`:
-    killed between the result and Tune's `save` call that registers its checkpoint (what a
-    node lost at any moment can hit): the checkpoint is in storage but Tune does not know
-    it, and the trial must resume from it, not from snapshot 1's."""
+def _kill_plan(kill_dir: Path, attempt: int) -> dict:
+    """A random moment of snapshot 2's commit: after write i, or in the middle of it."""
+    rng = random.Random(SEED * 1000 + attempt)
+    plan = {"snapshot": 2, "write": rng.randrange(len(COMMIT_WRITES)),
+            "mode": rng.choice(["after", "middle"])}
+    for name in ("fired.json", "plan.json"):
+        (kill_dir / name).unlink(missing_ok=True)
+    (kill_dir / "plan.json").write_text(json.dumps(plan))
+    print(f"kill plan (STARSWEEP_KILL_SEED={SEED}, attempt {attempt}): {plan}", file=sys.stderr)
+    return plan
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+@pytest.mark.parametrize("kill", ["after_result", "in_commit"])
+def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypatch, kill, attempt):
     from ray import tune
 
     import sweep.runner as runner
     from trainables import run_job
 
     seen: list[tuple[int, int]] = []  # (worker pid, snapshot) in the order the driver got them
-    clocks: list[float] = []  # their wall_time_s: equal for a snapshot reported again, not recomputed
+    clocks: dict[int, set[float]] = {}  # snapshot -> its record_time readings: one per record
     configs: dict[str, dict] = {}
     recovered: list[str] = []
+    kill_dir = ray_session.kill_dir
+    plan = _kill_plan(kill_dir, attempt) if kill == "in_commit" else None
 
-    class KillWorkerAfterSnapshot2(tune.Callback):
-        """Driver side: SIGKILL the trial's worker process right after snapshot 2 (at the
-        hook `kill_in`), i.e. while the worker trains cycle 2 (seconds long)."""
-
-        def _kill_after_2(self, hook: str) -> None:
-            if hook == kill_in and len(seen) == 2 and seen[-1][1] == 2:
-                os.kill(seen[-1][0], signal.SIGKILL)
+    class Watch(tune.Callback):
+        """Driver side: what it got; with `after_result`, SIGKILL the trial's worker right
+        after snapshot 2's result, i.e. while the worker trains cycle 2 (seconds long)."""
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             seen.append((result["pid"], result["snapshot"]))
-            clocks.append(result["wall_time_s"])
+            clocks.setdefault(result["snapshot"], set()).add(result["record_time"])
             configs[trial.trial_id] = trial.config
-            self._kill_after_2("on_trial_result")
-
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            self._kill_after_2("on_checkpoint")
+            if kill == "after_result" and len(seen) == 2 and seen[-1][1] == 2:
+                os.kill(seen[-1][0], signal.SIGKILL)
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             recovered.append(trial.trial_id)
 
     make_callbacks = runner.make_callbacks
-    monkeypatch.setattr(runner, "make_callbacks",
-                        lambda *a, **k: [*make_callbacks(*a, **k), KillWorkerAfterSnapshot2()])
+    monkeypatch.setattr(runner, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), Watch()])
     trial = copy.deepcopy(TINY_TRIAL) | {"num_cycles": 3}
     spec = _write_spec(tmp_path, name="killed_worker", trial=trial, methods=["sse"], max_failures=1,
                        search={"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [12]})
-    assert cli_main(["run", spec]) == 0
-
-    # The worker died after snapshot 2; a new worker resumed from the snapshot-2 checkpoint
-    # (no snapshot was recomputed, none was lost). From a checkpoint Tune had not registered,
-    # it first reports snapshot 2 again from the checkpoint (the driver may never have got
-    # it): the same record, the same clock reading.
+    try:
+        assert cli_main(["run", spec]) == 0
+    finally:
+        (kill_dir / "plan.json").unlink(missing_ok=True)
     assert len(recovered) == 1
-    replayed = [2] if kill_in == "on_trial_result" else []
-    assert [k for _, k in seen] == [1, 2, *replayed, 3, 4], seen
-    pids = [p for p, _ in seen]
-    assert pids[0] == pids[1] != pids[2] and len(set(pids[2:])) == 1, seen
-    if replayed:
-        assert clocks[2] == clocks[1]
     (trial_id, config), = configs.items()
     sweep_dir = tmp_path / "runs" / "killed_worker"
     df = pd.read_parquet(sweep_dir / "results.parquet")
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
-    logs = "".join(p.read_text(errors="replace") for p in sweep_dir.glob("grid/*/trial.log"))
-    registered = "registered" if kill_in == "on_checkpoint" else "unregistered"
-    assert f"resuming after snapshot 2 ({registered} checkpoint" in logs
+    (key,) = df.trial_id.unique()
+    ledger = sweep_dir / "trials" / "grid" / key
+    log = (ledger / "trial.log").read_text(errors="replace")
+    # snapshot 1 (the shared fine-tune) evaluated and recorded; k > 1: cycle k - 1 trained
+    computed = {1: log.count("snapshot 1/4: ind"),
+                **{k: len(re.findall(rf"cycle {k - 1} trained by", log)) for k in range(2, 5)}}
+    if kill == "after_result":
+        # A new worker continued after snapshot 2 and reported 1 and 2 again from the ledger
+        # (the same records, the same clock readings: not computed again).
+        assert [k for _, k in seen] == [1, 2, 1, 2, 3, 4], seen
+        pids = [p for p, _ in seen]
+        assert pids[0] == pids[1] != pids[2] and len(set(pids[2:])) == 1, seen
+        assert "resuming after record 2 (snapshot 2)" in log
+        kept = {1, 2}
+    else:
+        fired = json.loads((kill_dir / "fired.json").read_text())
+        assert {k: fired[k] for k in plan} == plan and fired["location"].endswith(
+            COMMIT_WRITES[plan["write"]].format(k="000002"))
+        # every record written before the kill: the same object after the resume
+        kept = {int(name[:6]) for name in fired["records"]}
+        for name, written in fired["records"].items():
+            assert json.loads((ledger / "records" / name).read_text())["record"]["record_time"] == written
+        # the state after snapshot 2 was whole (its sidecar written) iff the trial resumed after it
+        resumed_after_2 = plan["write"] > 3 or (plan["write"] == 3 and plan["mode"] == "after")
+        assert ("resuming after record 2 (snapshot 2)" in log) == resumed_after_2, (plan, log)
+        assert kept == ({1, 2} if plan["write"] > 4 or (plan["write"] == 4 and plan["mode"] == "after")
+                        else {1}), plan
+        if plan["mode"] == "middle":  # killed mid-write: a cut temporary file, which nothing reads
+            target = Path(fired["location"])
+            assert list(target.parent.glob(f".{target.name}.*.tmp"))
+    for k in range(1, 5):  # computed once, except a snapshot whose state was not whole at the kill
+        assert computed[k] == (2 if k == 2 and kill == "in_commit" and not resumed_after_2 else 1), \
+            (k, computed, plan)
+    assert all(len(c) == 1 for c in clocks.values()), clocks  # reported again: the same record
+    assert kept <= set(clocks)
 
     # The same trial uninterrupted (in this process, the same single CPU thread, its own
-    # fine-tune cache so it trains the fine-tune too) ends with exactly the same metrics.
-    reference = run_job({**config, "cache_dir": str(tmp_path / "ref_finetunes")}, num_cpus=1)
+    # fine-tune cache so it trains the fine-tune too, no ledger) ends with the same metrics.
+    reference = run_job({**config, "cache_dir": str(tmp_path / "ref_finetunes"), "ledger_dir": None},
+                        num_cpus=1)
     last = df[df.snapshot == 4].iloc[0]
     want = _metrics(reference[-1])
     got = {k: last[k] for k in want}
@@ -126,13 +182,13 @@ def test_worker_sigkill_mid_cycle_is_retried_from_the_last_checkpoint(ray_sessio
     for name in ("ens_test_pred", "ens_test_correct"):
         assert pred.loc[4, name] == decode_predictions(reference[-1][name])
 
-    # MLflow: one run, every snapshot logged once.
+    # MLflow: one run, tagged with the trial's key, every snapshot logged once.
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri="sqlite:///" + str(sweep_dir / "mlflow.db"))
     runs = client.search_runs([client.get_experiment_by_name("killed_worker").experiment_id])
     (run,) = [r for r in runs if "trial_id" in r.data.tags]  # and the sweep's parent run
-    assert run.info.status == "FINISHED" and run.data.tags["trial_id"] == trial_id
+    assert run.info.status == "FINISHED" and run.data.tags["trial_id"] == key
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "ens_test_acc")]
     assert sorted(steps) == [1, 2, 3, 4]
 

@@ -1,6 +1,6 @@
 """The fine-tune-then-explore job in plain Python on tiny real data (CPU)."""
 
-import io
+import json
 import math
 from pathlib import Path
 
@@ -12,18 +12,11 @@ from tiny import tiny_config
 from trainables import TrialConfig, plan_snapshots, run_job
 from trainables.errors import ConfigError, DataError
 from trainables.job import Job
-
-
-def _roundtrip(state):
-    """What a checkpoint file gives back: a deep, weights-only copy of the state."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+from trainables.ledger import TrialLedger
 
 
 def _metrics(records):
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "record_time")} for r in records]
 
 
 class RecordingJob(Job):
@@ -41,14 +34,18 @@ def _run_recording(cfg_dict, tmp_path):
     from trainables.device import pick_runtime
 
     cfg = TrialConfig.from_dict(cfg_dict)
-    job = RecordingJob(cfg, pick_runtime("cpu"), load_task(cfg.data, cfg.pretrained.train_size))
+    ledger = TrialLedger.for_config(cfg)
+    task = load_task(cfg.data, cfg.pretrained.train_size)
+    job = RecordingJob(cfg, pick_runtime("cpu"), task, ledger=ledger)
     job.starts = []
-    records = job.run(lambda r, s: None)
-    snaps = [
-        torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
-        for k in range(1, len(records) + 1)
-    ]
-    return job, records, snaps
+    records = job.run(lambda r: None)
+    return job, records, _snapshots(cfg_dict, len(records))
+
+
+def _snapshots(cfg_dict, n):
+    """Snapshots 1..n from the trial's ledger."""
+    ledger = TrialLedger.for_config(TrialConfig.from_dict(cfg_dict))
+    return [ledger.read_snapshot(k) for k in range(1, n + 1)]
 
 
 def _same(a, b):
@@ -56,7 +53,7 @@ def _same(a, b):
 
 
 def test_star_sse_every_cycle_starts_from_the_first_model(tmp_path):
-    cfg = tiny_config(tmp_path, method="star_sse", num_cycles=3, save_snapshots_dir=str(tmp_path / "snaps"))
+    cfg = tiny_config(tmp_path, method="star_sse", num_cycles=3, ledger_dir=str(tmp_path / "trials"))
     job, records, snaps = _run_recording(cfg, tmp_path)
     assert [r["snapshot"] for r in records] == [1, 2, 3, 4]
     assert len(job.starts) == 3
@@ -65,7 +62,7 @@ def test_star_sse_every_cycle_starts_from_the_first_model(tmp_path):
 
 
 def test_sse_every_cycle_starts_from_the_previous_snapshot(tmp_path):
-    cfg = tiny_config(tmp_path, method="sse", num_cycles=3, save_snapshots_dir=str(tmp_path / "snaps"))
+    cfg = tiny_config(tmp_path, method="sse", num_cycles=3, ledger_dir=str(tmp_path / "trials"))
     job, records, snaps = _run_recording(cfg, tmp_path)
     for i, start in enumerate(job.starts):
         assert _same(start, snaps[i])
@@ -110,14 +107,13 @@ def test_records_hold_the_metrics_of_the_snapshots_their_ensemble_and_their_soup
     from trainables.data.task import load_task
     from trainables.models import build_model
 
-    cfg_dict = tiny_config(tmp_path, method="global_de", save_snapshots_dir=str(tmp_path / "snaps"),
+    cfg_dict = tiny_config(tmp_path, method="global_de", ledger_dir=str(tmp_path / "trials"),
                            eval={"batch_size": 256, "bn_update_images": 1000, "precision": "float32"})
     first, last = run_job(cfg_dict)
     cfg = TrialConfig.from_dict(cfg_dict)
     task = load_task(cfg.data, cfg.pretrained.train_size)
     aug = engine.Augmentation.for_task(task, cfg.data)
-    weights = [torch.load(tmp_path / "snaps" / f"snapshot_{k}.pt", weights_only=True)["model_state"]
-               for k in (1, 2)]
+    weights = _snapshots(cfg_dict, 2)
 
     def model(state):
         m = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
@@ -157,7 +153,8 @@ def test_records_hold_the_metrics_of_the_snapshots_their_ensemble_and_their_soup
     assert last["epochs_done"] == last["epochs_trained"] == 4 and last["num_snapshots"] == 2
     # and a record holds declared columns only (trainables/records.py, docs/records.md): the
     # table's and the per-image predictions of the ensemble, which reproduce its accuracy
-    assert {key for key in last if not records.is_record_column(key)} == set(records.PREDICTION_NAMES)
+    assert {key for key in last if not records.is_record_column(key)} == {*records.PREDICTION_NAMES,
+                                                                           records.RECORD_TIME}
     n_test = len(task.test)
     for record, probs in ((first, p1), (last, (p1 + p2) / 2)):
         pred = np.frombuffer(records.decode_predictions(record["ens_test_pred"]), np.uint8)
@@ -169,26 +166,38 @@ def test_records_hold_the_metrics_of_the_snapshots_their_ensemble_and_their_soup
         assert (pred == probs.argmax(1).numpy()).mean() >= 0.99  # the plain-PyTorch ensemble's classes
 
 
-def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path):
-    cfg = tiny_config(tmp_path, method="sse", num_cycles=3)
-    full = run_job(cfg)
-
-    saved = {}
+def test_resume_after_interruption_gives_the_same_final_metrics(tmp_path, caplog):
+    """A trial stopped after snapshot 2 continues from its ledger: snapshots 1 and 2 are
+    reported again from it (the same records, the same clocks), 3 and 4 are computed, and
+    every record equals an uninterrupted run's."""
+    full = run_job(tiny_config(tmp_path, method="sse", num_cycles=3))
+    cfg = tiny_config(tmp_path, method="sse", num_cycles=3, ledger_dir=str(tmp_path / "trials"))
 
     class Crash(Exception):
         pass
 
-    def crash_after_two(record, state):
+    first: list[dict] = []
+
+    def crash_after_two(record):
+        first.append(record)
         if record["snapshot"] == 2:
-            saved["state"] = _roundtrip(state.to_dict())
             raise Crash
 
     with pytest.raises(Crash):
         run_job(cfg, crash_after_two)
-    resumed = run_job(cfg, state=saved["state"])
-    assert [r["snapshot"] for r in resumed] == [1, 2, 3, 4]
+    ledger = TrialLedger.for_config(TrialConfig.from_dict(cfg))
+    assert ledger.read_status()["status"] == "ERROR" and ledger.read_status()["records"] == 2
+    reported: list[dict] = []
+    with caplog.at_level("INFO", logger="starsweep"):
+        resumed = run_job(cfg, reported.append)
+    assert [r["snapshot"] for r in reported] == [1, 2, 3, 4]
+    assert json.dumps(reported[:2]) == json.dumps(first)  # reported again (NaN too), not recomputed
+    assert "snapshot 2 reported again from the ledger (not recomputed)" in caplog.text
+    assert "fine-tune" not in caplog.text.split("reported again")[-1].split("snapshot 3/4")[0]
     for got, want in zip(_metrics(resumed), _metrics(full), strict=True):
         assert got == pytest.approx(want, nan_ok=True)
+    assert ledger.read_status()["status"] == "TERMINATED" and ledger.record_numbers() == [1, 2, 3, 4]
+    assert json.dumps(run_job(cfg)) == json.dumps(resumed)  # a finished trial: its ledger again
 
 
 def test_divergence_ends_the_job_with_a_flag_not_an_exception(tmp_path):
@@ -222,7 +231,7 @@ def test_a_de_job_computes_the_fine_tunes_nobody_else_is_computing_first(tmp_pat
         assert second.exists() and not first.exists()
     finally:
         current_claims().release(str(first), None)
-    records = job.run(lambda r, s: None)  # member 1 now; member 2 from the cache
+    records = job.run(lambda r: None)  # member 1 now; member 2 from the cache
     assert [r["epochs_trained"] for r in records] == [2, 4]  # both trained by this job
     alone = run_job(tiny_config(tmp_path, method="local_de"))  # no cache, plan order
     assert _metrics(records) == _metrics(alone)

@@ -41,6 +41,7 @@ from trainables.cycles import CycleTrainer, LocalCyclePool
 from trainables.errors import ConfigError
 from trainables.evaluate import runtime_and_task
 from trainables.job import Job
+from trainables.ledger import TrialLedger
 
 TRIAL = tiny_trial(num_cycles=3, parallel_cycles=2, finetune={"epochs": 2})
 
@@ -118,12 +119,11 @@ def test_dry_run_shows_the_placement_group_and_the_wall_epochs(tmp_path):
 def test_a_cycle_does_not_depend_on_the_other_cycles(tmp_path):
     """Cycle 3 trained alone from the first model (another process's view: a fresh trainer)
     equals cycle 3 of a whole sequential trial, bit for bit."""
-    snaps = tmp_path / "snaps"
-    cfg = tiny_config(tmp_path, num_cycles=3, save_snapshots_dir=str(snaps))
+    cfg = tiny_config(tmp_path, num_cycles=3, ledger_dir=str(tmp_path / "trials"))
     run_job(cfg, num_cpus=1)
 
     def weights(k):
-        return torch.load(snaps / f"snapshot_{k}.pt", weights_only=True)["model_state"]
+        return TrialLedger.for_config(TrialConfig.from_dict(cfg)).read_snapshot(k)
 
     job = Job(TrialConfig.from_dict(cfg), *runtime_and_task(TrialConfig.from_dict(cfg), 1))
     outcome = CycleTrainer(cfg, num_cpus=1).train(job.data, weights(1), 3)
@@ -159,7 +159,7 @@ def test_a_pool_gets_the_cycles_before_snapshot_1_is_evaluated_and_predicts_for_
     alone = run_job(cfg, num_cpus=1)
     events = []
     pool = RecordingPool(CycleTrainer(cfg, num_cpus=1), events)
-    pooled = run_job(cfg, report=lambda record, st: events.append(("report", record["snapshot"])),
+    pooled = run_job(cfg, report=lambda record: events.append(("report", record["snapshot"])),
                      num_cpus=1, cycle_pool=pool)
     assert events == [("submit", [(1, False), (2, False), (3, True)], True), ("report", 1),
                       ("result", 1, "weights"), ("report", 2), ("result", 2, "weights"), ("report", 3),
@@ -192,7 +192,8 @@ def _write(tmp_path, raw) -> str:
 
 def _logs(sweep_dir) -> str:
     """The trials' progress logs (trial.log: cycle lines, resumes)."""
-    return "".join(open(p, errors="replace").read() for p in glob.glob(f"{sweep_dir}/grid/*/trial.log"))
+    return "".join(open(p, errors="replace").read()
+                   for p in glob.glob(f"{sweep_dir}/trials/grid/*/trial.log"))
 
 
 _REFERENCES: dict[str, list[dict]] = {}
@@ -201,7 +202,7 @@ _REFERENCES: dict[str, list[dict]] = {}
 def _reference(config: dict, tmp_path) -> list[dict]:
     """The same trial with its cycles one after the other, in this process, on 1 thread
     (computed once per config: the tests of this module share it)."""
-    cfg = {**config, "parallel_cycles": "off", "cache_dir": str(tmp_path / "ref_finetunes")}
+    cfg = {**config, "parallel_cycles": "off", "cache_dir": str(tmp_path / "ref_finetunes"), "ledger_dir": None}
     key = json.dumps({k: v for k, v in cfg.items() if k != "cache_dir"}, sort_keys=True)
     if key not in _REFERENCES:
         _REFERENCES[key] = _nan_free([_metrics(r) for r in run_job(cfg, num_cpus=1)])
@@ -261,7 +262,7 @@ REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
 @pytest.mark.parametrize("attempt", range(REPEAT))
 def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path, monkeypatch, pretrained_dir,
                                                                    attempt):
-    """SIGKILL the trial's worker after snapshot 2 (cycle 1) is checkpointed and cycle 2 is
+    """SIGKILL the trial's worker after snapshot 2 (cycle 1) is in its ledger and cycle 2 is
     stashed (cycle 3 may be too: the workers start at different times): the retried trial
     loads cycle 2 from the stash, trains only what is left, and ends with the records of an
     uninterrupted run."""
@@ -276,8 +277,6 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
         def on_trial_result(self, iteration, trials, trial, result, **info):
             state["pids"].append(result["pid"])
             state["config"] = trial.config
-
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             if state["killed"] or len(state["pids"]) != 2:
                 return
             deadline = time.time() + 300  # cycle 2 trains beside cycle 1: it is done, or nearly
@@ -292,6 +291,7 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
     raw = _spec(tmp_path, name="killed", pretrained_dir=pretrained_dir, max_failures=1)
     assert cli_main(["run", _write(tmp_path, raw)]) == 0
     assert state["killed"] and len(set(state["pids"])) == 2  # a second worker finished the trial
+    assert len(state["pids"]) == 2 + 2 + 2  # ... after reporting snapshots 1 and 2 again
     assert state["stashed_at_kill"] >= {1, 2}
 
     sweep_dir = tmp_path / "runs" / "killed"
@@ -300,7 +300,7 @@ def test_kill_during_parallel_cycles_resumes_to_the_same_records(ray3, tmp_path,
     reference = _reference(state["config"], tmp_path)
     assert _records(df, reference) == reference
     logs = _logs(sweep_dir)
-    assert "resuming after snapshot 2" in logs
+    assert "resuming after record 2 (snapshot 2)" in logs
     assert "cycle 2 loaded from the stash" in logs  # finished before the kill: not trained again
     assert logs.count("cycle 1 trained") == 1 and "cycle 1 loaded" not in logs
     assert not list(finetunes.glob("cycle-*"))

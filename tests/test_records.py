@@ -53,7 +53,7 @@ def test_the_table_is_written_with_the_declared_types():
     assert table.schema.field("soup_ood_nll__contrast").type == pa.float64()
     assert "config" not in table.column_names and "done" not in table.column_names
     assert table.column_names[:5] == ["sweep", "phase", "trial_id", "status", "method"]
-    assert table.column_names[-3:] == ["checkpoint_path", "timestamp", "config_json"]
+    assert table.column_names[-2:] == ["timestamp", "config_json"]
     data = table.to_pylist()  # sorted by trial, then snapshot
     assert [r["snapshot"] for r in data] == [1, 2]
     assert data[1]["seed"] == 3 and data[1]["pretrained_index"] is None and math.isnan(data[1]["lr_max"])

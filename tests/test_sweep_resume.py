@@ -1,10 +1,10 @@
 """Resume after the driver is killed with SIGKILL mid-sweep (real processes, real Ray).
 
 `python -m sweep run` runs as a subprocess with its own local Ray; once the
-Parquet table holds some results it is killed with SIGKILL (no clean-up at
-all), then `python -m sweep resume` must finish every trial, re-run no
-finished trial, and leave each (trial, snapshot) once in the table and one
-finished MLflow run per trial.
+trials' ledgers hold some records it is killed with SIGKILL (no clean-up at
+all), then `python -m sweep resume` must finish every trial, compute no snapshot
+whose record was written again, and leave each (trial, snapshot) once in the table
+and one finished MLflow run per trial.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import sys
 import time
 
 import pandas as pd
-import pyarrow.parquet as pq
 import yaml
 
-from tiny import tiny_trial
+from sweep.layout import SweepLayout
+from sweep.results import ledger_tables
+from tiny import ledger_records, tiny_trial
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,11 +42,9 @@ def _env():
     return env
 
 
-def _rows(path: str) -> int:
-    try:
-        return pq.read_table(path).num_rows
-    except Exception:
-        return 0
+def _ledger_table(sweep_dir, name: str, phases=("grid",)) -> pd.DataFrame:
+    """The results table as the ledgers hold it now (a killed sweep wrote none)."""
+    return pd.DataFrame(ledger_tables(SweepLayout(sweep_dir), name, phases).rows)
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -60,21 +59,17 @@ def test_resume_after_sigkill(tmp_path):
     )
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and _rows(results) < 6:
+        while time.time() < deadline and proc.poll() is None and ledger_records(sweep_dir) < 6:
             time.sleep(0.5)
         assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert _rows(results) >= 6, (tmp_path / "run.log").read_text()[-3000:]
+        assert ledger_records(sweep_dir) >= 6, (tmp_path / "run.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and whatever of its Ray stayed in its group
         proc.wait()
         log.close()
-    before = pd.read_parquet(results)
+    before = _ledger_table(sweep_dir, "killed")
     assert len(before) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
-    # What Tune saved before the kill: trials it knows as finished must not run again.
-    from sweep.results import experiment_trials
-
-    saved = {t.trial_id: t.status for t in experiment_trials(str(sweep_dir / "grid")) or []}
-    finished_before = {tid for tid, status in saved.items() if status == "TERMINATED"}
+    assert not results.exists()  # the tables are written when a phase ends
 
     resumed = subprocess.run(
         [sys.executable, "-m", "sweep", "resume", "killed", "--storage", str(tmp_path / "runs"),
@@ -93,14 +88,12 @@ def test_resume_after_sigkill(tmp_path):
     assert (cells == 1).all() and len(cells) == N_TRIALS  # every cell exactly once
     per_trial = df.groupby("trial_id").snapshot.agg(["count", "max"])
     assert (per_trial["count"] == per_trial["max"]).all()
-    # A trial Tune had saved as finished was not run again: the same records, same times.
-    # (One that finished after Tune's last state snapshot resumes from its last saved
-    # checkpoint and reports its remaining snapshots again; the table keeps one row each.)
-    done_before = before[before.trial_id.isin(finished_before)]
-    assert set(done_before.trial_id) <= set(df.trial_id)
-    merged = done_before.merge(df, on=["trial_id", "snapshot"], suffixes=("_before", ""))
-    assert len(merged) == len(done_before)
+    # No snapshot whose record was written before the kill was computed again: the same
+    # records, the same clock readings, whatever Tune had saved of the trial.
+    merged = before.merge(df, on=["trial_id", "snapshot"], suffixes=("_before", ""))
+    assert len(merged) == len(before)
     assert (merged.timestamp_before == merged.timestamp).all()
+    assert (merged.wall_time_s_before == merged.wall_time_s).all()
     assert (merged.ens_test_acc_before == merged.ens_test_acc).all()
 
     # One finished MLflow run per trial; runs of trials lost with the driver are closed.
@@ -122,8 +115,7 @@ def test_resume_after_sigkill(tmp_path):
     assert status.returncode == 0 and f"trials finished: {N_TRIALS}/{N_TRIALS}" in status.stdout
 
 
-#: Measured, not computed: a snapshot reported again after the resume took another time;
-#: MLflow keeps the first report's value (its history cannot be rewritten), the table the last.
+#: Clock readings: positive; reported again after a resume from the ledger, the same.
 CLOCK_COLUMNS = {"wall_time_s"}
 
 
@@ -165,36 +157,36 @@ def _newest_state(grid: str) -> str | None:
     return os.path.join(grid, states[-1]) if states else None
 
 
-def _named_checkpoint(state_text: str) -> str | None:
-    """The checkpoint directory a saved experiment state names for its (only) trial."""
+def _saved_snapshot(state_text: str) -> int | None:
+    """The last snapshot a saved experiment state knows of its (only) trial."""
     import json
 
     (_, metadata), = json.loads(state_text)["trial_data"]
-    return (json.loads(metadata).get("last_result") or {}).get("checkpoint_dir_name")
+    return (json.loads(metadata).get("last_result") or {}).get("snapshot")
 
 
-def test_resume_when_the_saved_state_names_a_pruned_checkpoint(tmp_path):
-    """The root cause of the flaky resume: Tune prunes a trial's older checkpoint
-    (`keep_checkpoints`) as soon as it registers a newer one, while the experiment state
-    naming the newer one reaches storage later. A driver lost in between leaves a state
-    naming a deleted checkpoint; Tune then failed the trial on resume ("Could not recover
-    from checkpoint as it does not exist on storage anymore"). Reproduced exactly: the
-    state as saved after snapshot 1 is put back after the driver was killed at snapshot
-    3 or later, with checkpoint 1 long pruned. The resume must finish the trial from its
-    newest checkpoint, recomputing nothing."""
+def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path):
+    """The trial owns its state: a driver killed at snapshot 3 or later, an experiment
+    state put back as Tune saved it after snapshot 1 (a driver lost before a newer state
+    reached storage), and every Tune trial folder deleted (its checkpoint_* folders, its
+    result.json, its logs): the resume finishes the trial from its ledger, recomputing
+    nothing, and its trial.log keeps the whole history."""
+    import shutil
+
     spec = {
-        "name": "pruned", "storage": str(tmp_path / "runs"), "keep_checkpoints": 1,
+        "name": "cut", "storage": str(tmp_path / "runs"),
         "trial": tiny_trial(num_cycles=4), "methods": ["sse"], "resources": {"cpu": 1},
-        "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [2]},
+        "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [6]},
     }
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    sweep_dir = tmp_path / "runs" / "pruned"
+    sweep_dir = tmp_path / "runs" / "cut"
     grid, results = str(sweep_dir / "grid"), sweep_dir / "results.parquet"
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # Tune saves its experiment state every second (to catch one early)
         [sys.executable, "-m", "sweep", "run", str(spec_path), "--num-cpus", "2"],
-        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, env={**_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     early = None
     try:
@@ -203,28 +195,32 @@ def test_resume_when_the_saved_state_names_a_pruned_checkpoint(tmp_path):
             state = _newest_state(grid)
             text = open(state).read() if state else ""
             try:
-                named = _named_checkpoint(text) if text else None
+                saved = _saved_snapshot(text) if text else None
             except ValueError:
-                named = None  # being written
-            if early is None and named == "checkpoint_000000":
+                saved = None  # being written
+            if early is None and saved == 1:
                 early = (state, text)
-            if early is not None and _rows(results) >= 3:
+            if early is not None and ledger_records(sweep_dir) >= 3:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-        assert early is not None and _rows(results) >= 3, (tmp_path / "run.log").read_text()[-3000:]
+        run_log = (tmp_path / "run.log").read_text()[-3000:]
+        assert early is not None and ledger_records(sweep_dir) >= 3, run_log
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
-    trial_dir = next(p for p in (sweep_dir / "grid").iterdir() if p.is_dir() and p.name.startswith("sse"))
-    assert not (trial_dir / "checkpoint_000000").exists()  # pruned once checkpoint 2 was registered
     with open(early[0], "w") as f:  # the driver was lost before a newer state reached storage
         f.write(early[1])
-    before = pd.read_parquet(results)
+    tune_folders = [p for p in (sweep_dir / "grid").iterdir() if p.is_dir()]
+    assert tune_folders
+    for folder in tune_folders:  # checkpoint_* (none are written now), result.json, logs
+        shutil.rmtree(folder)
+    before = _ledger_table(sweep_dir, "cut")
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "sweep", "resume", "pruned", "--storage", str(tmp_path / "runs"),
+        [sys.executable, "-m", "sweep", "resume", "cut", "--storage", str(tmp_path / "runs"),
          "--num-cpus", "2"],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
     )
@@ -232,9 +228,13 @@ def test_resume_when_the_saved_state_names_a_pruned_checkpoint(tmp_path):
     assert "1 TERMINATED" in resumed.stdout, resumed.stdout[-3000:]
     df = pd.read_parquet(results)
     assert sorted(df.snapshot) == [1, 2, 3, 4, 5] and set(df.status) == {"TERMINATED"}
-    trial_log = (trial_dir / "trial.log").read_text()
-    assert "resuming after snapshot" in trial_log and "starting the trial over" not in trial_log
+    (trial_id,) = df.trial_id.unique()
+    trial_log = (sweep_dir / "trials" / "grid" / trial_id / "trial.log").read_text()
+    assert "resuming after record" in trial_log and "starting the trial over" not in trial_log
     assert trial_log.index("snapshot 1/5") < trial_log.index("resuming after")  # the whole history
+    assert "snapshot 1 reported again from the ledger" in trial_log
     # Nothing recomputed: rows made before the kill are the same records (same clock reading).
     merged = before.merge(df, on=["trial_id", "snapshot"], suffixes=("_before", ""))
-    assert len(merged) == len(before) and (merged.wall_time_s_before == merged.wall_time_s).all()
+    assert len(merged) == len(before) >= 3
+    assert (merged.wall_time_s_before == merged.wall_time_s).all()
+    assert (merged.timestamp_before == merged.timestamp).all()

@@ -41,7 +41,7 @@ TABLE_COLUMNS = {
     "sweep": "string", "trial_id": "string", "status": "string", "method": "string",
     "lr_max": "double", "cycle_epochs": "double", "lr_max_ratio": "double", "cycle_epochs_ratio": "double",
     "num_cycles": "int64", "num_members": "int64", "seed": "int64", "pretrained_index": "int64",
-    "finetune_lr": "double", "finetune_epochs": "double", "checkpoint_path": "string",
+    "finetune_lr": "double", "finetune_epochs": "double",
     "snapshot": "int64", "num_snapshots": "int64", "diverged": "bool", "epochs_done": "double",
     "wall_time_s": "double", "div_disagree_first": "double", "div_fort": "double",
     "dist_pretrained": "double", "dist_first": "double",
@@ -116,7 +116,14 @@ def test_grid_sweep_results_table(grid_sweep):
     assert (base.num_members == 2).all()
     assert df.ens_test_acc.between(0, 1).all() and (df.wall_time_s > 0).all()
     last = df[df.snapshot == df.num_snapshots]
-    assert all(os.path.isdir(p) for p in last.checkpoint_path)
+    # every trial's ledger holds each snapshot's weights once, and one state (the newest)
+    for row in last.itertuples():
+        ledger = os.path.join(spec.layout.ledger_dir(row.phase), row.trial_id)
+        assert sorted(os.listdir(os.path.join(ledger, "snapshots"))) == [
+            f"{k:06d}.pt{s}" for k in range(1, row.snapshot + 1) for s in ("", ".sha256")]
+        assert os.listdir(os.path.join(ledger, "state")) in (
+            [f"{row.snapshot:06d}.pt", f"{row.snapshot:06d}.pt.sha256"],
+            [f"{row.snapshot:06d}.pt.sha256", f"{row.snapshot:06d}.pt"])
     # Shared fine-tunes: (0,0) for the 4 cycle trials and both baselines, (0,1) Local DE,
     # (1,0) Global DE -> 3 fine-tunes computed once.
     finetunes = [p for p in glob.glob(os.path.join(spec.sweep_dir, "finetunes", "*.pt"))]

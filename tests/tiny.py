@@ -56,3 +56,11 @@ def tiny_trial(**overrides) -> dict:
     for key, value in overrides.items():
         block[key] = {**block[key], **value} if isinstance(value, dict) and key in block else value
     return copy.deepcopy(block)
+
+
+def ledger_records(sweep_dir) -> int:
+    """Records the trials of a sweep have written to their ledgers so far (a local sweep)."""
+    import glob
+    import os
+
+    return len(glob.glob(os.path.join(str(sweep_dir), "trials", "*", "*", "records", "*.json")))

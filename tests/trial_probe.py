@@ -100,7 +100,7 @@ def _trial_name(cfg) -> str:
 def _wrap_run_job(tune_adapter) -> None:
     real = tune_adapter.run_job
 
-    def run_job(cfg, report=None, state=None, num_cpus=None, **kwargs):
+    def run_job(cfg, report=None, num_cpus=None, **kwargs):
         import ray
 
         _current.clear()
@@ -114,7 +114,7 @@ def _wrap_run_job(tune_adapter) -> None:
         if barrier is not None:
             emit("barrier_passed", together=ray.get(barrier.arrive.remote(_current["trial"])))
         try:
-            return real(cfg, report, state, num_cpus=num_cpus, **kwargs)
+            return real(cfg, report, num_cpus=num_cpus, **kwargs)
         finally:
             emit("trial_end")
 

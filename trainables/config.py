@@ -267,9 +267,6 @@ class TrialBase(_Strict):
     cache_dir: str | None = Field(
         None, description="Shared fine-tune cache (the sweep's storage); None = no sharing."
     )
-    save_snapshots_dir: str | None = Field(
-        None, description="If set, every snapshot's weights are saved here (connectivity)."
-    )
     divergence_loss: float = Field(
         1e4, gt=0, description="A training loss above this (or NaN/inf) marks the trial diverged."
     )
@@ -323,6 +320,11 @@ class TrialConfig(TrialBase):
     cycle_epochs_ratio: float | None = Field(None, gt=0, description="Epochs per cycle / finetune.epochs.")
     seed: int = Field(0, ge=0, description="Fine-tune seed (head init, data order, augmentation).")
     pretrained_index: int = Field(0, ge=0, description="Which pre-trained checkpoint to use.")
+    ledger_dir: str | None = Field(
+        None, description="Where the trial keeps its ledger (records, snapshot weights, resumable "
+        "state, log) in `<ledger_dir>/<trial key>/`, a path or URI; a rerun continues from it. The "
+        "sweep sets `<sweep>/trials/<phase>`; None = nothing kept."
+    )
 
     @model_validator(mode="after")
     def _check_method(self) -> TrialConfig:

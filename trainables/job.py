@@ -3,9 +3,11 @@
 A job produces its snapshots in plan order (`trainables.methods.plan_snapshots`):
 each one is made (a fine-tune, shared through the cache, or a cycle), evaluated
 (`trainables.evaluate.Evaluator`: individual, ensemble of the first k and soup
-metrics, diversity, distances) and recorded: `report(record, state)` receives one
-row of docs/records.md and the `TrialState` needed to resume after it (the Ray
-adapter puts it in a Tune checkpoint; tests keep it in memory).
+metrics, diversity, distances) and recorded: with a `ledger_dir` the trial's ledger
+(`trainables.ledger`) keeps the snapshot's weights, the state to resume after it and
+its record, then `report(record)` receives the row of docs/records.md (the Ray adapter
+passes it to Tune). A job whose ledger holds records continues after the newest whole
+state, reporting the records it holds again first (the same records, not recomputed).
 
 Every phase draws its randomness from a generator seeded by (seed, phase), so
 a resumed job continues bit-for-bit like an uninterrupted one on CPU; no
@@ -40,25 +42,26 @@ from trainables.cycles import (
 )
 from trainables.data.splits import Task
 from trainables.device import Runtime
-from trainables.errors import CheckpointError
 from trainables.evaluate import Evaluator, runtime_and_task
-from trainables.memo import Busy, atomic_torch_save, compute_once
+from trainables.ledger import TrialLedger
+from trainables.memo import Busy, compute_once
 from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
 from trainables.metrics import l2_distance
 from trainables.models import is_head_key, replace_head
-from trainables.records import KINDS, metric_column
-from trainables.state import TrialState, Weights, snapshot_file
+from trainables.records import KINDS, RECORD_TIME, metric_column
+from trainables.state import TrialState, Weights
 
 log = logging.getLogger("starsweep")
 
-Report = Callable[[dict, TrialState], None]
+Report = Callable[[dict], None]
 
 
 class Job:
     """The state machine of one trial: snapshot -> evaluate -> record, in plan order."""
 
-    def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task, cycle_pool: CyclePool | None = None):
-        self.cfg, self.runtime, self.cycle_pool = cfg, runtime, cycle_pool
+    def __init__(self, cfg: TrialConfig, runtime: Runtime, task: Task, cycle_pool: CyclePool | None = None,
+                 ledger: TrialLedger | None = None):
+        self.cfg, self.runtime, self.cycle_pool, self.ledger = cfg, runtime, cycle_pool, ledger
         self.submitted: list[int] = []  # cycles handed to the pool
         self.pooled_probs: dict[int, dict[str, torch.Tensor] | None] = {}  # cycle -> its worker's predictions
         self.evaluator = Evaluator(cfg, runtime, task)
@@ -253,17 +256,18 @@ class Job:
         return record
 
     def record(self, record: dict, weights: Weights, st: TrialState, report: Report, t0: float) -> None:
-        """Complete a snapshot's record (epochs, time), keep it in `st`, save the weights if
-        asked, and report it."""
+        """Complete a snapshot's record (epochs, time), keep it in `st` and the ledger (the
+        snapshot's weights first), and report it."""
         record["epochs_done"], record["epochs_trained"] = st.epochs_done, st.epochs_trained
         st.elapsed_s = record["wall_time_s"] = time.perf_counter() - t0
+        record[RECORD_TIME] = time.time()
         st.records.append(record)
-        if self.cfg.save_snapshots_dir:
-            atomic_torch_save({"model_state": weights, "config": st.config, "snapshot": st.snapshot},
-                              snapshot_file(self.cfg.save_snapshots_dir, st.snapshot))
+        if self.ledger is not None:
+            st.snapshot_digests.append(self.ledger.save_snapshot(st.snapshot, weights))
+            self.ledger.commit(st)
         log.info("snapshot %d/%d: ind %.4f ens %.4f soup %.4f (test acc)", st.snapshot, len(self.plan),
                  *(record.get(metric_column(kind, "test", "acc"), math.nan) for kind in KINDS))
-        report(record, st)
+        report(record)
 
     def record_divergence(self, st: TrialState, report: Report, t0: float) -> None:
         """The last record of a trial whose next snapshot diverged: the counters so far, NaN
@@ -271,15 +275,27 @@ class Job:
         record = {
             "snapshot": st.snapshot + 1, "num_snapshots": len(self.plan), "diverged": True,
             "epochs_done": st.epochs_done, "epochs_trained": st.epochs_trained,
-            "wall_time_s": time.perf_counter() - t0,
+            "wall_time_s": time.perf_counter() - t0, RECORD_TIME: time.time(),
         }
         record.update({metric_column(kind, "test", "acc"): math.nan for kind in KINDS})
-        report(record, st)
         st.records.append(record)
+        if self.ledger is not None:
+            self.ledger.commit(st)
+        report(record)
+
+    def replay(self, st: TrialState, report: Report) -> None:
+        """Report again the records a resumed trial's ledger holds (not recomputed)."""
+        for record in st.records:
+            log.info("snapshot %d reported again from the ledger (not recomputed)", record["snapshot"])
+            report(record)
 
     def run(self, report: Report, state: TrialState | None = None) -> list[dict]:
-        """Produce the snapshots not in `state` yet; returns every record of the trial."""
+        """Produce the snapshots not in `state` yet (after reporting its records again);
+        returns every record of the trial."""
         st = state or TrialState.new(self.cfg)
+        self.replay(st, report)
+        if st.records and st.records[-1].get("diverged"):
+            return st.records  # it ended with its divergence
         st.ensemble.to(self.runtime.device)
         t0 = time.perf_counter() - st.elapsed_s
         self.started_at = time.time()
@@ -306,28 +322,31 @@ class Job:
 def run_job(
     config: TrialConfig | dict,
     report: Report | None = None,
-    state: TrialState | dict | None = None,
     num_cpus: float | None = None,
     cycle_pool: CyclePool | None = None,
+    ledger: TrialLedger | None = None,
 ) -> list[dict]:
-    """Run (or resume from `state`) one trial and return its records, one per snapshot.
+    """Run one trial and return its records, one per snapshot; `report(record)` gets each.
 
     Works without Ray: `run_job({"method": "star_sse", "lr_max_ratio": 2,
-    "cycle_epochs_ratio": 1})` trains on the embedded task on CPU. `cycle_pool`: where
-    StarSSE cycles train (`trainables.cycles.CyclePool`; None = here, one after the other).
+    "cycle_epochs_ratio": 1})` trains on the embedded task on CPU. With `ledger_dir` in the
+    config (or a `ledger`), the trial keeps its ledger there and a second call continues
+    from it. `cycle_pool`: where StarSSE cycles train (`trainables.cycles.CyclePool`;
+    None = here, one after the other).
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-    if state is not None:
-        state = resume_state(state, cfg)
-    job = Job(cfg, *runtime_and_task(cfg, num_cpus), cycle_pool=cycle_pool)
-    return job.run(report or (lambda record, st: None), state)
-
-
-def resume_state(state: TrialState | dict, cfg: TrialConfig) -> TrialState:
-    """`state` as a TrialState of `cfg`; CheckpointError if it is not one or belongs to
-    another config."""
-    if isinstance(state, TrialState):
-        if state.config != cfg.model_dump(mode="json"):
-            raise CheckpointError("trial checkpoint was written for another config; cannot resume from it")
-        return state
-    return TrialState.from_dict(state, cfg)
+    ledger = ledger or TrialLedger.for_config(cfg)
+    state = None
+    if ledger is not None:
+        state = ledger.restore(cfg)
+        ledger.begin(cfg.model_dump(mode="json"))
+    job = Job(cfg, *runtime_and_task(cfg, num_cpus), cycle_pool=cycle_pool, ledger=ledger)
+    try:
+        records = job.run(report or (lambda record: None), state)
+    except Exception as exc:  # (a stop, KeyboardInterrupt or SystemExit, is no error of the trial)
+        if ledger is not None:
+            ledger.end([], error=f"{type(exc).__name__}: {exc}")  # [] keeps the record count
+        raise
+    if ledger is not None:
+        ledger.end(records)
+    return records

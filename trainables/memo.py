@@ -111,9 +111,9 @@ def sidecar(location: str) -> str:
     return storage.join(storage.parent(location), storage.basename(location) + ".sha256")
 
 
-def load_valid(location: str) -> Any | None:
-    """The object at `location` if it is whole (its hash matches the sidecar), else None
-    (a corrupt or half-copied one is logged and left to be recomputed)."""
+def read_verified(location: str) -> bytes | None:
+    """The bytes at `location` if they are whole (their hash matches the sidecar, written
+    after the object), else None (a corrupt or half-copied object is logged)."""
     if not storage.exists(sidecar(location)):
         return None
     try:
@@ -121,19 +121,30 @@ def load_valid(location: str) -> Any | None:
     except FileNotFoundError:
         return None
     if sha256_bytes(data) != digest.decode().strip():
-        log.warning("%s is corrupt or incomplete (hash mismatch): recomputing it", location)
+        log.warning("%s is corrupt or incomplete (its hash differs from its sidecar)", location)
         return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return data
+
+
+def load_valid(location: str) -> Any | None:
+    """The torch object at `location` if it is whole (`read_verified`), else None."""
+    data = read_verified(location)
+    return None if data is None else torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def write_verified(location: str, data: bytes) -> str:
+    """Write `data` whole, then its SHA-256 sidecar; returns the digest. The old sidecar goes
+    first, so a reader never pairs an old hash with a new object."""
+    digest = sha256_bytes(data)
+    storage.delete(sidecar(location))
+    storage.write_bytes(location, data)
+    storage.write_bytes(sidecar(location), digest.encode())
+    return digest
 
 
 def _compute_and_write(location: str, compute: Callable[[], Any]) -> tuple[Any, str]:
     obj = compute()
-    data = torch_bytes(obj)
-    digest = sha256_bytes(data)
-    storage.delete(sidecar(location))  # a reader never pairs an old hash with the new object
-    storage.write_bytes(location, data)
-    storage.write_bytes(sidecar(location), digest.encode())
-    return obj, digest
+    return obj, write_verified(location, torch_bytes(obj))
 
 
 def compute_once(location: str | os.PathLike, compute: Callable[[], Any],

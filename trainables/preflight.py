@@ -19,7 +19,7 @@ the error a trial would meet minutes (or GPU-hours) later, now:
   (`trainables.checkpoints.read_state_dict` + `load_backbone`); a torchvision
   weights name exists; embedded pre-training has its source classes.
 - **storage**: the directories the trial writes to (`cache_dir`,
-  `pretrained.cache_dir`, `save_snapshots_dir`) are writable and not full.
+  `pretrained.cache_dir`, `ledger_dir`) are writable and not full.
 
 Each problem raises a `DataError`, `CheckpointError`, `ConfigError` or
 `StorageError` (all `StarsweepError`s: the CLIs print them and exit with code
@@ -61,7 +61,7 @@ def preflight(config: TrialBase | dict, check_storage: bool = True) -> None:
     check_data(cfg)
     check_pretrained(cfg)
     if check_storage:
-        for field, path in (("cache_dir", cfg.cache_dir), ("save_snapshots_dir", cfg.save_snapshots_dir)):
+        for field, path in (("cache_dir", cfg.cache_dir), ("ledger_dir", getattr(cfg, "ledger_dir", None))):
             if path:
                 check_writable(path, field)
         if cfg.pretrained.source == "embedded":

@@ -85,6 +85,9 @@ def decode_predictions(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"))
 
 
+#: The key of a record holding when the trial wrote it (the table's `timestamp`; not a column).
+RECORD_TIME = "record_time"
+
 #: A trial's status in the table: Tune's (PAUSED shown as PENDING), or DIVERGED for a
 #: finished trial whose last record is flagged `diverged` (see `table_status`).
 STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR", "DIVERGED")
@@ -94,7 +97,8 @@ ID_COLUMNS = (
     Column("sweep", "str", "the sweep name"),
     Column("phase", "str", "the Tune experiment of the sweep the trial ran in (`grid`, `optuna_<method>`, "
            "`custom`, `baselines`)"),
-    Column("trial_id", "str", "Ray Tune trial id"),
+    Column("trial_id", "str", "the trial's key: its ledger's name under `trials/<phase>/`, a function of "
+           "its config (the same across every restart; `trainables.ledger.trial_key`)"),
     Column("status", "str", "the trial's status: " + ", ".join(f"`{s}`" for s in STATUSES)),
     Column("method", "str", ", ".join(f"`{m}`" for m in METHODS)),
 )
@@ -111,8 +115,7 @@ CONFIG_COLUMNS = (
     Column("finetune_epochs", "float", "the fine-tune's epochs"),
 )
 TAIL_COLUMNS = (
-    Column("checkpoint_path", "str", "the Tune checkpoint written with this snapshot (may be empty)"),
-    Column("timestamp", "float", "when the record reached the driver (seconds since the epoch)"),
+    Column("timestamp", "float", "when the trial wrote the record (seconds since the epoch)"),
     Column("config_json", "str", "the trial's full config as JSON"),
 )
 #: Record columns placed right after the config columns; the other record columns follow sorted.
@@ -180,7 +183,7 @@ def record_of(result: dict) -> dict:
 
 def table_columns(present: Iterable[str]) -> list[str]:
     """The table's columns in order: identity, config and the first record columns, the other
-    record columns sorted, then checkpoint, timestamp and config. The other record columns
+    record columns sorted, then timestamp and config. The other record columns
     (metrics) are there when some row has them; every other column always is."""
     fixed = [c.name for c in (*ID_COLUMNS, *CONFIG_COLUMNS)] + list(RECORD_FIRST)
     rest = sorted(n for n in set(present) if is_record_column(n) and n not in RECORD_FIRST)

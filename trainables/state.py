@@ -1,20 +1,19 @@
-"""The resumable state of one trial, typed, and the checkpoint file that holds it.
+"""The resumable state of one trial, typed.
 
-`TrialState` is what a job needs to continue after snapshot k: the weights of the
-first and the last snapshot, the running ensemble and soup, the test predictions of
-every snapshot (for diversity), the records so far and the epoch and time counters.
-On disk it is a plain dict of tensors, numbers and lists (`to_dict`), read back with
-`torch.load(..., weights_only=True)`, in the format `starsweep-trial-state-v1`.
-`save_state` writes it atomically with a `state.pt.sha256` sidecar; `load_state`
-refuses a file cut short by a full disk or a crash (the trial then starts over).
+`TrialState` is what a job needs to continue after snapshot k: the running ensemble
+(probability sums per evaluation set), the test predictions of every snapshot (for
+diversity), the records so far, the epoch and time counters, and the weights of
+snapshots 1..k (the first and last for training, all of them for the soup). On disk
+(`trainables.ledger`) the weights are not part of the state: each snapshot's weights
+are their own object, and the state names them by SHA-256 (`snapshot_digests`), so a
+trial's storage grows with K, not K². `to_dict` is the weights-free part, a plain dict
+of tensors, numbers, strings and lists, loadable with `torch.load(..., weights_only=True)`,
+in the format `starsweep-trial-state-v2`; `from_dict` takes the weights back in.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,13 +21,8 @@ import torch
 from trainables.config import TrialConfig
 from trainables.ensembles import RunningEnsemble, RunningSoup
 from trainables.errors import CheckpointError
-from trainables.memo import atomic_torch_save, sha256_file
-from trainables.storage import atomic_write_bytes
 
-STATE_FORMAT = "starsweep-trial-state-v1"
-STATE_FILE = "state.pt"
-#: Files of `save_snapshots_dir`: snapshot k's weights, config and index.
-SNAPSHOT_GLOB = "snapshot_*.pt"
+STATE_FORMAT = "starsweep-trial-state-v2"
 
 Weights = dict[str, torch.Tensor]
 
@@ -45,6 +39,7 @@ class TrialState:
     soup: RunningSoup = field(default_factory=RunningSoup)
     test_preds: list[torch.Tensor] = field(default_factory=list)  # int16 class per test image
     records: list[dict[str, Any]] = field(default_factory=list)
+    snapshot_digests: list[str] = field(default_factory=list)  # SHA-256 of each snapshot's object
     epochs_done: float = 0.0
     epochs_trained: float = 0.0
     elapsed_s: float = 0.0
@@ -56,67 +51,46 @@ class TrialState:
     def add_snapshot(self, weights: Weights, probs: dict[str, torch.Tensor]) -> None:
         """Take in snapshot k+1: its weights and its probabilities on every evaluation set."""
         self.ensemble.add(probs)
-        self.soup.add(weights)
+        self.add_weights(weights)
         self.test_preds.append(probs["test"].argmax(1).to(torch.int16).cpu())
-        self.first = weights if self.first is None else self.first
-        self.last = weights
         self.snapshot += 1
 
+    def add_weights(self, weights: Weights) -> None:
+        """The weights side of a snapshot: the soup's sum, the first and last model."""
+        self.soup.add(weights)
+        self.first = weights if self.first is None else self.first
+        self.last = weights
+
     def to_dict(self) -> dict[str, Any]:
-        """The state as a weights-only loadable dict (tensors on the CPU)."""
+        """The state without weights, as a weights-only loadable dict (tensors on the CPU)."""
         return {
             "format": STATE_FORMAT, "config": self.config, "snapshot": self.snapshot,
-            "first": self.first, "last": self.last,
+            "snapshot_digests": list(self.snapshot_digests),
             "ens_sums": {k: v.cpu() for k, v in self.ensemble.sums.items()},
-            "soup_sums": self.soup.sums, "test_preds": self.test_preds, "records": self.records,
+            "test_preds": self.test_preds, "records": self.records,
             "epochs_done": self.epochs_done, "epochs_trained": self.epochs_trained,
             "elapsed_s": self.elapsed_s,
         }
 
     @classmethod
-    def from_dict(cls, data: Any, cfg: TrialConfig | None = None) -> TrialState:
-        """The state saved by `to_dict`; CheckpointError if it is not one, or (given `cfg`)
-        if it was written for another config."""
+    def from_dict(cls, data: Any, snapshots: list[Weights], cfg: TrialConfig | None = None) -> TrialState:
+        """The state saved by `to_dict` with the weights of its snapshots 1..k (the soup is
+        summed again in the same order, so it is bit-identical); CheckpointError if `data` is
+        not such a state, names another number of snapshots, or (given `cfg`) was written for
+        another config."""
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"trial checkpoint is not a {STATE_FORMAT} state; cannot resume from it")
+            raise CheckpointError(f"trial state is not a {STATE_FORMAT} state; cannot resume from it")
         if cfg is not None and data["config"] != cfg.model_dump(mode="json"):
-            raise CheckpointError("trial checkpoint was written for another config; cannot resume from it")
+            raise CheckpointError("trial state was written for another config; cannot resume from it")
         k = data["snapshot"]
-        return cls(
-            config=data["config"], snapshot=k, first=data["first"], last=data["last"],
-            ensemble=RunningEnsemble(data["ens_sums"], k), soup=RunningSoup(data["soup_sums"], k),
+        if len(snapshots) != k or len(data["snapshot_digests"]) != k:
+            raise CheckpointError(f"trial state after snapshot {k} came with {len(snapshots)} snapshot(s)")
+        state = cls(
+            config=data["config"], snapshot=k, ensemble=RunningEnsemble(data["ens_sums"], k),
             test_preds=list(data["test_preds"]), records=list(data["records"]),
-            epochs_done=data["epochs_done"], epochs_trained=data["epochs_trained"],
-            elapsed_s=data["elapsed_s"],
+            snapshot_digests=list(data["snapshot_digests"]), epochs_done=data["epochs_done"],
+            epochs_trained=data["epochs_trained"], elapsed_s=data["elapsed_s"],
         )
-
-
-def snapshot_file(directory: str | Path, k: int) -> Path:
-    return Path(directory) / SNAPSHOT_GLOB.replace("*", str(k))
-
-
-def save_state(state: TrialState, directory: str | Path) -> None:
-    """Write `state` to `directory/state.pt` atomically, with its SHA-256 sidecar."""
-    path = Path(directory) / STATE_FILE
-    digest = atomic_torch_save(state.to_dict(), path)
-    atomic_write_bytes(path.with_name(STATE_FILE + ".sha256"), digest.encode())
-
-
-def load_state(directory: str | Path, require_digest: bool = False) -> TrialState:
-    """The state saved in `directory`; CheckpointError if it is missing, cut or corrupt
-    (`require_digest`: also when its sidecar is missing, for a checkpoint whose upload
-    nobody confirmed)."""
-    path = Path(directory) / STATE_FILE
-    sidecar = path.with_name(STATE_FILE + ".sha256")
-    if require_digest and not sidecar.is_file():
-        raise CheckpointError(f"trial checkpoint {str(directory)!r} has no {sidecar.name}: incomplete")
-    if not path.is_file() or (sidecar.is_file() and sidecar.read_text().strip() != sha256_file(path)):
-        raise CheckpointError(
-            f"trial checkpoint {str(directory)!r} is incomplete or corrupt ({STATE_FILE} missing or "
-            "its SHA-256 differs from the sidecar)"
-        )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"trial checkpoint {str(directory)!r} cannot be read ({exc})") from None
-    return TrialState.from_dict(data)
+        for weights in snapshots:
+            state.add_weights(weights)
+        return state
