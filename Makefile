@@ -57,7 +57,7 @@ paper-cpu: setup
 	$(PY) experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
 
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.
-BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency parallel_cycles gpu
+BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency parallel_cycles gpu driver_scale
 bench: setup
 	@status=0; for b in $(BENCHES); do echo "== bench_$$b"; \
 	  (cd bench && ../$(PY) bench_$$b.py) || status=1; done; exit $$status

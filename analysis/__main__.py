@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at every point) and plot them (the paper's Figure 2).",
     )
     conn.add_argument(
-        "trial", help="a trial's ledger: <sweep>/trials/<phase>/<trial_id> (a path or URI)"
+        "trial", help="a trial's ledger: <sweep>/ledgers/<phase>/<trial_id> (a path or URI)"
     )
     conn.add_argument("--out", type=Path, required=True, help="output directory")
     conn.add_argument("--points", type=_positive_int, default=11, help="points per segment")

@@ -8,7 +8,7 @@ models sit in different basins.
 
 Snapshots are read from a trial's ledger (`trainables.ledger`: its config in
 trial.json, each snapshot's weights in snapshots/, hash-checked), which every trial
-of a sweep keeps under `<sweep>/trials/<phase>/<trial key>/` (the table's trial_id).
+of a sweep keeps under `<sweep>/ledgers/<phase>/<trial key>/` (the table's trial_id).
 
     python -m analysis connectivity LEDGER --out DIR [--points 11]
 """
@@ -36,7 +36,7 @@ def read_snapshots(path: str | Path) -> tuple[dict, dict[int, dict[str, torch.Te
     trial = ledger.read_trial() if storage.is_dir(ledger.root) else None
     if trial is None:
         raise ValueError(f"{path}: not a trial's ledger (no trial.json; give "
-                         "<sweep>/trials/<phase>/<trial_id>)")
+                         "<sweep>/ledgers/<phase>/<trial_id>)")
     snapshots = {}
     for k in ledger.record_numbers():
         try:

@@ -1,7 +1,8 @@
 """Read the results table (docs/records.md) and check it has what analysis needs.
 
 `load_results(path)` accepts a `.parquet` file or a directory holding
-`results.parquet`, local or in object storage (`trainables.storage`: s3://,
+`results.parquet` (or a sweep directory whose first phase has not ended: its table is
+built in memory from the trials' ledgers), local or in object storage (`trainables.storage`: s3://,
 gs://). Every problem (missing path, unreadable file, absent columns) raises
 `ValueError` naming the path, so the CLI can print it and exit 2.
 """
@@ -86,9 +87,35 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def ledger_results(path: str | Path) -> pd.DataFrame | None:
+    """The results table of a sweep directory built in memory from its trials' ledgers
+    (a sweep whose first phase has not ended has no table yet); None if `path` is no sweep."""
+    from sweep.manifest import read_manifest
+    from sweep.results import ledger_tables
+    from trainables.errors import StarsweepError
+
+    layout = SweepLayout(str(path))
+    try:
+        if not storage.is_file(layout.manifest):
+            return None
+        manifest = read_manifest(layout.root)
+    except (OSError, storage.StorageLocationError, StarsweepError):
+        return None
+    rows = ledger_tables(layout, manifest["name"], [p["name"] for p in manifest["phases"]]).rows
+    return pd.DataFrame(rows) if rows else None
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read the results table at `path` (file or directory) and check its columns."""
-    file = resolve_path(path)
+    """Read the results table at `path` (file or directory; a sweep directory without one:
+    from its ledgers) and check its columns."""
+    try:
+        file = resolve_path(path)
+    except ResultsError:
+        df = ledger_results(path)
+        if df is None:
+            raise
+        check_columns(df, f"{path} (its trials' ledgers)")
+        return normalize(df)
     try:
         df = pd.read_parquet(io.BytesIO(storage.read_bytes(file)))
     except Exception as exc:  # pyarrow raises several unrelated types

@@ -47,7 +47,6 @@ def grid_spec(storage: str, name: str, share: bool, tiny: bool) -> dict:
         },
         "resources": {"cpu": 2},
         "max_concurrent_trials": 1,
-        "keep_checkpoints": 1,
         "mlflow": {"enabled": False},
     }
 

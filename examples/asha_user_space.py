@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval": {"batch_size": 256, "bn_update_images": 100 if tiny else 500},
         # Trials with the same (pre-trained checkpoint, seed) share one fine-tune.
         "cache_dir": os.path.join(storage, args.name, "finetunes"),
+        # Each trial keeps its records, snapshots and resumable state in its own ledger here.
+        "ledger_dir": os.path.join(storage, args.name, "ledgers"),
         "seed": 0,
         "pretrained_index": 0,
     }

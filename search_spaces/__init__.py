@@ -29,7 +29,8 @@ produces valid `TrialConfig` dicts works::
     from trainables import fine_tune_then_explore
 
     base = {"data": {"train_size": 1000}, "finetune": {"lr": 0.02, "epochs": 10},
-            "cache_dir": "/abs/path/finetunes"}           # share fine-tunes between trials
+            "cache_dir": "/abs/path/finetunes",            # share fine-tunes between trials
+            "ledger_dir": "/abs/path/trials"}              # each trial's records and state
     param_space = {**base, "method": "star_sse",
                    "lr_max_ratio": tune.loguniform(0.25, 4),
                    "cycle_epochs_ratio": tune.choice([0.5, 1, 2])}

@@ -9,7 +9,8 @@
 - `sweep.layout`: the sweep directory: the one place that names its files (`SweepLayout`).
 - `sweep.manifest`: the manifest (`sweep.json`) and the checks before a run.
 - `sweep.runner`: the driver-side Ray Tune layer (`run_sweep`, `resume_sweep`).
-- `sweep.results`: the Parquet table and its live-update callback.
+- `sweep.results`: the Parquet tables, built from the trials' ledgers (`trainables.ledger`).
+- `sweep.trial_endings`: the endings only Tune decides, written into the ledgers.
 - `sweep.tracking`: the sweep's MLflow experiment and the runs of its trials (`Tracking`).
 - `sweep.mlflow_logging`: the Tune callback that logs one MLflow run per trial.
 - `sweep.status`: `python -m sweep status`.

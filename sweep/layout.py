@@ -15,7 +15,7 @@
                              object storage, in the driver's `local_dir`)
         finetunes/           fine-tunes shared by all trials (the trials' cache_dir), and the
                              finished StarSSE cycles of running trials (cycle-*.pt)
-        trials/<phase>/<trial key>/   each trial's ledger, written by the trial (trainables.ledger:
+        ledgers/<phase>/<trial key>/   each trial's ledger, written by the trial (trainables.ledger:
                              trial.json, status.json, records/, snapshots/, state/, trial.log)
         <phase>/             a Tune experiment (grid | optuna_<method> | custom | baselines):
                              Tune's own files (tuner.pkl, experiment_state-*.json, trial folders);
@@ -60,7 +60,7 @@ class SweepLayout:
     optuna_journal = _Entry("optuna.journal")
     finetunes = _Entry("finetunes")
     #: The trials' ledgers, one folder per phase (`ledger_dir`).
-    trials = _Entry("trials")
+    ledgers = _Entry("ledgers")
     #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
     claims_log = _Entry("claims.jsonl")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
@@ -138,7 +138,7 @@ class SweepLayout:
 
     def ledger_dir(self, phase: str) -> str:
         """Where the trials of a phase keep their ledgers (their configs' `ledger_dir`)."""
-        return self.path(type(self).trials, phase)
+        return self.path(type(self).ledgers, phase)
 
     def experiment_states(self, phase: str) -> list[str]:
         """Tune's experiment state files of a phase (none before it has saved one)."""

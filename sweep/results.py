@@ -6,7 +6,7 @@
 - `predictions.parquet`: each snapshot's ensemble's per-image test predictions
   (`sweep.predictions_table`), one row per (trial, snapshot).
 
-Both are built from the ledgers under `<sweep>/trials/<phase>/` (`read_trials`: each
+Both are built from the ledgers under `<sweep>/ledgers/<phase>/` (`read_trials`: each
 trial's trial.json, status.json and records, read in threads, which an object store
 needs) and written whole (`storage.write_bytes`: readers see the old file or the new
 one). The runner writes them when each phase ends, `sweep export` and `analysis

@@ -14,7 +14,7 @@ once, and with an object storage copies its local SQLite MLflow store into the s
 after every phase (`sweep.mlflow_mirror`).
 
 Every trial keeps its records and resumable state in its own ledger (`trainables.ledger`,
-under `<sweep>/trials/<phase>/`); Tune only schedules. When a phase ends the driver writes
+under `<sweep>/ledgers/<phase>/`); Tune only schedules. When a phase ends the driver writes
 the results and predictions tables from the ledgers (`sweep.results.write_tables`): it
 does nothing per result but log it to MLflow and print its line.
 
@@ -140,7 +140,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
     benchmark's; `extra_callbacks` after the project's)."""
     from ray import tune
 
-    # Each trial's ledger: <sweep>/trials/<phase>/<trial key>/ (a config field, so the key is too)
+    # Each trial's ledger: <sweep>/ledgers/<phase>/<trial key>/ (a config field, so the key is too)
     param_space = {**phase.param_space, "ledger_dir": spec.layout.ledger_dir(phase.name)}
     tune_config = tune.TuneConfig(
         num_samples=phase.num_samples,
@@ -163,7 +163,8 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[*make_callbacks(spec, phase.name, tracking), *extra_callbacks],
         progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
-        log_to_file=True,  # each trial's stdout/stderr in its Tune folder (trial.log is in its ledger)
+        log_to_file=True,  # each trial's stdout/stderr (its warnings) in its Tune folder ...
+        sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage by the trial
         verbose=1,
     )
     return tune.Tuner(trainable or make_trainable(spec, verbose), param_space=param_space,
@@ -373,7 +374,7 @@ def finish(spec: SweepSpec, phases: list[Phase], tables) -> int:
     if failed or unfinished or missing:
         print(f"{len(failed)} trial(s) failed, {len(unfinished)} did not finish and {missing} did not "
               f"start; each trial's error is in its ledger's status.json under "
-              f"{spec.layout.path(SweepLayout.trials)}/<phase>/; retry them with "
+              f"{spec.layout.path(SweepLayout.ledgers)}/<phase>/; retry them with "
               f"`python -m sweep resume {spec.sweep_dir}`", file=sys.stderr)
         return 1
     drop_cycle_stash(spec.layout)

@@ -77,7 +77,7 @@ class SweepSpec(Design):
     def _removed_fields(cls, data: Any) -> Any:
         if isinstance(data, dict) and "keep_checkpoints" in data:
             raise ValueError("keep_checkpoints was removed: each trial keeps its snapshots and the state "
-                             "to resume in its ledger (<sweep>/trials/), not in Tune checkpoints; delete "
+                             "to resume in its ledger (<sweep>/ledgers/), not in Tune checkpoints; delete "
                              "the field")
         return data
 

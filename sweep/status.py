@@ -73,7 +73,7 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
     lines = [f"sweep {manifest['name']!r} in {sweep_dir} (created {manifest.get('created', '?')})",
              text_table(table, right=set(range(2, len(HEADER))), indent="  "),
              f"trials finished: {done}/{total}; best = final snapshot of finished trials",
-             f"ledgers: {layout.path(SweepLayout.trials)}"]
+             f"ledgers: {layout.path(SweepLayout.ledgers)}"]
     if storage.is_file(layout.results):
         lines.append(f"results: {layout.results} (written when each phase ends; "
                      "`python -m sweep export` writes it now)")

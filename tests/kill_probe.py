@@ -76,7 +76,7 @@ def install() -> None:
     real = storage.write_bytes
 
     def write_bytes(location, data):
-        plan = _plan() if "/trials/" in str(location) else None
+        plan = _plan() if "/ledgers/" in str(location) else None
         if plan is not None:
             k = f"{plan['snapshot']:06d}"
             if str(location).endswith(COMMIT_WRITES[0].format(k=k)):

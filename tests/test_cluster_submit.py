@@ -63,7 +63,6 @@ TINY_SPEC = {
     "baselines": {"num_members": 2, "local_de": {"seeds": [0], "pretrained_indices": [0]}},
     "resources": {"cpu": 1, "gpu": 0},
     "max_failures": 0,
-    "keep_checkpoints": 1,
     "mlflow": {"enabled": True},
 }
 

@@ -131,7 +131,7 @@ def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypat
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     assert sorted(df.snapshot) == [1, 2, 3, 4] and set(df.status) == {"TERMINATED"}
     (key,) = df.trial_id.unique()
-    ledger = sweep_dir / "trials" / "grid" / key
+    ledger = sweep_dir / "ledgers" / "grid" / key
     log = (ledger / "trial.log").read_text(errors="replace")
     # snapshot 1 (the shared fine-tune) evaluated and recorded; k > 1: cycle k - 1 trained
     computed = {1: log.count("snapshot 1/4: ind"),

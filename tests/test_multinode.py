@@ -5,13 +5,14 @@ ports, each with its own --temp-dir and HOME, one CPU and a custom resource each
 bucket a moto server; the sweep's storage is `s3://...` and its driver is `python -m
 sweep run` with RAY_ADDRESS, as a user's job would be. Everything is stopped by pid.
 
-1. uninterrupted: trials run on both nodes (each result names its node), the table and
-   the MLflow runs are complete, each shared fine-tune was computed once;
+1. uninterrupted: trials run on both nodes (each ledger record names its node), the table
+   and the MLflow runs are complete, each shared fine-tune was computed once;
 2. driver loss: the driver is SIGKILLed mid-sweep; `python -m sweep resume s3://...`
-   finishes it: the table equals the uninterrupted one, nothing lost or duplicated;
+   finishes it: the table equals the uninterrupted one, nothing lost or duplicated, no
+   record written before the kill computed again;
 3. node loss: the worker node's processes (raylet, its workers, `ray start`) are
-   SIGKILLed mid-sweep; Tune restarts its trial on the head from its last checkpoint
-   in the bucket; the table equals the uninterrupted one.
+   SIGKILLed mid-sweep; Tune restarts its trial on the head, which continues from its
+   ledger in the bucket; the table equals the uninterrupted one, nothing recomputed.
 
 Run alone with `pytest -m cluster`.
 """
@@ -40,7 +41,6 @@ from test_cluster_submit import _free_port, _process_tree, _stop_head
 from mlflow_checks import trial_runs
 from tiny import tiny_trial
 from trainables import storage
-from trainables.tune_adapter import NODE_KEY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,27 +173,29 @@ def _table(name: str) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def _wait_rows(proc: subprocess.Popen, name: str, rows: int, trials: int) -> None:
+def _ledger_records(name: str, phase: str = "grid") -> dict[str, dict[int, tuple[str, float]]]:
+    """trial key -> {snapshot: (Ray node id, clock reading)} of the records in its ledger."""
+    base = f"{STORAGE}/{name}/ledgers/{phase}"
+    out: dict[str, dict[int, tuple[str, float]]] = {}
+    for key in storage.list_dir(base):
+        folder = f"{base}/{key}/records"
+        records = out.setdefault(key, {})
+        for entry in storage.list_dir(folder):
+            obj = json.loads(storage.read_bytes(f"{folder}/{entry}"))
+            records[obj["record"]["snapshot"]] = (obj["node"], obj["record"]["record_time"])
+    return out
+
+
+def _wait_records(proc: subprocess.Popen, name: str, records: int, trials: int) -> None:
+    """Until the ledgers hold `records` records of at least `trials` trials."""
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.log.read_text()[-4000:]
-        df = _table(name)
-        if len(df) >= rows and df.trial_id.nunique() >= trials:
+        found = _ledger_records(name)
+        if sum(map(len, found.values())) >= records and sum(1 for r in found.values() if r) >= trials:
             return
         time.sleep(0.5)
-    raise AssertionError(f"no {rows} rows of {trials} trials:\n{proc.log.read_text()[-4000:]}")
-
-
-def _result_nodes(name: str, phase: str = "grid") -> dict[str, list[tuple[int, str, float]]]:
-    """trial directory -> [(snapshot, node id, wall_time_s)] of its result.json lines, in order."""
-    phase_dir = f"{STORAGE}/{name}/{phase}"
-    out = {}
-    for trial in storage.list_dir(phase_dir):
-        location = f"{phase_dir}/{trial}/result.json"
-        if storage.is_file(location):
-            lines = [json.loads(x) for x in storage.read_bytes(location).decode().splitlines() if x.strip()]
-            out[trial] = [(r["snapshot"], r[NODE_KEY], r["wall_time_s"]) for r in lines if "snapshot" in r]
-    return out
+    raise AssertionError(f"no {records} records of {trials} trials:\n{proc.log.read_text()[-4000:]}")
 
 
 def _same_table(df: pd.DataFrame, reference: pd.DataFrame) -> None:
@@ -215,7 +217,7 @@ def test_sweep_on_two_nodes_with_s3_storage(cluster, reference):
     df, out = reference
     assert "sweep 'whole' done: 2 TERMINATED" in out
     assert len(df) == N_ROWS and not df.duplicated(["trial_id", "snapshot"]).any()
-    nodes = {node for results in _result_nodes("whole").values() for _, node, _ in results}
+    nodes = {node for records in _ledger_records("whole").values() for node, _ in records.values()}
     assert nodes == set(cluster["node_ids"].values())  # trials ran on both nodes
     # The fine-tune (ckpt 0, seed 0) of both trials: computed once across the nodes (the
     # records count what a trial trained itself), the other trial loaded it.
@@ -237,43 +239,48 @@ def test_sweep_on_two_nodes_with_s3_storage(cluster, reference):
 def test_driver_loss_then_resume_from_the_bucket(cluster, reference):
     proc = _sweep(cluster, "run", str(_spec_file(cluster, "driverloss")))
     try:
-        _wait_rows(proc, "driverloss", rows=2, trials=2)
+        _wait_records(proc, "driverloss", records=2, trials=2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver, with no clean-up at all
         proc.wait()
-    assert len(_table("driverloss")) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
+    before = _ledger_records("driverloss")
+    assert sum(map(len, before.values())) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
     out = _finish(_sweep(cluster, "resume", f"{STORAGE}/driverloss"))
     assert "sweep 'driverloss' done: 2 TERMINATED" in out
     _same_table(_table("driverloss"), reference[0])
+    _nothing_recomputed(before, _ledger_records("driverloss"))
 
 
-def test_node_loss_reschedules_on_the_head_from_checkpoints(cluster, reference):
+def _nothing_recomputed(before: dict, after: dict) -> None:
+    """Every record written before a kill is the same record after the resume (its node and
+    clock reading): no snapshot was computed again."""
+    for key, records in before.items():
+        for snapshot, made in records.items():
+            assert after[key][snapshot] == made, (key, snapshot)
+
+
+def test_node_loss_reschedules_on_the_head_from_the_ledgers(cluster, reference):
     proc = _sweep(cluster, "run", str(_spec_file(cluster, "nodeloss")))
     try:
-        _wait_rows(proc, "nodeloss", rows=2, trials=2)  # both trials have a snapshot
+        _wait_records(proc, "nodeloss", records=2, trials=2)  # both trials have a snapshot
         _kill_tree(cluster["nodes"]["worker"])  # raylet, its workers, `ray start`: SIGKILL
+        before = _ledger_records("nodeloss")
         out = _finish(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "sweep 'nodeloss' done: 2 TERMINATED" in out
     _same_table(_table("nodeloss"), reference[0])
+    after = _ledger_records("nodeloss")
+    _nothing_recomputed(before, after)
     head, worker = cluster["node_ids"]["head"], cluster["node_ids"]["worker"]
-    ran_on_worker = [r for r in _result_nodes("nodeloss").values() if worker in {n for _, n, _ in r}]
+    ran_on_worker = [r for r in after.values() if worker in {n for n, _ in r.values()}]
     assert ran_on_worker, "no trial had run on the worker node"
-    for results in ran_on_worker:
-        # Resumed from its newest checkpoint: nothing recomputed. A snapshot whose checkpoint
-        # Tune had not registered when the node died is reported again from that checkpoint
-        # (trainables.tune_adapter): the same record, the same clock reading.
-        clocks: dict[int, set[float]] = {}
-        for snapshot, _, clock in results:
-            clocks.setdefault(snapshot, set()).add(clock)
-        assert all(len(c) == 1 for c in clocks.values()), results
     # The worker's trial moved to the head, unless it had finished before the kill: the other
     # trial's process can start tens of seconds late at a high load, so the worker's trial
     # may be done by the time both have a snapshot (seen at load ~10; the table check above
     # holds either way).
     total = int(reference[0].num_snapshots.max())
-    for results in ran_on_worker:
-        if (total, worker) not in {(s, n) for s, n, _ in results}:
-            assert results[-1][1] == head, results  # finished on the head
+    for records in ran_on_worker:
+        if records[total][0] != worker:
+            assert records[total][0] == head, records  # finished on the head

@@ -108,8 +108,8 @@ def s3_sweep(s3_ray, tmp_path_factory):
 
 
 def test_a_file_replaced_while_it_is_read_is_read_whole(s3_ray):
-    """The driver rewrites results.parquet after every result while `sweep status` or a
-    test reads it: each read returns one whole version, never a truncated mix."""
+    """A reader of an object another process rewrites (a table `sweep export` writes again
+    while `analysis report` reads it): each read returns one whole version, never a mix."""
     import threading
 
     where = f"{ROOT_URI}/unit/replaced.bin"
@@ -161,11 +161,16 @@ def test_s3_sweep_writes_everything_to_the_bucket(s3_sweep, s3_ray):
     assert len(df) == 2 * 3 + 2 and df.trial_id.nunique() == 3 and set(df.status) == {"TERMINATED"}
     assert not df.duplicated(["trial_id", "snapshot"]).any()
     last = df[df.snapshot == df.num_snapshots]
-    assert all(p.startswith(f"{layout.root}/grid/") or p.startswith(f"{layout.root}/baselines/")
-               for p in last.checkpoint_path)
-    assert all(storage.is_file(storage.join(p, "state.pt")) for p in last.checkpoint_path)
+    for row in last.itertuples():  # each trial's ledger in the bucket: K snapshots, one state, the log
+        ledger = storage.join(layout.ledger_dir(row.phase), row.trial_id)
+        assert storage.list_dir(storage.join(ledger, "snapshots")) == sorted(
+            f"{k:06d}.pt{s}" for k in range(1, row.snapshot + 1) for s in ("", ".sha256"))
+        assert storage.list_dir(storage.join(ledger, "state")) == [f"{row.snapshot:06d}.pt",
+                                                                   f"{row.snapshot:06d}.pt.sha256"]
+        assert f"snapshot {row.snapshot}/{row.snapshot}" in storage.read_bytes(
+            storage.join(ledger, "trial.log")).decode()
     names = set(storage.list_dir(layout.root))
-    assert {"sweep.json", "spec.yaml", "results.parquet", "finetunes", "mlflow.db"} <= names
+    assert {"sweep.json", "spec.yaml", "results.parquet", "finetunes", "mlflow.db", "ledgers"} <= names
     assert storage.is_file(storage.join(layout.phase("grid"), SweepLayout.TUNER))
     assert len(storage.list_dir(layout.pretrained)) == 2  # checkpoint 0 (all trials use it) + its hash
     # fine-tunes (pretrained 0, seed 0) shared by the 3 trials, (0, 1) Local DE's second member
@@ -218,8 +223,8 @@ def test_s3_sweep_cli_status_export_report_and_resume(s3_sweep, s3_ray, tmp_path
     assert cli_main(["export", layout.root, "-o", exported]) == 0
     key = ["trial_id", "snapshot"]
     rebuilt = _table(exported).sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True).drop(columns="timestamp"),
-                                  rebuilt.drop(columns="timestamp"))
+    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True), rebuilt)
+    assert storage.is_file(f"{ROOT_URI}/exports/objtiny.predictions.parquet")
     from analysis.__main__ import main as analysis_main
 
     assert analysis_main(["report", layout.root, "--out", str(tmp_path / "report")]) == 0

@@ -193,7 +193,7 @@ def _write(tmp_path, raw) -> str:
 def _logs(sweep_dir) -> str:
     """The trials' progress logs (trial.log: cycle lines, resumes)."""
     return "".join(open(p, errors="replace").read()
-                   for p in glob.glob(f"{sweep_dir}/trials/grid/*/trial.log"))
+                   for p in glob.glob(f"{sweep_dir}/ledgers/grid/*/trial.log"))
 
 
 _REFERENCES: dict[str, list[dict]] = {}
@@ -202,7 +202,8 @@ _REFERENCES: dict[str, list[dict]] = {}
 def _reference(config: dict, tmp_path) -> list[dict]:
     """The same trial with its cycles one after the other, in this process, on 1 thread
     (computed once per config: the tests of this module share it)."""
-    cfg = {**config, "parallel_cycles": "off", "cache_dir": str(tmp_path / "ref_finetunes"), "ledger_dir": None}
+    cfg = {**config, "parallel_cycles": "off", "cache_dir": str(tmp_path / "ref_finetunes"),
+           "ledger_dir": None}
     key = json.dumps({k: v for k, v in cfg.items() if k != "cache_dir"}, sort_keys=True)
     if key not in _REFERENCES:
         _REFERENCES[key] = _nan_free([_metrics(r) for r in run_job(cfg, num_cpus=1)])

@@ -194,8 +194,7 @@ def _string_constants(path: Path) -> list[tuple[int, str]]:
 def test_the_files_of_a_sweep_directory_are_named_in_sweep_layout_only():
     from sweep.layout import SweepLayout
 
-    tune_names = {SweepLayout.TUNER, SweepLayout.EXPERIMENT_STATE_GLOB, SweepLayout.TRIAL_RESULT,
-                  SweepLayout.TRIAL_ERROR}
+    tune_names = {SweepLayout.TUNER, SweepLayout.EXPERIMENT_STATE_GLOB}
     names = (SweepLayout.entries() - {SweepLayout.PRETRAINED}) | tune_names
     assert {SweepLayout.results, SweepLayout.manifest, SweepLayout.mlflow_db} <= names
     found = [f"{path.relative_to(ROOT)}:{line} {value!r}"

@@ -229,7 +229,7 @@ def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path):
     df = pd.read_parquet(results)
     assert sorted(df.snapshot) == [1, 2, 3, 4, 5] and set(df.status) == {"TERMINATED"}
     (trial_id,) = df.trial_id.unique()
-    trial_log = (sweep_dir / "trials" / "grid" / trial_id / "trial.log").read_text()
+    trial_log = (sweep_dir / "ledgers" / "grid" / trial_id / "trial.log").read_text()
     assert "resuming after record" in trial_log and "starting the trial over" not in trial_log
     assert trial_log.index("snapshot 1/5") < trial_log.index("resuming after")  # the whole history
     assert "snapshot 1 reported again from the ledger" in trial_log

@@ -224,10 +224,10 @@ def test_console_and_trial_logs(grid_sweep):
     lines = [line for line in console.splitlines() if " snapshot " in line and ": test acc ind " in line]
     assert len(lines) == len(df) == 16, console[-3000:]
     for row in df.itertuples():
-        assert f"_{row.trial_id} snapshot {row.snapshot}/{row.num_snapshots}: test acc ind " \
+        assert f"{row.trial_id} snapshot {row.snapshot}/{row.num_snapshots}: test acc ind " \
             f"{row.ind_test_acc:.4f} ens {row.ens_test_acc:.4f}" in console
     assert " epoch " not in console
-    logs = sorted(Path(spec.sweep_dir, "grid").glob("*/trial.log"))
+    logs = sorted(Path(spec.sweep_dir, "ledgers", "grid").glob("*/trial.log"))
     assert len(logs) == 6
     for path in logs:
         text = path.read_text()
@@ -343,6 +343,6 @@ def test_asha_user_space_example(ray_session, tmp_path, capsys):
     assert module.main(["--storage", str(tmp_path), "--num-samples", "3", "--train-size", "200"]) == 0
     out = capsys.readouterr().out
     assert "best:" in out and out.count("snapshot ") >= 3
-    trials = glob.glob(os.path.join(str(tmp_path), "asha_example", "*", "result.json"))
-    assert len(trials) == 3
+    trials = glob.glob(os.path.join(str(tmp_path), "asha_example", "ledgers", "*", "status.json"))
+    assert len(trials) == 3  # each trial's ledger
     assert os.listdir(os.path.join(str(tmp_path), "asha_example", "finetunes"))

@@ -62,7 +62,9 @@ def test_resumed_callback_logs_no_snapshot_twice(tmp_path):
     after.on_trial_complete(0, [], trial)
 
     client = after.tracking.client
-    run_id = saved["runs"]["t1"]
+    from trainables.ledger import trial_key
+
+    run_id = saved["runs"][trial_key(config)]  # runs are kept by the trial's key, not Tune's id
     for key in ("snapshot", "ens_test_acc", "diverged"):
         steps = sorted(m.step for m in client.get_metric_history(run_id, key))
         assert steps == [1, 2, 3], (key, steps)

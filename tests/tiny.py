@@ -63,4 +63,4 @@ def ledger_records(sweep_dir) -> int:
     import glob
     import os
 
-    return len(glob.glob(os.path.join(str(sweep_dir), "trials", "*", "*", "records", "*.json")))
+    return len(glob.glob(os.path.join(str(sweep_dir), "ledgers", "*", "*", "records", "*.json")))

@@ -3,7 +3,8 @@
 Public entry points (imported lazily, so `import trainables.errors` stays
 cheap for command-line error paths that never need torch):
 - `fine_tune_then_explore(config)`: the Ray Tune function trainable.
-- `run_job(config, report=None, state=None)`: the same job in plain Python.
+- `run_job(config, report=None)`: the same job in plain Python (with `ledger_dir`, it
+  keeps a ledger there and a second call continues from it).
 - `TrialConfig`: the typed config (see README, "Trial config").
 - `plan_snapshots(config)`: which fine-tune or cycle makes each snapshot.
 """

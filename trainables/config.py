@@ -323,7 +323,7 @@ class TrialConfig(TrialBase):
     ledger_dir: str | None = Field(
         None, description="Where the trial keeps its ledger (records, snapshot weights, resumable "
         "state, log) in `<ledger_dir>/<trial key>/`, a path or URI; a rerun continues from it. The "
-        "sweep sets `<sweep>/trials/<phase>`; None = nothing kept."
+        "sweep sets `<sweep>/ledgers/<phase>`; None = nothing kept."
     )
 
     @model_validator(mode="after")

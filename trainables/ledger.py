@@ -2,7 +2,7 @@
 sweep's storage by the trial itself (no Ray here).
 
     <ledger_dir>/<trial key>/          one trial (`TrialLedger`); the sweep's ledger_dir is
-                                       <sweep>/trials/<phase>
+                                       <sweep>/ledgers/<phase>
       trial.json                       the trial's key and config (written at its first start)
       status.json                      RUNNING | TERMINATED | ERROR, records so far, when, by whom
       snapshots/000003.pt (+ .sha256)  snapshot 3's weights: their own object, written once

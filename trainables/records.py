@@ -87,6 +87,10 @@ def decode_predictions(text: str) -> bytes:
 
 #: The key of a record holding when the trial wrote it (the table's `timestamp`; not a column).
 RECORD_TIME = "record_time"
+#: Keys a trial's Tune results carry besides its record: the Ray node that made the snapshot
+#: and the trial's key (`trainables.ledger.trial_key`, the table's trial_id).
+NODE_KEY = "ray_node_id"
+TRIAL_KEY = "trial_key"
 
 #: A trial's status in the table: Tune's (PAUSED shown as PENDING), or DIVERGED for a
 #: finished trial whose last record is flagged `diverged` (see `table_status`).
@@ -97,7 +101,7 @@ ID_COLUMNS = (
     Column("sweep", "str", "the sweep name"),
     Column("phase", "str", "the Tune experiment of the sweep the trial ran in (`grid`, `optuna_<method>`, "
            "`custom`, `baselines`)"),
-    Column("trial_id", "str", "the trial's key: its ledger's name under `trials/<phase>/`, a function of "
+    Column("trial_id", "str", "the trial's key: its ledger's name under `ledgers/<phase>/`, a function of "
            "its config (the same across every restart; `trainables.ledger.trial_key`)"),
     Column("status", "str", "the trial's status: " + ", ".join(f"`{s}`" for s in STATUSES)),
     Column("method", "str", ", ".join(f"`{m}`" for m in METHODS)),

@@ -34,13 +34,9 @@ from trainables.errors import ConfigError
 from trainables.job import run_job
 from trainables.ledger import TrialLedger
 from trainables.logs import TRIAL_LOG, configure_logging, trial_logging
-from trainables.records import PREDICTION_NAMES
+from trainables.records import NODE_KEY, PREDICTION_NAMES, TRIAL_KEY
 
 log = logging.getLogger("starsweep")
-#: The key of each reported result naming the Ray node that made the snapshot.
-NODE_KEY = "ray_node_id"
-#: The key of each reported result naming the trial's ledger (`trainables.ledger.trial_key`).
-TRIAL_KEY = "trial_key"
 
 
 def _bundle(cpu: float, gpu: float) -> dict[str, float]:
