@@ -3,8 +3,8 @@
 A driver killed with SIGKILL can leave two things Tune cannot restore from:
 - a state file (`experiment_state-*.json`) cut short: set aside, Tune uses the newest
   readable one (`set_aside_unreadable_states`);
-- a `tuner.pkl` cut short: set aside and written again from the spec
-  (`set_aside_unreadable_tuner`).
+- a `tuner.pkl` cut short: set aside (`set_aside_unreadable_tuner`); the phase then
+  starts again and its trials continue from their ledgers.
 Nothing else of Tune's is needed: each trial resumes from its own ledger
 (`trainables.ledger`), whatever Tune had registered, pruned or synced. Only `resume`
 calls these (the read-only verbs never rename anything). Every read and write goes
@@ -44,8 +44,7 @@ def set_aside_unreadable_states(exp_dir: str | os.PathLike) -> list[str]:
 
 def set_aside_unreadable_tuner(exp_dir: str) -> str | None:
     """Rename a `tuner.pkl` a kill cut short (it does not unpickle) to `tuner.pkl.unreadable`;
-    returns its new location (the caller writes it again from the spec: it holds only the
-    phase's Tuner settings, while the trials are in the experiment state)."""
+    returns its new location (the phase then starts again: its trials find their ledgers)."""
     location = storage.join(str(exp_dir), SweepLayout.TUNER)
     if not storage.is_file(location):
         return None
@@ -55,6 +54,7 @@ def set_aside_unreadable_tuner(exp_dir: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - cut anywhere: EOFError, UnpicklingError, ...
         target = storage.join(str(exp_dir), SweepLayout.TUNER + ".unreadable")
         storage.move(location, target)
-        log.warning("%s is not readable (%s: cut by a kill?): set aside as %s, written again from the "
-                    "spec", location, type(exc).__name__, storage.basename(target))
+        log.warning("%s is not readable (%s: cut by a kill?): set aside as %s; the phase starts again "
+                    "and its trials continue from their ledgers", location, type(exc).__name__,
+                    storage.basename(target))
         return target

@@ -311,10 +311,9 @@ def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | No
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
-        if set_aside_unreadable_tuner(exp_dir):
-            make_tuner(spec, phase, tracking, verbose)  # writes the phase's tuner.pkl again, same spec
-        # Without a readable experiment state Tune cannot know the phase's trials:
-        # start the phase again (finished fine-tunes still come from the cache).
+        set_aside_unreadable_tuner(exp_dir)
+        # Without a readable tuner.pkl and experiment state Tune cannot restore the phase: it
+        # starts again, and each of its trials continues from its ledger (the key is the config).
         if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):
             tuner = tune.Tuner.restore(
                 trainable=make_trainable(spec, verbose), resume_unfinished=True, resume_errored=True,

@@ -238,7 +238,8 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
     spec, _ = grid_sweep
     path = os.path.join(spec.sweep_dir, "results.parquet")
     before = pd.read_parquet(path)
-    # export rebuilds the same table from the Tune experiment directories alone
+    # export builds the same table from the trials' ledgers (and status/export rename nothing)
+    tree = sorted(str(p) for p in Path(spec.sweep_dir).rglob("*") if ".tmp" not in p.name)
     out = tmp_path / "export.parquet"
     assert cli_main(["export", spec.sweep_dir, "-o", str(out)]) == 0
     os.remove(path)
@@ -247,14 +248,18 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
         key = ["trial_id", "snapshot"]
         a, b = before.sort_values(key).reset_index(drop=True), rebuilt.sort_values(key).reset_index(drop=True)
         assert list(a.columns) == list(b.columns)
-        pd.testing.assert_frame_equal(a.drop(columns=["timestamp"]), b.drop(columns=["timestamp"]))
+        pd.testing.assert_frame_equal(a, b)
     capsys.readouterr()
     assert cli_main(["status", spec.sweep_dir]) == 0
+    now = sorted(str(p) for p in Path(spec.sweep_dir).rglob("*") if ".tmp" not in p.name)
+    assert now == tree  # export wrote its tables again, status nothing: no file renamed or added
     status = capsys.readouterr().out
     assert "trials finished: 6/6" in status and "star_sse" in status and "mlflow ui" in status
-    # resuming a finished sweep re-runs nothing, even with its tuner.pkl cut short by a kill
-    files = glob.glob(os.path.join(spec.sweep_dir, "grid", "*", "result.json"))
-    lines = {p: open(p).read().count("\n") for p in files}
+    # resuming a finished sweep computes nothing, even with its tuner.pkl cut short by a kill
+    # (the phase starts again and every trial reports its ledger again)
+    files = glob.glob(os.path.join(spec.sweep_dir, "ledgers", "grid", "*", "trial.log"))
+    computed = {p: len(re.findall(r"snapshot \d+/\d+: ind", open(p).read())) for p in files}
+    assert len(files) == 6 and all(computed.values())
     tuner_pkl = os.path.join(spec.sweep_dir, "grid", "tuner.pkl")
     with open(tuner_pkl, "r+b") as f:
         f.truncate(os.path.getsize(tuner_pkl) // 2)
@@ -262,8 +267,8 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
     assert os.path.isfile(tuner_pkl + ".unreadable")
     after = pd.read_parquet(path)
     assert len(after) == len(before) and not after.duplicated(["trial_id", "snapshot"]).any()
-    assert {p: open(p).read().count("\n") for p in lines} == lines
-    # no snapshot was reported again (a re-run would bring new timestamps)
+    assert {p: len(re.findall(r"snapshot \d+/\d+: ind", open(p).read())) for p in files} == computed
+    # the same records (a snapshot computed again would bring a new timestamp)
     key = ["trial_id", "snapshot"]
     assert (after.sort_values(key).timestamp.values == before.sort_values(key).timestamp.values).all()
     # the same spec again is a user error (exit 2), not a second sweep in the same place
