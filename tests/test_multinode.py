@@ -236,19 +236,25 @@ def test_sweep_on_two_nodes_with_s3_storage(cluster, reference):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_driver_loss_then_resume_from_the_bucket(cluster, reference):
-    proc = _sweep(cluster, "run", str(_spec_file(cluster, "driverloss")))
+#: STARSWEEP_REPEAT=10 runs each fault 10 times in a row on the same cluster.
+REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_driver_loss_then_resume_from_the_bucket(cluster, reference, attempt):
+    name = f"driverloss{attempt or ''}"
+    proc = _sweep(cluster, "run", str(_spec_file(cluster, name)))
     try:
-        _wait_records(proc, "driverloss", records=2, trials=2)
+        _wait_records(proc, name, records=2, trials=2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver, with no clean-up at all
         proc.wait()
-    before = _ledger_records("driverloss")
+    before = _ledger_records(name)
     assert sum(map(len, before.values())) < N_ROWS, "nothing left to resume: the test needs a slower sweep"
-    out = _finish(_sweep(cluster, "resume", f"{STORAGE}/driverloss"))
-    assert "sweep 'driverloss' done: 2 TERMINATED" in out
-    _same_table(_table("driverloss"), reference[0])
-    _nothing_recomputed(before, _ledger_records("driverloss"))
+    out = _finish(_sweep(cluster, "resume", f"{STORAGE}/{name}"))
+    assert f"sweep '{name}' done: 2 TERMINATED" in out
+    _same_table(_table(name), reference[0])
+    _nothing_recomputed(before, _ledger_records(name))
 
 
 def _nothing_recomputed(before: dict, after: dict) -> None:

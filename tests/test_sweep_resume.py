@@ -16,6 +16,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import yaml
 
 from sweep.layout import SweepLayout
@@ -32,6 +33,8 @@ SPEC = {
     "baselines": {"num_members": 2},
     "resources": {"cpu": 1},
 }
+#: STARSWEEP_REPEAT=10 runs each test 10 times in a row.
+REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
 N_TRIALS = 2 * 3 + 2
 N_ROWS = 2 * 3 * 3 + 2 + 2
 
@@ -47,7 +50,8 @@ def _ledger_table(sweep_dir, name: str, phases=("grid",)) -> pd.DataFrame:
     return pd.DataFrame(ledger_tables(SweepLayout(sweep_dir), name, phases).rows)
 
 
-def test_resume_after_sigkill(tmp_path):
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_resume_after_sigkill(tmp_path, attempt):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp_path / "runs")}))
     sweep_dir = tmp_path / "runs" / "killed"
@@ -165,7 +169,8 @@ def _saved_snapshot(state_text: str) -> int | None:
     return (json.loads(metadata).get("last_result") or {}).get("snapshot")
 
 
-def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path):
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path, attempt):
     """The trial owns its state: a driver killed at snapshot 3 or later, an experiment
     state put back as Tune saved it after snapshot 1 (a driver lost before a newer state
     reached storage), and every Tune trial folder deleted (its checkpoint_* folders, its
