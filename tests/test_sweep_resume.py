@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import hold_gate
 import pandas as pd
 import pytest
 import yaml
@@ -56,16 +57,19 @@ def test_resume_after_sigkill(tmp_path, attempt):
     spec_path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp_path / "runs")}))
     sweep_dir = tmp_path / "runs" / "killed"
     results = sweep_dir / "results.parquet"
+    gate = tmp_path / "gate"
+    gate.mkdir()
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # cyclic trials hold before their snapshot 3: the sweep cannot end
         [sys.executable, "-m", "sweep", "run", str(spec_path), "--num-cpus", "2"],
-        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, env={**_env(), **hold_gate.env(gate, [3])}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
-        deadline = time.time() + 240
+        hold_gate.wait_held(gate, 3, lambda: proc.poll() is None)
+        deadline = time.time() + 240  # the baselines' 4 records and the held trials' 2 each
         while time.time() < deadline and proc.poll() is None and ledger_records(sweep_dir) < 6:
-            time.sleep(0.5)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.1)
         assert ledger_records(sweep_dir) >= 6, (tmp_path / "run.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and whatever of its Ray stayed in its group
@@ -171,7 +175,8 @@ def _saved_snapshot(state_text: str) -> int | None:
 
 @pytest.mark.parametrize("attempt", range(REPEAT))
 def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path, attempt):
-    """The trial owns its state: a driver killed at snapshot 3 or later, an experiment
+    """The trial owns its state: a driver killed after snapshot 3 (the trial held there by
+    tests/hold_gate.py, so no timing decides what the kill finds), an experiment
     state put back as Tune saved it after snapshot 1 (a driver lost before a newer state
     reached storage), and every Tune trial folder deleted (its checkpoint_* folders, its
     result.json, its logs): the resume finishes the trial from its ledger, recomputing
@@ -187,30 +192,32 @@ def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path, attempt):
     spec_path.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "runs" / "cut"
     grid, results = str(sweep_dir / "grid"), sweep_dir / "results.parquet"
+    gate = tmp_path / "gate"
+    gate.mkdir()
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(  # Tune saves its experiment state every second (to catch one early)
-        [sys.executable, "-m", "sweep", "run", str(spec_path), "--num-cpus", "2"],
-        cwd=ROOT, env={**_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc = subprocess.Popen(  # Tune saves its experiment state every second; the trial holds
+        [sys.executable, "-m", "sweep", "run", str(spec_path), "--num-cpus", "2"],  # before 2 and 4
+        cwd=ROOT, env={**_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1", **hold_gate.env(gate, [2, 4])},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    alive = lambda: proc.poll() is None  # noqa: E731
     early = None
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
+        hold_gate.wait_held(gate, 2, alive)  # snapshot 1 reported: Tune's state will name it
+        deadline = time.time() + 60
+        while early is None and time.time() < deadline:
             state = _newest_state(grid)
             text = open(state).read() if state else ""
             try:
-                saved = _saved_snapshot(text) if text else None
+                if text and _saved_snapshot(text) == 1:
+                    early = (state, text)
             except ValueError:
-                saved = None  # being written
-            if early is None and saved == 1:
-                early = (state, text)
-            if early is not None and ledger_records(sweep_dir) >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                pass  # being written
+            time.sleep(0.1)
+        hold_gate.release(gate, 2)
+        hold_gate.wait_held(gate, 4, alive)  # records 1-3 in the ledger, the trial held before 4
         run_log = (tmp_path / "run.log").read_text()[-3000:]
-        assert early is not None and ledger_records(sweep_dir) >= 3, run_log
+        assert early is not None and ledger_records(sweep_dir) == 3, run_log
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
