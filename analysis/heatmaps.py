@@ -39,6 +39,7 @@ from analysis.style import (
     tick_label,
     value_formatter,
 )
+from trainables.methods import LOCAL_DE, SSE, STAR_SSE
 
 
 @dataclass
@@ -229,8 +230,8 @@ def metric_heatmaps(
     fig = new_figure((0.95 * n_cols + 1.9) * len(grids) + 2.0, 0.5 * n_rows + 2.4)
     axes = list(fig.subplots(1, len(grids), squeeze=False)[0])
     ties = {}
-    if show_baselines and "local_de" in base.index:
-        ties = {m: tie_grid(df, m, metric, k, "local_de") for m in grids}
+    if show_baselines and LOCAL_DE in base.index:
+        ties = {m: tie_grid(df, m, metric, k, LOCAL_DE) for m in grids}
     for ax, (method, grid) in zip(axes, grids.items(), strict=True):
         labels, hatched = cell_labels(grid, ties.get(method))
         draw_panel(ax, grid.mean, labels, hatched, grid, norm, cmap)
@@ -246,7 +247,7 @@ def diff_ties(df: pd.DataFrame, metric: str, k: int, like: pd.DataFrame) -> pd.D
     """Per cell of `like`: whether the 95% interval of StarSSE − SSE (paired by replicate)
     contains 0 (True / False; NaN with fewer than 2 runs a side)."""
     out = pd.DataFrame(np.nan, index=like.index, columns=like.columns, dtype=object)
-    star, sse = (method_runs(df, m, metric, k) for m in ("star_sse", "sse"))
+    star, sse = (method_runs(df, m, metric, k) for m in (STAR_SSE, SSE))
     for lr in like.index:
         for cyc in like.columns:
             iv = difference_interval(cell_runs(star, metric, (lr, cyc)), cell_runs(sse, metric, (lr, cyc)))
@@ -268,8 +269,8 @@ def diff_heatmap(
         raise ValueError("the difference heatmap needs both sse and star_sse rows")
     k = min(sizes) if k is None else k
     grids = {m: metric_grid(df, m, metric, k) for m in CYCLIC}
-    diff = grids["star_sse"].mean - grids["sse"].mean
-    any_div = (grids["star_sse"].diverged > 0) | (grids["sse"].diverged > 0)
+    diff = grids[STAR_SSE].mean - grids[SSE].mean
+    any_div = (grids[STAR_SSE].diverged > 0) | (grids[SSE].diverged > 0)
     diverged = any_div & diff.isna()
     finite = np.abs(diff.to_numpy(float))
     finite = finite[np.isfinite(finite)]
@@ -282,7 +283,7 @@ def diff_heatmap(
     n_rows, n_cols = diff.shape
     fig = new_figure(0.95 * n_cols + 3.6, 0.5 * n_rows + 2.4)
     ax = fig.subplots()
-    draw_panel(ax, diff, labels, diverged, grids["sse"], norm, cmap)
+    draw_panel(ax, diff, labels, diverged, grids[SSE], norm, cmap)
     ax.set_title(f"StarSSE − SSE (K={k})")
     _colorbar(fig, [ax], norm, cmap, metric, f"Δ {metric_label(metric)}")
     better = "blue: StarSSE better"

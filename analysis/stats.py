@@ -23,6 +23,7 @@ from scipy import stats
 
 from analysis.aggregate import CYCLE, CYCLIC, LR, choose_cells, default_size, methods_present, rows_at_size
 from analysis.intervals import LEVEL, Interval, t_interval, welch_interval
+from trainables.methods import LOCAL_DE
 
 REPLICATE_KEY = ("pretrained_index", "seed")
 
@@ -110,7 +111,7 @@ def paired_differences(df: pd.DataFrame, metric: str = "ens_test_acc", k: int | 
 
 
 def tie_grid(df: pd.DataFrame, method: str, metric: str, k: int | None = None,
-             baseline: str = "local_de", level: float = LEVEL) -> pd.DataFrame:
+             baseline: str = LOCAL_DE, level: float = LEVEL) -> pd.DataFrame:
     """Per (lr_max_ratio, cycle_epochs_ratio) cell of `method`: True where the interval of
     its difference to `baseline` contains 0 (a tie), False where it does not, and NaN
     where it is undefined (fewer than 2 runs)."""

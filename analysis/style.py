@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from trainables import methods
+from trainables.methods import GLOBAL_DE, LOCAL_DE
 
-BASELINE_COLORS = {"local_de": "tab:red", "global_de": "black"}
+BASELINE_COLORS = {LOCAL_DE: "tab:red", GLOBAL_DE: "black"}
 ROLE_LABELS = {
     "most_local": "most local",
     "best": "best (val)",

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainables.methods import METHODS, is_cyclic
+from trainables.methods import LOCAL_DE, METHODS, SSE, STAR_SSE, is_cyclic
 from trainables.records import KINDS, corruption_column, metric_column
 
 LR_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -44,14 +44,14 @@ def _core(method: str, i: int, j: int, k: int, val_bonus: float) -> dict[str, di
     """Noise-free test acc/nll/ece per kind, and the ensemble validation accuracy."""
     if is_cyclic(method):
         ens = 0.80 + 0.01 * i - 0.005 * j + 0.004 * (k - 1)
-        if method == "star_sse":
+        if method == STAR_SSE:
             ens += 0.002 + 0.001 * j
-        soup = ens - 0.01 * i if method == "sse" else ens + 0.005 - 0.002 * i
+        soup = ens - 0.01 * i if method == SSE else ens + 0.005 - 0.002 * i
         ind = 0.78 + 0.01 * i - 0.005 * j - 0.002 * i * (k - 1)
         nll = 0.60 - 0.01 * i + 0.005 * j - 0.01 * (k - 1)
         ece = 0.05 + 0.002 * i + 0.001 * j
     else:
-        local = method == "local_de"
+        local = method == LOCAL_DE
         ens = 0.82 + 0.003 * (k - 1) if local else 0.84 + 0.005 * (k - 1)
         soup = ens - 0.02 if local else 0.40
         ind = 0.81
@@ -171,7 +171,7 @@ def partial_sweep(results: pd.DataFrame) -> pd.DataFrame:
     """
     d = results.copy()
     lr, cyc = d["lr_max_ratio"], d["cycle_epochs_ratio"]
-    sse, star = d["method"].eq("sse"), d["method"].eq("star_sse")
+    sse, star = d["method"].eq(SSE), d["method"].eq(STAR_SSE)
     never = sse & lr.eq(4.0) & cyc.eq(4.0)
     unfinished = star & lr.eq(0.25) & cyc.eq(0.5)
     one = d["trial_id"].eq("sse_lr2_c1_s0_p0")

@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from common import machine, parser, run_spec, start_ray, verdict
 
+from trainables.methods import SSE, STAR_SSE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,7 @@ def quickstart(storage: str, name: str, cpus: int, concurrent: int, tiny: bool,
         mlflow={"enabled": False},
     )
     if tiny:  # 2 short trials (two at a time still has something to overlap)
-        spec["methods"] = ["sse", "star_sse"]
+        spec["methods"] = [SSE, STAR_SSE]
         spec.pop("baselines", None)
         spec["trial"]["num_cycles"] = 2
         spec["search"].update(lr_max_ratios=[1], cycle_epochs_ratios=[0.5])

@@ -27,6 +27,8 @@ import time
 import numpy as np
 from common import machine, parser, start_ray, verdict
 
+from trainables.methods import STAR_SSE
+
 SNAPSHOTS = 5
 TEST_IMAGES, CLASSES = 10_000, 100
 TARGET = 1.5
@@ -91,16 +93,16 @@ def run_driver(storage: str, trials: int) -> dict:
     """One sweep phase of `trials` synthetic trials through the project's driver."""
     from ray import tune
 
+    from search_spaces.phase import Phase
     from sweep import runner
-    from sweep.phases import Phase
     from sweep.results import ledger_tables, write_tables
     from sweep.spec import parse_spec
 
-    spec = parse_spec({"name": f"scale{trials}", "storage": storage, "methods": ["star_sse"],
+    spec = parse_spec({"name": f"scale{trials}", "storage": storage, "methods": [STAR_SSE],
                        "search": {"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [1]},
                        "resources": {"cpu": 0.25}, "max_concurrent_trials": 8}, source="bench")
     base = spec.base_config()
-    space = {**base, "method": "star_sse", "lr_max_ratio": 1.0, "cycle_epochs_ratio": 1.0,
+    space = {**base, "method": STAR_SSE, "lr_max_ratio": 1.0, "cycle_epochs_ratio": 1.0,
              "pretrained_index": 0, "seed": tune.grid_search(list(range(trials)))}
     phase = Phase(name="grid", param_space=space, num_samples=1)
     tracking = runner._setup_mlflow(spec)

@@ -19,11 +19,12 @@ from common import Timer, bench_config, machine, parser, verdict
 from trainables import TrialConfig
 from trainables.ensembles import RunningEnsemble, RunningSoup
 from trainables.evaluate import Evaluator
+from trainables.methods import LOCAL_DE
 
 
 def main() -> int:
     args = parser(__doc__).parse_args()
-    cfg = TrialConfig.from_dict(bench_config(args.tiny, method="local_de", num_members=8))
+    cfg = TrialConfig.from_dict(bench_config(args.tiny, method=LOCAL_DE, num_members=8))
     print(f"machine: {machine()}")
     ev = Evaluator.for_config(cfg)
     base = ev.fresh_model().state_dict()

@@ -36,6 +36,8 @@ import tempfile
 import pandas as pd
 from common import machine, parser, run_spec, start_ray, verdict
 
+from trainables.methods import STAR_SSE
+
 # Cycles of 2 x the fine-tune's 40 epochs (the grid's longest cycle on this task, ~14 s on
 # one core): a cycle outweighs a snapshot's evaluation (~1.5 s), as on a GPU cluster where a
 # cycle takes minutes. With 20-epoch cycles (~3.5 s) the trial's serial evaluation and the
@@ -64,7 +66,7 @@ def spec(storage: str, name: str, cpu: int, parallel, tiny: bool, fine_tune_only
         trial["data"].update(train_size=100, val_size=50, test_size=200)
         trial["model"] = {"width": 8}
     return {
-        "name": name, "storage": storage, "trial": trial, "methods": ["star_sse"],
+        "name": name, "storage": storage, "trial": trial, "methods": [STAR_SSE],
         "search": {"kind": "paper_grid", "lr_max_ratios": [2],
                    "cycle_epochs_ratios": [0.05 if fine_tune_only else 0.5 if tiny else ratio]},
         "resources": {"cpu": cpu, "gpu": 0}, "mlflow": {"enabled": False},

@@ -16,6 +16,7 @@ from common import machine, parser, run_spec, start_ray, verdict
 
 from sweep.plan import make_plan
 from sweep.spec import parse_spec
+from trainables.methods import SSE, STAR_SSE
 
 
 def grid_spec(storage: str, name: str, share: bool, tiny: bool) -> dict:
@@ -23,7 +24,7 @@ def grid_spec(storage: str, name: str, share: bool, tiny: bool) -> dict:
         "name": name,
         "storage": storage,
         "share_finetunes": share,
-        "methods": ["sse", "star_sse"],
+        "methods": [SSE, STAR_SSE],
         "search": {
             "kind": "paper_grid",
             "lr_max_ratios": [0.25, 0.5, 1, 2] if not tiny else [1],

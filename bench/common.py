@@ -12,6 +12,8 @@ import platform
 import sys
 import time
 
+from trainables.methods import STAR_SSE
+
 
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
@@ -46,7 +48,7 @@ def verdict(name: str, ratio: float, target: str, ok: bool, tiny: bool) -> int:
 def bench_config(tiny: bool, **overrides) -> dict:
     """The embedded task at its default size (or a tiny one for smoke tests)."""
     cfg = {
-        "method": "star_sse",
+        "method": STAR_SSE,
         "lr_max_ratio": 2.0,
         "cycle_epochs_ratio": 1.0,
         "num_cycles": 4,

@@ -15,18 +15,19 @@ from pathlib import Path
 from probe_task import DEFAULTS, make_cfg
 
 from trainables import run_job
+from trainables.methods import GLOBAL_DE, LOCAL_DE, STAR_SSE
 
 TASK = dict(DEFAULTS, split="src6", train_size=250, pt_epochs=10, lr=0.03, epochs=40, bs=32)
 RUNS = [
-    ("local_de3", {"method": "local_de", "num_members": 3}),
-    ("global_de3", {"method": "global_de", "num_members": 3}),
+    ("local_de3", {"method": LOCAL_DE, "num_members": 3}),
+    ("global_de3", {"method": GLOBAL_DE, "num_members": 3}),
     (
         "star_sse_r1_q0.5",
-        {"method": "star_sse", "lr_max_ratio": 1, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
+        {"method": STAR_SSE, "lr_max_ratio": 1, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
     ),
     (
         "star_sse_r2_q0.5",
-        {"method": "star_sse", "lr_max_ratio": 2, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
+        {"method": STAR_SSE, "lr_max_ratio": 2, "cycle_epochs_ratio": 0.5, "num_cycles": 2},
     ),
 ]
 

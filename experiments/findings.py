@@ -22,6 +22,7 @@ from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
 from analysis.stats import REPLICATE_KEY, paired_differences
 from analysis.tables import paired_markdown
+from trainables.methods import GLOBAL_DE, LOCAL_DE, SSE, STAR_SSE
 
 LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
 
@@ -83,11 +84,11 @@ def main(path: str) -> None:
             f"- {m}: ensemble {pct(base.loc[m, 'mean'], base.loc[m, 'std'])} "
             f"(n={base.loc[m, 'count']}), soup {pct(soups.loc[m, 'mean'], soups.loc[m, 'std'])}"
         )
-    single = df[(df["method"] == "local_de") & (df["snapshot"] == 1)]["ind_test_acc"]
+    single = df[(df["method"] == LOCAL_DE) & (df["snapshot"] == 1)]["ind_test_acc"]
     out += [f"- a single fine-tuned model: {pct(single.mean(), single.std(ddof=1))}", ""]
 
     out += ["## 2. Best StarSSE vs best SSE vs Local DE (cells chosen on ens_val_acc)", ""]
-    for m in ("sse", "star_sse"):
+    for m in (SSE, STAR_SSE):
         cell = best_cell(df, m, "ens_val_acc", k)
         rows = at_cell(df, m, cell, k)
         out.append(
@@ -97,7 +98,7 @@ def main(path: str) -> None:
             f"{rows['ens_test_nll'].mean():.3f}, ECE {100 * rows['ens_test_ece'].mean():.2f} "
             f"(n={len(rows)})"
         )
-    local = rows_at_size(df[df["method"] == "local_de"], k)
+    local = rows_at_size(df[df["method"] == LOCAL_DE], k)
     out += [
         f"- local_de: ensemble {stat(local, 'ens_test_acc')}, OOD {stat(local, 'ens_ood_acc')}",
         "",
@@ -111,7 +112,7 @@ def main(path: str) -> None:
         "cycle ratio (columns).",
         "",
     ]
-    for m in ("sse", "star_sse"):
+    for m in (SSE, STAR_SSE):
         later = cycle_snapshots(df, m, "ind_test_acc")
         table = later.pivot_table(index=LR, columns=CYCLE, values="delta", aggfunc="mean")
         dist = later.pivot_table(index=LR, columns=CYCLE, values="dist_first", aggfunc="mean")
@@ -127,15 +128,15 @@ def main(path: str) -> None:
         ]
 
     out += ["## 4. StarSSE soups vs SSE soups", ""]
-    for m in ("sse", "star_sse"):
+    for m in (SSE, STAR_SSE):
         cell = best_cell(df, m, "soup_val_acc", k)
         rows = at_cell(df, m, cell, k)
         out.append(
             f"- {m} best soup cell (on soup_val_acc) lr×{cell[0]:g}, cycle×{cell[1]:g}: "
             f"soup {stat(rows, 'soup_test_acc')} (ensemble there {stat(rows, 'ens_test_acc')})"
         )
-    sse = metric_grid(df, "sse", "soup_test_acc", k).mean
-    star = metric_grid(df, "star_sse", "soup_test_acc", k).mean
+    sse = metric_grid(df, SSE, "soup_test_acc", k).mean
+    star = metric_grid(df, STAR_SSE, "soup_test_acc", k).mean
     diff = (star - sse).stack().dropna()
     out += [
         f"- cells where the StarSSE soup beats the SSE soup: {(diff > 0).sum()} of {len(diff)}; "
@@ -165,7 +166,7 @@ def interval(values) -> str:
 def first_model(df: pd.DataFrame) -> pd.Series:
     """Test accuracy of each replicate's fine-tuned model (snapshot 1 of Local DE = the
     first member every method of that replicate starts from), by replicate key."""
-    first = df[(df["method"] == "local_de") & (df["snapshot"] == 1)]
+    first = df[(df["method"] == LOCAL_DE) & (df["snapshot"] == 1)]
     return first.set_index(list(REPLICATE_KEY))["ind_test_acc"]
 
 
@@ -180,7 +181,7 @@ def gains_over_the_finetune(df: pd.DataFrame, k: int) -> list[str]:
     (paired; SSE/StarSSE at their val-chosen cell, and at their test-best cell for scale)."""
     base = first_model(df)
     out = ["## Ensemble and soup of K minus the replicate's fine-tuned model (test, points, 95% t)", ""]
-    for m in ("local_de", "global_de", "sse", "star_sse"):
+    for m in (LOCAL_DE, GLOBAL_DE, SSE, STAR_SSE):
         cells = {"": None} if m.endswith("_de") else {"val-chosen ": best_cell(df, m, "ens_val_acc", k),
                                                       "test-best ": best_cell(df, m, "ens_test_acc", k)}
         for label, cell in cells.items():
@@ -198,7 +199,7 @@ def soups_per_replicate(df: pd.DataFrame, k: int) -> list[str]:
     out = ["## StarSSE − SSE over the grid, per replicate (test, points, K)", ""]
     keys, df = [LR, CYCLE, *REPLICATE_KEY], grid_phase(df)
     for metric in ("soup_test_acc", "ens_test_acc", "ens_ood_acc"):
-        sides = [rows_at_size(df[df["method"] == m], k).set_index(keys)[metric] for m in ("star_sse", "sse")]
+        sides = [rows_at_size(df[df["method"] == m], k).set_index(keys)[metric] for m in (STAR_SSE, SSE)]
         diff = (100 * (sides[0] - sides[1])).dropna()
         high = diff[diff.index.get_level_values(LR) >= 2]
         for name, part in (("all cells", diff), ("lr ratio >= 2", high)):
@@ -216,14 +217,14 @@ def drift_per_replicate(df: pd.DataFrame) -> list[str]:
     df = grid_phase(df)
     for metric in ("ind_test_acc", "ind_ood_acc"):
         deltas = {}
-        for m in ("sse", "star_sse"):
+        for m in (SSE, STAR_SSE):
             later = cycle_snapshots(df, m, metric)
             deltas[m] = later["delta"].groupby([later[LR], later["pretrained_index"]]).mean()
-        gap = deltas["star_sse"] - deltas["sse"]
+        gap = deltas[STAR_SSE] - deltas[SSE]
         out += [f"### {metric}", ""]
         for lr in sorted(gap.index.get_level_values(0).unique()):
             sse, star, diff = (", ".join(f"{v:+.2f}" for v in series.loc[lr])
-                               for series in (deltas["sse"], deltas["star_sse"], gap))
+                               for series in (deltas[SSE], deltas[STAR_SSE], gap))
             out.append(f"- lr ratio {lr:g}: SSE {sse}; StarSSE {star}; StarSSE − SSE {diff}")
         out.append("")
     return out

@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from probe_task import DEFAULTS, make_cfg, parse_grid  # experiments/ is the script's own directory
 
-import torch  # noqa: E402
-from probe_task import DEFAULTS, make_cfg, parse_grid  # noqa: E402
-
-from trainables import run_job  # noqa: E402
+from trainables import run_job
+from trainables.methods import GLOBAL_DE, LOCAL_DE
 
 TASK = dict(DEFAULTS, split="src6", train_size=250, bs=32, epochs=40)
 FIELDS = [
@@ -42,7 +39,7 @@ FIELDS = [
 
 def parse_run(text: str) -> dict:
     method, _, args = text.partition(":")
-    if method in ("local_de", "global_de"):
+    if method in (LOCAL_DE, GLOBAL_DE):
         return {"method": method, "num_members": int(args)}
     kv = dict(item.split("=") for item in args.split(","))
     return {

@@ -37,6 +37,7 @@ from trainables.config import TrialConfig
 from trainables.data.task import load_task
 from trainables.device import pick_runtime
 from trainables.job import Job
+from trainables.methods import LOCAL_DE
 
 SPLITS = {
     "src5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
@@ -87,7 +88,7 @@ NUMERIC = {
 def make_cfg(v: dict) -> dict:
     src, tgt = SPLITS[v["split"]]
     return {
-        "method": "local_de",
+        "method": LOCAL_DE,
         "num_members": 1,
         "seed": v["seed"],
         "pretrained_index": v["ckpt"],

@@ -15,6 +15,7 @@ import itertools
 import time
 
 from trainables import run_job
+from trainables.methods import LOCAL_DE
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     for split, size, lr, epochs, source, seed in grid:
         src, tgt = splits[split]
         cfg = {
-            "method": "local_de",
+            "method": LOCAL_DE,
             "num_members": 1,
             "seed": seed,
             "device": "cpu",

@@ -16,6 +16,8 @@ import sys
 
 import pandas as pd
 
+from trainables.methods import GLOBAL_DE, LOCAL_DE, SSE, STAR_SSE
+
 PROBE = "experiments/i14_task_probe.csv"
 CYCLES = "experiments/i14_cycles.csv"
 pd.set_option("display.width", 250)
@@ -65,7 +67,7 @@ def ft_lr(task: str) -> float:
 
 
 def ensembles_table(cy: pd.DataFrame) -> pd.DataFrame:
-    de = cy[cy.method.isin(["local_de", "global_de"])]
+    de = cy[cy.method.isin([LOCAL_DE, GLOBAL_DE])]
     rows = []
     for (tag, task, method, members, seed), g in de.groupby(["tag", "task", "method", "members", "seed"]):
         last = g[g.snapshot == g.snapshot.max()].iloc[0]
@@ -78,7 +80,7 @@ def ensembles_table(cy: pd.DataFrame) -> pd.DataFrame:
 
 
 def cycles_table(cy: pd.DataFrame) -> pd.DataFrame:
-    cyc = cy[cy.method.isin(["sse", "star_sse"])]
+    cyc = cy[cy.method.isin([SSE, STAR_SSE])]
     rows = []
     for (tag, task, method, r, q), g in cyc.groupby(["tag", "task", "method", "r", "q"]):
         per_seed = []

@@ -52,13 +52,12 @@ Parquet, resume), use `search: {kind: custom, path: ..., function: ...}`.
 
 from __future__ import annotations
 
-import copy
 import importlib
 from typing import Any
 
-from search_spaces import optuna, paper
+from search_spaces import paper
 from search_spaces.design import Design
-from search_spaces.kinds import GRID_KINDS, OptunaSearchSpec
+from search_spaces.phase import merge
 
 __all__ = ["Design", "TrialListSearcher", "merge", "planned_trials"]
 
@@ -69,23 +68,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
 
 
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """`overlay` on top of `base`, recursively for nested dicts (as Tune merges configs)."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def planned_trials(design: Design, base: dict[str, Any], num_members: int) -> list[dict[str, Any]]:
     """Full configs (`base` + each trial's own keys) of every trial known in advance:
     all of a grid; for optuna the corners of its space; and the baselines."""
-    overlays = paper.baseline_trials(design, num_members)
-    if isinstance(design.search, GRID_KINDS):
-        overlays = paper.cyclic_trials(design) + overlays
-    elif isinstance(design.search, OptunaSearchSpec):
-        overlays = optuna.representative_trials(design) + overlays
+    overlays = design.search.planned_overlays(design) + paper.baseline_trials(design, num_members)
     return [merge(base, o) for o in overlays]

@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from search_spaces.kinds import NonNegInt, PaperGridSearch, SearchSpec, Strict, non_empty_unique, unique
-from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, METHODS
+from search_spaces.kinds import PaperGridSearch, SearchSpec
+from search_spaces.strict import NonNegInt, Strict, non_empty_unique, unique
+from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, INDEPENDENT_CYCLE_METHODS, METHODS
 
 
 class LocalDEBaseline(Strict):
@@ -104,6 +105,11 @@ class Design(Strict):
     @property
     def cyclic_methods(self) -> list[str]:
         return [m for m in self.methods if m in CYCLIC_METHODS]
+
+    @property
+    def parallel_cycle_methods(self) -> list[str]:
+        """Methods whose cycles may run in parallel (StarSSE's all start from the fine-tune)."""
+        return [m for m in self.methods if m in INDEPENDENT_CYCLE_METHODS]
 
     @property
     def baseline_methods(self) -> list[str]:

@@ -24,24 +24,19 @@ opens it and a resumed sweep (or a new OptunaSearch on the same storage) continu
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search_spaces.design import Design
-from search_spaces.kinds import OptunaSearchSpec
 from trainables.methods import CYCLIC_METHODS
 
-
-def _search(design: Design) -> OptunaSearchSpec:
-    if not isinstance(design.search, OptunaSearchSpec):
-        raise TypeError(f"an optuna search was expected, got kind {design.search.kind!r}")
-    return design.search
+if TYPE_CHECKING:
+    from search_spaces.design import Design
 
 
 def optuna_param_space(design: Design, method: str) -> dict[str, Any]:
     """The trial-specific part of one method's Optuna space (merged over the base config)."""
     from ray import tune
 
-    search = _search(design)
+    search = design.search
     return {
         "method": method,
         "seed": design.seeds[0],
@@ -70,7 +65,7 @@ def make_optuna_search(design: Design, method: str, storage: str | None = None,
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
-    search = _search(design)
+    search = design.search
     offset = CYCLIC_METHODS.index(method)  # each method's own TPE stream
     return OptunaSearch(
         metric=search.metric,
@@ -83,7 +78,7 @@ def make_optuna_search(design: Design, method: str, storage: str | None = None,
 
 def representative_trials(design: Design) -> list[dict[str, Any]]:
     """Configs at the corners of the space (for validation and dry-run bounds)."""
-    search = _search(design)
+    search = design.search
     out = []
     for method in design.cyclic_methods:
         for lr, cyc in ((search.lr_max_ratio.low, search.cycle_epochs_ratio.low),

@@ -30,49 +30,40 @@ experiment state.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search_spaces.design import Design
-from search_spaces.kinds import PaperGridSearch, ValuesSearch
-from trainables.methods import CYCLIC_METHODS
+from trainables.methods import CYCLIC_METHODS, GLOBAL_DE, LOCAL_DE
+
+if TYPE_CHECKING:
+    from search_spaces.design import Design
 
 PAPER_LR_MAX_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
 PAPER_CYCLE_EPOCHS_RATIOS = (0.5, 1.0, 2.0, 4.0)
 
 
 def cyclic_trials(design: Design) -> list[dict[str, Any]]:
-    """The SSE/StarSSE cells of a `paper_grid` or `values` search (trial-specific keys only)."""
-    search = design.search
-    if isinstance(search, PaperGridSearch):
-        lr_key, lrs = "lr_max_ratio", search.lr_max_ratios
-        cyc_key, cycles = "cycle_epochs_ratio", search.cycle_epochs_ratios
-    elif isinstance(search, ValuesSearch):
-        lr_key, lrs = "lr_max", search.lr_max
-        cyc_key, cycles = "cycle_epochs", search.cycle_epochs
-    else:
-        return []
-    trials = []
-    for method, lr, cyc, pidx, seed in itertools.product(
-        design.cyclic_methods, lrs, cycles, design.pretrained_indices, design.seeds
-    ):
-        trials.append({
-            "method": method, lr_key: lr, cyc_key: cyc, "seed": seed, "pretrained_index": pidx,
-        })
-    return trials
+    """The SSE/StarSSE cells of a grid search (trial-specific keys only; none for a search
+    whose cells are drawn while it runs)."""
+    lr_key, cyc_key = design.search.cell_keys()
+    return [
+        {"method": method, lr_key: lr, cyc_key: cyc, "seed": seed, "pretrained_index": pidx}
+        for method, (lr, cyc), pidx, seed in itertools.product(
+            design.cyclic_methods, design.search.cells(), design.pretrained_indices, design.seeds)
+    ]
 
 
 def baseline_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
     """Local DE and Global DE trials (trial-specific keys only) for the methods listed."""
     trials = []
-    if "local_de" in design.methods:
+    if LOCAL_DE in design.methods:
         for pidx, seed in itertools.product(design.local_de_pretrained_indices(), design.local_de_seeds()):
             trials.append({
-                "method": "local_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
+                "method": LOCAL_DE, "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
-    if "global_de" in design.methods:
+    if GLOBAL_DE in design.methods:
         for pidx, seed in itertools.product(design.global_de_pretrained_indices(), design.global_de_seeds()):
             trials.append({
-                "method": "global_de", "num_members": num_members, "seed": seed, "pretrained_index": pidx,
+                "method": GLOBAL_DE, "num_members": num_members, "seed": seed, "pretrained_index": pidx,
             })
     return trials
 
@@ -87,7 +78,7 @@ def grid_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
     tightly (the LPT rule); the order within equal lengths is the grid's.
     """
     cells = cyclic_trials(design)
-    key = "cycle_epochs_ratio" if isinstance(design.search, PaperGridSearch) else "cycle_epochs"
+    key = design.search.cell_keys()[1]
     cells.sort(key=lambda t: -t[key])
     return baseline_trials(design, num_members) + cells
 
@@ -121,19 +112,12 @@ def paper_param_space(
     }
 
 
-def cell_keys(design: Design) -> tuple[str, str]:
-    """The trial keys of a grid cell: ratios for `paper_grid`, absolute values for `values`."""
-    if isinstance(design.search, PaperGridSearch):
-        return "lr_max_ratio", "cycle_epochs_ratio"
-    return "lr_max", "cycle_epochs"
-
-
 def chosen_cells(design: Design, rows: list[dict[str, Any]], metric: str) -> dict[str, tuple[float, float]]:
     """Per cyclic method, the grid cell with the highest mean `metric` over its finished runs
     at their last snapshot (records of the results table: method, the cell keys,
     snapshot, num_snapshots, status, metric). Ties go to the smaller lr_max, then cycle (as
     `analysis.aggregate.choose_cells`). Methods without such runs are left out."""
-    lr_key, cyc_key = cell_keys(design)
+    lr_key, cyc_key = design.search.cell_keys()
     values: dict[tuple[str, float, float], list[float]] = {}
     for r in rows:
         value = r.get(metric)
@@ -152,7 +136,7 @@ def confirm_trials(design: Design, rows: list[dict[str, Any]]) -> list[dict[str,
     """The confirm phase: each cyclic method's chosen cell on every extra replicate."""
     if design.confirm is None:
         return []
-    lr_key, cyc_key = cell_keys(design)
+    lr_key, cyc_key = design.search.cell_keys()
     cells = chosen_cells(design, rows, design.confirm.metric)
     return [
         {"method": m, lr_key: cells[m][0], cyc_key: cells[m][1], "seed": s, "pretrained_index": p}

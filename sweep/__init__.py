@@ -4,7 +4,8 @@
   `SweepSpec` and `SpecError` are in `sweep.spec_models` (the search kinds and the
   trial design it extends are `search_spaces`').
 - `sweep.checks`: checks across a spec's fields, and of its resources against a cluster.
-- `sweep.phases`: a spec as Ray Tune experiments (`Phase`, `build_phases`).
+- `sweep.phases`: a spec as Ray Tune experiments (`build_phases`: the search kind's phases,
+  `search_spaces.kinds`, then `confirm`).
 - `sweep.plan`: what a spec will compute (`dry-run`); `sweep.console`: its text tables.
 - `sweep.layout`: the sweep directory: the one place that names its files (`SweepLayout`).
 - `sweep.manifest`: the manifest (`sweep.json`) and the checks before a run.

@@ -15,7 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
+
+import ray
+from ray._private import ray_constants
+from ray.autoscaler.sdk import request_resources
+from ray.autoscaler.v2.sdk import get_cluster_status
+from ray.autoscaler.v2.utils import is_autoscaler_v2
+from ray.experimental.internal_kv import _internal_kv_get
 
 log = logging.getLogger("starsweep.sweep")
 _READ_ONLY_TYPE = re.compile(r"^node_[0-9a-f]+$")  # ray.autoscaler._private.util.format_readonly_node_type
@@ -36,17 +44,9 @@ def configured(types: set[str]) -> bool:
 
 
 def _reported_node_types() -> set[str]:
-    import ray
-    from ray.autoscaler.v2.utils import is_autoscaler_v2
-
     if is_autoscaler_v2(fetch_from_server=True):
-        from ray.autoscaler.v2.sdk import get_cluster_status
-
         status = get_cluster_status(ray.get_runtime_context().gcs_address)
         return {n.ray_node_type_name for n in [*status.active_nodes, *status.idle_nodes]}
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get
-
     raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
     return node_types(json.loads(raw)) if raw else set()
 
@@ -57,8 +57,6 @@ def cluster_can_autoscale(wait_s: float = 30.0) -> bool:
     Right after a cluster starts, its monitor's first status reports may name no node type
     yet (only load metrics): wait up to `wait_s` for one that does, so that a sweep
     submitted just after `ray up` is not taken for a fixed-size cluster."""
-    import time
-
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -76,15 +74,11 @@ def cluster_can_autoscale(wait_s: float = 30.0) -> bool:
 def request_trial_resources(bundle: dict[str, float], count: int) -> None:
     """Ask the autoscaler for `count` trials of `bundle` ({"CPU": .., "GPU": ..}); the
     request stays until `release_requested_resources`."""
-    from ray.autoscaler.sdk import request_resources
-
     request_resources(bundles=[{k: v for k, v in bundle.items() if v}] * count)
 
 
 def release_requested_resources() -> None:
     """Withdraw the sweep's request, so that idle workers can scale down again."""
-    from ray.autoscaler.sdk import request_resources
-
     try:
         request_resources(bundles=[])
     except Exception as exc:  # the sweep is over: a failure here only delays scale-down

@@ -5,13 +5,14 @@ the fix; `parse_spec` collects them before Ray starts (no Ray here).
 
 from __future__ import annotations
 
+import os
+
 from pydantic import ValidationError
 
-from search_spaces.kinds import GRID_KINDS, CustomSearch, OptunaSearchSpec, ValuesSearch
 from sweep.phases import planned_trials
 from sweep.spec_models import SpecError, SweepSpec
 from trainables.config import TrialConfig
-from trainables.methods import BASELINE_METHODS, members_of
+from trainables.methods import BASELINE_METHODS, GLOBAL_DE, LOCAL_DE, members_of
 from trainables.validation import error_lines
 
 
@@ -37,11 +38,11 @@ def checkpoint_errors(spec: SweepSpec) -> list[str]:
                 f"baselines.{name}: configured, but {name!r} is not in methods "
                 f"(got methods={spec.methods}); add it to methods or remove this block"
             )
-    if "local_de" in spec.methods:
+    if LOCAL_DE in spec.methods:
         check_indices("baselines.local_de.pretrained_indices", spec.local_de_pretrained_indices())
     members = spec.num_members
     last = max(spec.global_de_pretrained_indices()) + members
-    if "global_de" in spec.methods and n_ckpt < last:
+    if GLOBAL_DE in spec.methods and n_ckpt < last:
         errors.append(
             f"baselines.num_members: global_de with {members} members and runs starting at "
             f"checkpoints {spec.global_de_pretrained_indices()} needs {last} pre-trained checkpoints, "
@@ -64,7 +65,7 @@ def shared_member_errors(spec: SweepSpec) -> list[str]:
             run = (trial["pretrained_index"], trial["seed"])
             for member in members_of(TrialConfig.model_validate(trial)):
                 if member in owner and owner[member] != run:
-                    field = "seeds" if method == "local_de" else "pretrained_indices"
+                    field = "seeds" if method == LOCAL_DE else "pretrained_indices"
                     errors.append(
                         f"baselines.{method}.{field}: runs (checkpoint, seed) {owner[member]} and {run} "
                         f"share the member fine-tune {member}; runs are replicates and must not share "
@@ -78,46 +79,17 @@ def shared_member_errors(spec: SweepSpec) -> list[str]:
 
 
 def search_errors(spec: SweepSpec) -> list[str]:
-    """A search over cycles needs a cyclic method; Optuna one seed and checkpoint and, for a
-    validation metric, a validation split; a custom search its .py file."""
-    errors: list[str] = []
-    search = spec.search
-    if isinstance(search, ValuesSearch | OptunaSearchSpec) and not spec.cyclic_methods:
-        errors.append(
-            f"search.kind: {search.kind!r} searches sse/star_sse cycles, but methods "
-            f"{spec.methods} has neither (add sse or star_sse to methods)"
-        )
+    """The search kind's own checks (`SearchKind.problems`), then `confirm`'s."""
+    errors = spec.search.problems(spec)
     if spec.confirm is not None:
         errors += confirm_errors(spec)
-    if isinstance(search, OptunaSearchSpec):
-        for field in ("seeds", "pretrained_indices"):
-            if len(values := getattr(spec, field)) != 1:
-                errors.append(
-                    f"{field}: an optuna search uses one fine-tune seed and one pre-trained "
-                    f"checkpoint per method (TPE would otherwise treat them as "
-                    f"hyperparameters), got {values}; list one value"
-                )
-        if "_val_" in search.metric and spec.trial.data.val_size == 0:
-            errors.append(
-                f"search.metric: {search.metric!r} needs a validation split, but "
-                "trial.data.val_size is 0 (set val_size > 0 or use a *_test_* metric)"
-            )
-    if isinstance(search, CustomSearch):
-        path = spec.custom_search_file()
-        if not path.is_file():
-            errors.append(
-                f"search.path: no such Python file {search.path!r} "
-                f"(looked at {str(path)!r}; relative paths are relative to the spec's directory)"
-            )
-        elif path.suffix != ".py":
-            errors.append(f"search.path: must be a .py file (got {search.path!r})")
     return errors
 
 
 def confirm_errors(spec: SweepSpec) -> list[str]:
     """`confirm` needs a grid of a cyclic method, checkpoints in range and replicates the grid
     does not already run."""
-    if not isinstance(spec.search, GRID_KINDS) or not spec.cyclic_methods:
+    if not spec.search.confirmable or not spec.cyclic_methods:
         return [f"confirm: reruns the chosen SSE/StarSSE cells of a paper_grid / values search, but "
                 f"search.kind is {spec.search.kind!r} with methods {spec.methods}; remove confirm"]
     errors = []
@@ -192,6 +164,31 @@ def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],
         raise SpecError(f"the spec does not fit {where or 'the Ray cluster'}:\n  " + "\n  ".join(errors))
 
 
+def local_resources(num_cpus: float | None = None, count_gpus: bool = False) -> dict[str, float]:
+    """The one count of this machine's resources: the CPUs this process may run on
+    (`num_cpus` when given) and, with `count_gpus`, its CUDA devices (else 0)."""
+    cpus = float(num_cpus or len(os.sched_getaffinity(0)))
+    gpus = 0.0
+    if count_gpus:
+        import torch  # lazy: a CPU-only spec check need not import torch (~1.1 s)
+
+        gpus = float(torch.cuda.device_count())
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def local_resource_errors(spec: SweepSpec, num_cpus: float | None = None) -> list[str]:
+    """What keeps a trial (its bundle and its StarSSE cycle bundles) from fitting a local Ray
+    instance on this machine (`local_resources`)."""
+    machine = local_resources(num_cpus, count_gpus=spec.resources.gpu > 0)
+    where = "the local Ray instance (this machine)"
+    try:
+        check_cluster_resources(spec, machine, where=where)
+        parallel_cycle_bundles(spec, machine, where=where)
+    except SpecError as exc:
+        return [str(exc)]
+    return []
+
+
 def _bundles_that_fit(bundle: dict[str, float], pools: list[dict[str, float]]) -> int:
     """How many bundles {CPU, GPU} the nodes `pools` hold at once (each bundle on one node)."""
     total = 0
@@ -207,7 +204,7 @@ def parallel_cycle_bundles(spec: SweepSpec, cluster: dict[str, float],
     `trial.parallel_cycles` (N, or for `auto` as many as the cluster holds next to the trial,
     up to num_cycles; 0 when off or without star_sse). SpecError if N does not fit."""
     trial = spec.trial
-    if "star_sse" not in spec.methods or trial.parallel_cycles == "off":
+    if not spec.parallel_cycle_methods or trial.parallel_cycles == "off":
         return 0
     bundle = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
     room = _bundles_that_fit(bundle, nodes or [cluster]) - 1  # besides the trial's own bundle

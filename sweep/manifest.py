@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search_spaces.kinds import CustomSearch
 from sweep.layout import SweepLayout
 from sweep.spec import SpecError, SweepSpec, parse_spec
 from trainables import storage
 
 if TYPE_CHECKING:
-    from sweep.phases import Phase
+    from search_spaces.phase import Phase
 
 MANIFEST = SweepLayout.manifest
 MANIFEST_VERSION = 1
@@ -36,9 +35,9 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
                            "writable directory with free space (--storage or the spec's storage:)") from None
     data = spec.to_yaml_dict()
     data["storage"] = layout.storage
-    if isinstance(spec.search, CustomSearch):
-        storage.write_bytes(layout.custom_search, spec.custom_search_file().read_bytes())
-        data["search"]["path"] = layout.custom_search
+    if (own := spec.search.own_file(spec.spec_dir)) is not None:  # a custom search's .py file
+        storage.write_bytes(layout.custom_search, own.read_bytes())
+        data["search"] = spec.search.kept_as(layout.custom_search)
     manifest = {
         "version": MANIFEST_VERSION,
         "name": spec.name,
@@ -136,8 +135,7 @@ def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
     def comparable(spec: SweepSpec) -> dict[str, Any]:
         data = spec.to_yaml_dict()
         data["storage"] = None
-        if isinstance(spec.search, CustomSearch):
-            data["search"].pop("path")
+        data["search"] = spec.search.comparable()
         return data
 
     a, b = comparable(started), comparable(wanted)

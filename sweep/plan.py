@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec, PaperGridSearch
+from search_spaces.phase import Phase
 from sweep.console import fmt_num, fmt_range, text_table
-from sweep.phases import CONFIRM_PHASE, Phase, build_phases
+from sweep.phases import CONFIRM_PHASE, build_phases
 from sweep.spec_models import SweepSpec
 from trainables.config import TrialConfig
 from trainables.methods import BY_NAME, finetunes_of, is_cyclic, num_cycles_of, plan_snapshots
@@ -59,6 +59,11 @@ class SweepPlan:
     open_phases: dict[str, tuple[int, float | None, float | None]] = field(default_factory=dict)
 
     @property
+    def num_trials(self) -> int:
+        """Every trial the sweep runs, known in advance or drawn while it runs."""
+        return sum(p.num_trials for p in self.phases)
+
+    @property
     def finetune_epochs(self) -> float:
         return float(self.spec.trial.finetune.epochs)
 
@@ -69,10 +74,7 @@ class SweepPlan:
                       | confirm)
 
     def distinct_finetunes(self) -> set[tuple[int, int]]:
-        keys = {k for t in self.trials for k in t.finetunes}
-        if isinstance(self.spec.search, OptunaSearchSpec):
-            keys.add((self.spec.pretrained_indices[0], self.spec.seeds[0]))
-        return keys
+        return {k for t in self.trials for k in t.finetunes} | self.spec.search.fixed_finetunes(self.spec)
 
     def totals(self) -> dict[str, Any]:
         ft = self.finetune_epochs
@@ -118,33 +120,14 @@ def trial_plan(phase: str, config: dict[str, Any]) -> TrialPlan:
     return TrialPlan(phase, cfg, finetunes_of(snapshots), n * cfg.cycle.epochs if cfg.cycle else 0.0, n)
 
 
-def confirm_epochs(spec: SweepSpec) -> tuple[float, float]:
-    """Fewest and most epochs of a confirm trial: fine-tune + cycles of the grid's shortest /
-    longest cycle length."""
-    ft, cycles = spec.trial.finetune.epochs, spec.trial.num_cycles
-    search = spec.search
-    lengths = ([q * ft for q in search.cycle_epochs_ratios] if isinstance(search, PaperGridSearch)
-               else list(search.cycle_epochs))
-    return ft + cycles * min(lengths), ft + cycles * max(lengths)
-
-
 def make_plan(spec: SweepSpec, load_custom: bool = True) -> SweepPlan:
     phases = build_phases(spec, load_custom=load_custom)
     plan = SweepPlan(spec, phases)
-    base = spec.trial
-    ft, cycles = base.finetune.epochs, base.num_cycles
     for phase in phases:
         if phase.trials is not None:
             plan.trials.extend(trial_plan(phase.name, c) for c in phase.trials)
-        elif phase.name == CONFIRM_PHASE:
-            plan.open_phases[phase.name] = (phase.num_samples, *confirm_epochs(spec))
-        elif isinstance(spec.search, OptunaSearchSpec):
-            q = spec.search.cycle_epochs_ratio
-            plan.open_phases[phase.name] = (
-                phase.num_samples, ft + cycles * q.low * ft, ft + cycles * q.high * ft,
-            )
         else:
-            plan.open_phases[phase.name] = (phase.num_samples, None, None)
+            plan.open_phases[phase.name] = (phase.num_samples, *phase.open_epochs)
     return plan
 
 
@@ -170,7 +153,7 @@ def _header(plan: SweepPlan) -> list[str]:
 def _parallel_cycles(spec: SweepSpec) -> list[str]:
     """What a StarSSE trial asks of the cluster when its cycles run in parallel."""
     base, res = spec.trial, spec.resources
-    if "star_sse" not in spec.methods or base.parallel_cycles == "off":
+    if not spec.parallel_cycle_methods or base.parallel_cycles == "off":
         return []
     n = base.num_cycles if base.parallel_cycles == "auto" else base.parallel_cycles
     bundle = f"{{{fmt_num(res.cpu)} CPU, {fmt_num(res.gpu)} GPU}}"
@@ -249,8 +232,3 @@ def _totals(plan: SweepPlan) -> list[str]:
 def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:
     """The dry-run report: the sweep, its phases, its trials and what it will compute."""
     return "\n".join(_header(plan) + _trials(plan, max_rows) + _totals(plan))
-
-
-def check_custom_loadable(spec: SweepSpec) -> None:
-    if isinstance(spec.search, CustomSearch):
-        build_phases(spec, load_custom=True)

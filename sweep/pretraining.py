@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from sweep.spec_models import SweepSpec
+import ray
+from ray.util import ActorPool
+
+from sweep.plan import SweepPlan
 
 
-def prepare_pretrained(spec: SweepSpec) -> None:
+def prepare_pretrained(plan: SweepPlan) -> None:
     """Pre-train the embedded checkpoints the sweep needs, in parallel on Ray, before any
     trial starts. Otherwise the first trials that need a checkpoint compute it one after
     another while the others wait on its claim (Global DE needs them all). Cached
@@ -17,14 +20,10 @@ def prepare_pretrained(spec: SweepSpec) -> None:
     CPU to the next task and takes it back when it wakes, so tasks ran 3 pre-trainings
     on 2 CPUs (measured: 3 at a time with tasks, 2 with the pool); an actor keeps its
     resources."""
-    import ray
-    from ray.util import ActorPool
-
-    from sweep.plan import make_plan
-
+    spec = plan.spec
     if spec.trial.pretrained.source != "embedded":
         return
-    needed = make_plan(spec, load_custom=False).pretrained_needed()
+    needed = plan.pretrained_needed()
     if not needed:
         return
     config = spec.base_config()

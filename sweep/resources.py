@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import os
 
-from sweep.checks import check_cluster_resources, parallel_cycle_bundles
-from sweep.spec_models import SweepSpec
+import ray
+
+from sweep.autoscale import cluster_can_autoscale, request_trial_resources
+from sweep.checks import check_cluster_resources, local_resource_errors, parallel_cycle_bundles
+from sweep.spec_models import SpecError, SweepSpec
 
 log = logging.getLogger("starsweep.sweep")
 
 
 def _alive_nodes() -> list[dict[str, float]]:
-    import ray
-
     return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
 
 
@@ -27,11 +28,6 @@ def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> boo
     `request`) ask the autoscaler for the trials instead.
     Returns whether the trials need new nodes (a request is withdrawn by
     `release_requested_resources` at the end)."""
-    import ray
-
-    from sweep.autoscale import cluster_can_autoscale, request_trial_resources
-    from sweep.spec_models import SpecError
-
     nodes = _alive_nodes()
     try:
         check_cluster_resources(spec, ray.cluster_resources(), nodes)
@@ -52,8 +48,6 @@ def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> boo
 
 def cycle_bundles(spec: SweepSpec) -> int:
     """Cycle bundles per star_sse trial on the cluster Ray runs on (`parallel_cycle_bundles`)."""
-    import ray
-
     return parallel_cycle_bundles(spec, ray.cluster_resources(), _alive_nodes())
 
 
@@ -62,16 +56,7 @@ def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> Non
     the local instance will have (`--num-cpus`, else this machine's CPUs; its GPUs).
     A no-op when joining a cluster (RAY_ADDRESS) or an already running Ray: the check
     against the real cluster follows `init_ray`."""
-    import ray
-
     if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return
-    cpus = float(num_cpus or len(os.sched_getaffinity(0)))
-    gpus = 0.0
-    if spec.resources.gpu > 0:
-        import torch
-
-        gpus = float(torch.cuda.device_count())
-    where = "the local Ray instance (this machine)"
-    check_cluster_resources(spec, {"CPU": cpus, "GPU": gpus}, where=where)
-    parallel_cycle_bundles(spec, {"CPU": cpus, "GPU": gpus}, where=where)
+    if errors := local_resource_errors(spec, num_cpus):
+        raise SpecError(errors[0])

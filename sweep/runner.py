@@ -26,22 +26,43 @@ starts again continues from its ledger) and starts the phases that had not start
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from collections import Counter
 from typing import Any
 
+import ray
+from ray import tune
+
+from search_spaces.phase import Phase
 from sweep import mlflow_mirror
+from sweep.autoscale import release_requested_resources
 from sweep.layout import SweepLayout
 from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
-from sweep.phases import Phase, build_phases
+from sweep.mlflow_logging import MLflowTrialCallback
+from sweep.plan import make_plan
 from sweep.pretraining import prepare_pretrained
+from sweep.progress import SnapshotLines
+from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
 from sweep.resources import check_local_resources, check_resources, cycle_bundles
+from sweep.results import ledger_tables, write_tables
 from sweep.spec_models import SweepSpec
-from sweep.tracking import Tracking, first_line, open_experiment
-from trainables import storage
+from sweep.tracking import (
+    Tracking,
+    close_orphan_runs,
+    end_sweep_run,
+    first_line,
+    mlflow_ui_command,
+    open_experiment,
+)
+from sweep.trial_endings import TrialEndings
+from trainables import coordinator, fine_tune_then_explore, storage
+from trainables.cycles import CYCLE_STASH_PREFIX, drop_stash
 from trainables.ledger import trial_key, trial_label
 from trainables.records import ENDED
+from trainables.tune_adapter import cycle_resources
 
 log = logging.getLogger("starsweep.sweep")
 PROGRESS_PARAMS = {
@@ -57,8 +78,6 @@ PROGRESS_METRICS = {
 # Ray -----------------------------------------------------------------------------
 def init_ray(num_cpus: float | None = None) -> str:
     """Start or join Ray. Returns a description of where we run."""
-    import ray
-
     if ray.is_initialized():
         return "an already initialised Ray"
     address = os.environ.get("RAY_ADDRESS")
@@ -97,11 +116,6 @@ def make_trainable(spec: SweepSpec, verbose: bool = False):
     """The trainable with its resources: a placement group of one bundle per trial, plus one
     per StarSSE cycle it trains at the same time (`trial.parallel_cycles`); `verbose`: its
     per-epoch progress on the console too (always in the trial's trial.log)."""
-    from ray import tune
-
-    from trainables import fine_tune_then_explore
-    from trainables.tune_adapter import cycle_resources
-
     cap = cycle_bundles(spec)
     if cap:
         print(f"StarSSE cycles: up to {cap} at a time per trial (parallel_cycles: "
@@ -114,10 +128,6 @@ def make_trainable(spec: SweepSpec, verbose: bool = False):
 
 
 def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
-    from sweep.mlflow_logging import MLflowTrialCallback
-    from sweep.progress import SnapshotLines
-    from sweep.trial_endings import TrialEndings
-
     callbacks: list = [SnapshotLines(), TrialEndings()]  # TrialEndings before MLflow reads the status
     if tracking is not None:
         callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
@@ -125,8 +135,6 @@ def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> li
 
 
 def make_reporter(total: int | None):
-    from ray import tune
-
     return tune.CLIReporter(
         parameter_columns=PROGRESS_PARAMS, metric_columns=PROGRESS_METRICS,
         max_report_frequency=int(os.environ.get("STARSWEEP_REPORT_EVERY_S", "20")),
@@ -138,8 +146,6 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
                trainable=None, extra_callbacks: tuple = ()):
     """The phase's Tuner (`trainable`: another one than the spec's, with its resources, e.g. a
     benchmark's; `extra_callbacks` after the project's)."""
-    from ray import tune
-
     # Each trial's ledger: <sweep>/ledgers/<phase>/<trial key>/ (a config field, so the key is too)
     param_space = {**phase.param_space, "ledger_dir": spec.layout.ledger_dir(phase.name)}
     tune_config = tune.TuneConfig(
@@ -198,8 +204,6 @@ def _setup_mlflow(spec: SweepSpec) -> Tracking | None:
 
 def _fit(tuner, phase: str, spec: SweepSpec, phase_names: list[str]):
     """Run a phase, then write the tables from every ledger (returns them)."""
-    from sweep.results import ledger_tables, write_tables
-
     print(f"\n== phase {phase} ==", flush=True)
     tuner.fit()
     tables = ledger_tables(spec.layout, spec.name, phase_names)
@@ -215,8 +219,6 @@ def _fit(tuner, phase: str, spec: SweepSpec, phase_names: list[str]):
 
 def _start_coordinator():
     """The job's claims actor (shared fine-tunes computed once across nodes)."""
-    from trainables import coordinator
-
     return coordinator.start()
 
 
@@ -224,10 +226,6 @@ def save_claims_log(spec: SweepSpec, actor) -> int:
     """Append this driver's claims events (claim, done, released, takeover: who computed
     which shared fine-tune, on which node) to the sweep's `claims.jsonl`; an earlier
     driver's events (a resumed sweep) stay in front. Returns the events added."""
-    import json
-
-    import ray
-
     try:
         events = ray.get(actor.events.remote(), timeout=30)
     except Exception as exc:  # noqa: BLE001 - a bookkeeping file never fails the sweep
@@ -246,10 +244,11 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     sweep_dir = spec.sweep_dir
     check_output_dir(sweep_dir)
     _prepare_environment()
-    phases = build_phases(spec)
+    plan = make_plan(spec)
+    phases = plan.phases
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    n_trials = sum(p.num_trials for p in phases)
+    n_trials = plan.num_trials
     requested = check_resources(spec, n_trials)
     if os.environ.get("RAY_ADDRESS") and not storage.is_uri(spec.storage) \
             and not os.path.isabs(os.path.expanduser(spec.storage)):
@@ -259,7 +258,7 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     write_manifest(spec, phases, spec_text)
     mlflow_mirror.set_aside_stale(spec.layout, spec.tracking_uri)
     claims = _start_coordinator()
-    prepare_pretrained(spec)
+    prepare_pretrained(plan)
     tracking = _setup_mlflow(spec)
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
@@ -275,8 +274,6 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
 
 def _release(requested: bool) -> None:
     if requested:
-        from sweep.autoscale import release_requested_resources
-
         release_requested_resources()
 
 
@@ -285,12 +282,13 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
     _prepare_environment()
-    phases = build_phases(spec)
+    plan = make_plan(spec)
+    phases = plan.phases
     check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
-    requested = check_resources(spec, sum(p.num_trials for p in phases))
+    requested = check_resources(spec, plan.num_trials)
     claims = _start_coordinator()
-    prepare_pretrained(spec)
+    prepare_pretrained(plan)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a driver that lost its local store
     mlflow_mirror.pull_journal(spec.layout, spec.optuna_storage)
     tracking = _setup_mlflow(spec)
@@ -304,10 +302,6 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
 
 
 def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool):
-    from ray import tune
-
-    from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
-
     for phase in phases:
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
@@ -329,8 +323,6 @@ def drop_cycle_stash(layout: SweepLayout) -> int:
     """Remove the StarSSE cycles stashed under `finetunes/` once every trial has ended. A trial
     removes its own when it ends; one a scheduler stopped early (ASHA) never gets there.
     Kept while a trial is unfinished or failed: its resume reuses them."""
-    from trainables.cycles import CYCLE_STASH_PREFIX, drop_stash
-
     if not storage.is_dir(layout.finetunes):
         return 0
     stashed = [storage.join(layout.finetunes, n) for n in storage.list_dir(layout.finetunes)
@@ -348,10 +340,6 @@ def not_started(spec: SweepSpec, phases: list[Phase], started: set[str]) -> int:
 
 def finish(spec: SweepSpec, phases: list[Phase], tables) -> int:
     """Print where everything is; the exit code from the trials' statuses (their ledgers)."""
-    from collections import Counter
-
-    from sweep.tracking import close_orphan_runs, end_sweep_run, mlflow_ui_command
-
     final = tables.statuses()
     counts = Counter(final.values())
     print(f"\nsweep {spec.name!r} done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

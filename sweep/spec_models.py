@@ -8,15 +8,13 @@ and cross-checks it.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from search_spaces.design import Design
-from search_spaces.kinds import CustomSearch, OptunaSearchSpec, Strict
+from search_spaces.strict import Strict
 from sweep.layout import SweepLayout
 from sweep.tracking import Tracking
 from trainables import storage
@@ -126,9 +124,7 @@ class SweepSpec(Design):
     def optuna_storage(self) -> str | None:
         """Where an optuna search keeps its studies: the spec's database URL, else the
         journal file in the sweep directory; None for other search kinds."""
-        if not isinstance(self.search, OptunaSearchSpec):
-            return None
-        return self.search.storage or self.layout.local_optuna_journal
+        return self.search.study_storage(self.layout.local_optuna_journal)
 
     def optuna_study(self, method: str) -> str:
         """The name of a method's Optuna study: <sweep name>-<method>."""
@@ -138,12 +134,6 @@ class SweepSpec(Design):
         """The sweep's MLflow experiment (not opened yet); None when MLflow is off."""
         uri = self.tracking_uri
         return Tracking.for_sweep(uri, self.mlflow_experiment, self.layout) if uri else None
-
-    def custom_search_file(self) -> Path:
-        """The file of a custom search (a relative path is relative to the spec's directory)."""
-        assert isinstance(self.search, CustomSearch)
-        path = Path(os.path.expanduser(self.search.path))
-        return path if path.is_absolute() else Path(self.spec_dir) / path
 
     def shared_trial(self) -> TrialBase:
         """What every trial of the sweep shares: `trial` with the sweep's cache directories

@@ -132,6 +132,7 @@ def test_pre_training_holds_its_cpus_while_it_waits_on_a_claim(claims_actor, tmp
     than reproducing the old failure)."""
     import ray
 
+    from sweep.plan import make_plan
     from sweep.pretraining import prepare_pretrained
     from sweep.spec import parse_spec
     from tiny import tiny_trial
@@ -140,7 +141,7 @@ def test_pre_training_holds_its_cpus_while_it_waits_on_a_claim(claims_actor, tmp
     spec = parse_spec({"name": "pre", "storage": str(tmp_path), "trial": trial, "methods": ["global_de"],
                        "baselines": {"num_members": 4}, "resources": {"cpu": 1}})
     before = len(ray.get(claims_actor.events.remote()))
-    prepare_pretrained(spec)
+    prepare_pretrained(make_plan(spec))
     events = ray.get(claims_actor.events.remote())[before:]
     started = {e["key"]: e["time"] for e in events if e["event"] == "claim"}
     spans = [(started[e["key"]], e["time"]) for e in events if e["event"] == "done"]

@@ -98,8 +98,9 @@ def test_the_walk_sees_imports_in_functions_and_from_imports():
     modules = product_modules()
     found = imports(ROOT / "sweep" / "phases.py", modules)
     assert any(t == "search_spaces.paper" and eager for t, _, eager in found)  # from search_spaces import
-    assert any(t == "search_spaces.optuna" and not eager for t, _, eager in found)  # inside a function
     assert any(t == "sweep.spec_models" and eager for t, _, eager in found)
+    found = imports(ROOT / "search_spaces" / "phase.py", modules)
+    assert any(t == "search_spaces.trial_list" and not eager for t, _, eager in found)  # inside a function
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -202,3 +203,45 @@ def test_the_files_of_a_sweep_directory_are_named_in_sweep_layout_only():
              for line, value in _string_constants(path)
              if value in names or any(value.endswith("/" + n) for n in names)]
     assert not found, "use sweep.layout.SweepLayout instead of spelling these:\n" + "\n".join(found)
+
+
+def script_modules() -> list[Path]:
+    """Every Python file of the project that is not a test or a user's example."""
+    return [*product_modules().values(), *sorted((ROOT / "bench").glob("*.py")),
+            *sorted((ROOT / "experiments").glob("*.py"))]
+
+
+def kind_type_tests(source: str, kinds: set[str]) -> list[int]:
+    """Lines of `isinstance`/`issubclass` calls whose class argument names a search kind."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass") \
+                and len(node.args) == 2:
+            named = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+            named |= {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+            if named & kinds:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_search_kinds_are_asked_never_type_tested_outside_their_module():
+    from search_spaces import kinds
+
+    names = {n for n, v in vars(kinds).items() if isinstance(v, type) and issubclass(v, kinds.SearchKind)}
+    assert {"PaperGridSearch", "ValuesSearch", "OptunaSearchSpec", "CustomSearch"} <= names
+    sample = "if isinstance(spec.search, kinds.CustomSearch | ValuesSearch): pass"
+    assert kind_type_tests(sample, names) == [1]
+    found = [f"{path.relative_to(ROOT)}:{line}" for path in script_modules()
+             if path != ROOT / "search_spaces" / "kinds.py"
+             for line in kind_type_tests(path.read_text(), names)]
+    assert not found, "ask the search kind (search_spaces/kinds.py) instead of testing its type:\n" + \
+        "\n".join(found)
+
+
+def test_method_names_are_spelled_in_methods_py_only():
+    from trainables.methods import METHODS
+
+    found = [f"{path.relative_to(ROOT)}:{line} {value!r}" for path in script_modules()
+             if path != ROOT / "trainables" / "methods.py"
+             for line, value in _string_constants(path) if value in METHODS]
+    assert not found, "use the names of trainables.methods (SSE, STAR_SSE, ...):\n" + "\n".join(found)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ConfigError
-from trainables.methods import BY_NAME, METHODS, is_cyclic, plan_snapshots, pretrained_needed
+from trainables.methods import BY_NAME, METHODS, STAR_SSE, is_cyclic, plan_snapshots, pretrained_needed
 from trainables.validation import format_validation_error
 
 CORRUPTIONS = (
@@ -312,7 +312,7 @@ class TrialConfig(TrialBase):
     """One fine-tune-then-explore job; every field is documented in the README."""
 
     method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        "star_sse", description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
+        STAR_SSE, description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
     )
     lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
     lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")

@@ -183,7 +183,7 @@ class Job:
 
     def uses_pool(self) -> bool:
         """Whether this trial's cycles go to the pool: independent cycles (StarSSE) and a pool."""
-        return self.cycle_pool is not None and BY_NAME[self.cfg.method].cycle_starts_from != "previous"
+        return self.cycle_pool is not None and BY_NAME[self.cfg.method].cycles_independent
 
     def start_cycles(self, first: Weights, st: TrialState) -> None:
         """Hand every cycle not done yet to the pool (once): they all start from `first`,
@@ -226,7 +226,7 @@ class Job:
             if self.uses_pool():
                 weights = self.pooled_cycle(plan, st)
             else:
-                from_previous = BY_NAME[self.cfg.method].cycle_starts_from == "previous"
+                from_previous = not BY_NAME[self.cfg.method].cycles_independent
                 weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
             epochs = self.cfg.cycle.epochs
             st.epochs_trained += epochs

@@ -47,11 +47,14 @@ class Method:
         return self.cycle_starts_from == "first"
 
 
+#: The methods' names: every other module spells them through these.
+LOCAL_DE, GLOBAL_DE, SSE, STAR_SSE = "local_de", "global_de", "sse", "star_sse"
+
 _ALL = (
-    Method("local_de", "Local DE", members_differ_in="seed"),
-    Method("global_de", "Global DE", members_differ_in="checkpoint"),
-    Method("sse", "SSE", cycle_starts_from="previous"),
-    Method("star_sse", "StarSSE", cycle_starts_from="first"),
+    Method(LOCAL_DE, "Local DE", members_differ_in="seed"),
+    Method(GLOBAL_DE, "Global DE", members_differ_in="checkpoint"),
+    Method(SSE, "SSE", cycle_starts_from="previous"),
+    Method(STAR_SSE, "StarSSE", cycle_starts_from="first"),
 )
 BY_NAME: dict[str, Method] = {m.name: m for m in _ALL}
 METHODS: tuple[str, ...] = tuple(BY_NAME)
@@ -59,6 +62,8 @@ METHODS: tuple[str, ...] = tuple(BY_NAME)
 CYCLIC_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.cyclic)
 #: The deep-ensemble baselines (every snapshot is a fine-tune).
 BASELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if not m.cyclic)
+#: Cyclic methods whose cycles all start from the first model: they may run in parallel.
+INDEPENDENT_CYCLE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.cycles_independent)
 
 
 def is_cyclic(method: str) -> bool:
