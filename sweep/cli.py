@@ -32,11 +32,9 @@ import sys
 from pathlib import Path
 
 from sweep import mlflow_mirror
-from sweep.checks import local_resource_errors
 from sweep.layout import SweepLayout
 from sweep.manifest import (
     changed_fields,
-    check_output_dir,
     find_sweep_dir,
     read_manifest,
     spec_from_manifest,
@@ -49,9 +47,9 @@ from sweep.results import ledger_tables, write_tables
 from sweep.spec import SpecError, load_spec, parse_spec
 from sweep.status import sweep_status
 from sweep.tracking import Tracking, mlflow_ui_command, sync_sweep
+from sweep.validation import problems, refuse
 from trainables import storage
 from trainables.errors import StarsweepError
-from trainables.preflight import check_writable, preflight
 
 
 def _driver():
@@ -163,31 +161,19 @@ def _load(args) -> tuple:
     return spec, text
 
 
-def _preflight(spec, args, hint: bool = False) -> None:
-    """Cheap checks before Ray starts (`trainables.preflight`): storage writable with free
-    space, the data files and their format, `files` checkpoints load and fit the model."""
-
-    if getattr(args, "no_preflight", False):
-        return
-    check_writable(spec.sweep_dir, "storage",
-                   "choose a writable directory with free space (--storage or the spec's storage:)")
-    try:
-        preflight(spec.shared_trial())
-    except StarsweepError as exc:
-        if hint and not os.environ.get("RAY_ADDRESS"):
-            raise type(exc)(f"{exc}\n(checked on this machine; for a spec meant for a cluster whose "
-                            "files are not here, add --no-preflight)") from None
-        raise
+#: Added to a dry-run's file errors: the way out for a spec meant for another machine.
+PREFLIGHT_HINT = ("\n(checked on this machine; for a spec meant for a cluster whose files are not here, "
+                  "add --no-preflight)")
 
 
 def _dry_run(args) -> int:
-
     spec, _ = _load(args)
-    _preflight(spec, args, hint=True)
+    local = not os.environ.get("RAY_ADDRESS")
+    found = problems(spec, new_sweep=False, files=not args.no_preflight, local_ray=local, resources="warning")
+    refuse(found, PREFLIGHT_HINT if local else "")
     plan = make_plan(spec)
     print(format_plan(plan, max_rows=None if args.all else 60))
-    if os.environ.get("RAY_ADDRESS"):
-
+    if not local:
         driver = _driver()
         driver.init_ray()
         if driver.check_resources(spec, plan.num_trials, request=False):
@@ -195,9 +181,8 @@ def _dry_run(args) -> int:
                   "`run` will request the trials' resources from its autoscaler")
         else:
             print("resources: each trial fits the Ray cluster at RAY_ADDRESS")
-    else:
-        for problem in local_resource_errors(spec):
-            print(f"warning: {problem}\n`run` here would stop; submit it to a cluster with enough resources")
+    for problem in found:  # the warnings: errors stopped the dry-run above
+        print(f"warning: {problem}\n`run` here would stop; submit it to a cluster with enough resources")
     return 0
 
 
@@ -215,9 +200,6 @@ def _run(args) -> int:
         spec = parse_spec(data, source=args.spec, spec_dir=spec.spec_dir)
         print(f"sweep {spec.name.rsplit('-', 1)[0]!r} exists: starting {spec.name!r}", flush=True)
         sweep_dir = spec.sweep_dir
-    if not resuming:
-        check_output_dir(sweep_dir)
-    _preflight(spec, args)
     if resuming:
         changed = changed_fields(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), spec)
         if changed:
@@ -226,15 +208,16 @@ def _run(args) -> int:
                 f"{', '.join(changed)}); use --if-exists new, or another name"
             )
         print(f"sweep {spec.name!r} exists: resuming it", flush=True)
-        return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose)
-    return _driver().run_sweep(spec, text, num_cpus=args.num_cpus, verbose=args.verbose)
+        return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose,
+                                      files=not args.no_preflight)
+    return _driver().run_sweep(spec, text, num_cpus=args.num_cpus, verbose=args.verbose,
+                               files=not args.no_preflight)
 
 
 def _resume(args) -> int:
-
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
-    _preflight(spec_from_manifest(sweep_dir, read_manifest(sweep_dir)), args)
-    return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose)
+    return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose,
+                                  files=not args.no_preflight)
 
 
 def _export(args) -> int:

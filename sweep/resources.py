@@ -7,12 +7,11 @@ The checks themselves are Ray-free (`sweep.checks`); this module reads the clust
 from __future__ import annotations
 
 import logging
-import os
 
 import ray
 
 from sweep.autoscale import cluster_can_autoscale, request_trial_resources
-from sweep.checks import check_cluster_resources, local_resource_errors, parallel_cycle_bundles
+from sweep.checks import check_cluster_resources, parallel_cycle_bundles
 from sweep.spec_models import SpecError, SweepSpec
 
 log = logging.getLogger("starsweep.sweep")
@@ -49,14 +48,3 @@ def check_resources(spec: SweepSpec, n_trials: int, request: bool = True) -> boo
 def cycle_bundles(spec: SweepSpec) -> int:
     """Cycle bundles per star_sse trial on the cluster Ray runs on (`parallel_cycle_bundles`)."""
     return parallel_cycle_bundles(spec, ray.cluster_resources(), _alive_nodes())
-
-
-def check_local_resources(spec: SweepSpec, num_cpus: float | None = None) -> None:
-    """Before a local Ray starts: raise SpecError if one trial needs more CPUs/GPUs than
-    the local instance will have (`--num-cpus`, else this machine's CPUs; its GPUs).
-    A no-op when joining a cluster (RAY_ADDRESS) or an already running Ray: the check
-    against the real cluster follows `init_ray`."""
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
-        return
-    if errors := local_resource_errors(spec, num_cpus):
-        raise SpecError(errors[0])

@@ -40,13 +40,13 @@ from search_spaces.phase import Phase
 from sweep import mlflow_mirror
 from sweep.autoscale import release_requested_resources
 from sweep.layout import SweepLayout
-from sweep.manifest import check_output_dir, read_manifest, spec_from_manifest, write_manifest
+from sweep.manifest import read_manifest, spec_from_manifest, write_manifest
 from sweep.mlflow_logging import MLflowTrialCallback
 from sweep.plan import make_plan
 from sweep.pretraining import prepare_pretrained
 from sweep.progress import SnapshotLines
 from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
-from sweep.resources import check_local_resources, check_resources, cycle_bundles
+from sweep.resources import check_resources, cycle_bundles
 from sweep.results import ledger_tables, write_tables
 from sweep.spec_models import SweepSpec
 from sweep.tracking import (
@@ -58,6 +58,7 @@ from sweep.tracking import (
     open_experiment,
 )
 from sweep.trial_endings import TrialEndings
+from sweep.validation import problems, refuse
 from trainables import coordinator, fine_tune_then_explore, storage
 from trainables.cycles import CYCLE_STASH_PREFIX, drop_stash
 from trainables.ledger import trial_key, trial_label
@@ -238,15 +239,21 @@ def save_claims_log(spec: SweepSpec, actor) -> int:
     return len(events)
 
 
+def _validate(spec: SweepSpec, new_sweep: bool, files: bool, num_cpus: float | None) -> None:
+    """The validation pipeline (`sweep.validation`), before Ray starts: any error stops here."""
+    local_ray = not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    refuse(problems(spec, new_sweep=new_sweep, files=files, local_ray=local_ray, num_cpus=num_cpus))
+
+
 def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | None = None,
-              verbose: bool = False) -> int:
-    """Run a new sweep. Returns the process exit code."""
+              verbose: bool = False, files: bool = True) -> int:
+    """Run a new sweep (`files`: check the storage, data and checkpoint files first). Returns
+    the process exit code."""
     sweep_dir = spec.sweep_dir
-    check_output_dir(sweep_dir)
+    _validate(spec, new_sweep=True, files=files, num_cpus=num_cpus)
     _prepare_environment()
     plan = make_plan(spec)
     phases = plan.phases
-    check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     n_trials = plan.num_trials
     requested = check_resources(spec, n_trials)
@@ -277,14 +284,15 @@ def _release(requested: bool) -> None:
         release_requested_resources()
 
 
-def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, verbose: bool = False) -> int:
+def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, verbose: bool = False,
+                 files: bool = True) -> int:
     """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
+    _validate(spec, new_sweep=False, files=files, num_cpus=num_cpus)
     _prepare_environment()
     plan = make_plan(spec)
     phases = plan.phases
-    check_local_resources(spec, num_cpus)
     where = init_ray(num_cpus)
     requested = check_resources(spec, plan.num_trials)
     claims = _start_coordinator()
