@@ -52,18 +52,18 @@ def checkpoint_errors(spec: SweepSpec) -> list[str]:
     return errors
 
 
-def shared_member_errors(spec: SweepSpec) -> list[str]:
+def shared_member_errors(spec: SweepSpec, trials: list[TrialConfig]) -> list[str]:
     """Runs of one baseline are replicates: no two of them may hold the same fine-tune
     (Local DE seeds s..s+K-1 of one checkpoint overlapping, Global DE blocks overlapping
     with the same seed)."""
     errors = []
     for method in spec.baseline_methods:
         owner: dict[tuple[int, int], tuple[int, int]] = {}
-        for trial in planned_trials(spec):
-            if trial["method"] != method:
+        for trial in trials:
+            if trial.method != method:
                 continue
-            run = (trial["pretrained_index"], trial["seed"])
-            for member in members_of(TrialConfig.model_validate(trial)):
+            run = (trial.pretrained_index, trial.seed)
+            for member in members_of(trial):
                 if member in owner and owner[member] != run:
                     field = "seeds" if method == LOCAL_DE else "pretrained_indices"
                     errors.append(
@@ -111,23 +111,27 @@ def device_errors(spec: SweepSpec) -> list[str]:
     return []
 
 
-def planned_trial_errors(spec: SweepSpec) -> list[str]:
-    """The first planned trial that would not be a valid TrialConfig, if any."""
+def planned_trial_configs(spec: SweepSpec) -> tuple[list[TrialConfig], list[str]]:
+    """Every planned trial validated (once), or the first that would not be a valid TrialConfig."""
+    configs = []
     for cfg in planned_trials(spec):
         try:
-            TrialConfig.model_validate(cfg)
+            configs.append(TrialConfig.model_validate(cfg))
         except ValidationError as exc:
             label = (f"trial {cfg.get('method')} (seed {cfg.get('seed')}, pretrained_index "
                      f"{cfg.get('pretrained_index')})")
-            return [f"{label} would be invalid: " + "; ".join(error_lines(exc, TrialConfig, "trial."))]
-    return []
+            return [], [f"{label} would be invalid: " + "; ".join(error_lines(exc, TrialConfig, "trial."))]
+    return configs, []
 
 
 def cross_check(spec: SweepSpec) -> list[str]:
     """Checks that involve several fields; then, if they pass, that every trial the sweep
     plans is a valid TrialConfig."""
     errors = checkpoint_errors(spec) + search_errors(spec) + device_errors(spec)
-    return errors or planned_trial_errors(spec) or shared_member_errors(spec)
+    if errors:
+        return errors
+    configs, errors = planned_trial_configs(spec)
+    return errors or shared_member_errors(spec, configs)
 
 
 def check_cluster_resources(spec: SweepSpec, cluster: dict[str, float],

@@ -24,8 +24,8 @@ from typing import Any
 from ray import tune
 
 from sweep.tracking import Tracking, first_line
-from sweep.trial_endings import ledger_of
-from trainables.ledger import ledger_status, trial_key
+from sweep.trial_configs import TrialConfigs
+from trainables.ledger import ledger_status
 from trainables.records import MLFLOW_RUN_STATUS, RECORD_TIME
 
 log = logging.getLogger("starsweep.sweep")
@@ -34,20 +34,21 @@ log = logging.getLogger("starsweep.sweep")
 class MLflowTrialCallback(tune.Callback):
     """One MLflow run per Tune trial; metrics of each snapshot with step = snapshot."""
 
-    def __init__(self, tracking: Tracking, sweep: str, phase: str, base: dict[str, Any] | None = None):
+    def __init__(self, tracking: Tracking, sweep: str, phase: str, base: dict[str, Any] | None = None,
+                 configs: TrialConfigs | None = None):
         self.tracking = tracking
+        self.configs = configs or TrialConfigs()  # each trial's config, validated once
         self.sweep = sweep
         self.phase = phase
         self.base = base  # the sweep's shared trial config: what differs from it is a parameter
         self.disabled = False
         self._runs: dict[str, str] = {}  # trial key -> run_id
         self._logged: dict[str, set[int]] = {}  # trial key -> snapshots logged
-        self._keys: dict[str, str] = {}  # Tune's trial id -> the trial's key
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "tracking" not in state:  # the tuner.pkl of a sweep started before sweep.tracking existed
             state = {**state, "tracking": Tracking(state["tracking_uri"], state["experiment"])}
-        self.__dict__.update({"base": None, **state})
+        self.__dict__.update({"base": None, "configs": TrialConfigs(), **state})
 
     # Tune's callback state (kept with the experiment) ---------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -57,9 +58,7 @@ class MLflowTrialCallback(tune.Callback):
         self._runs.update(state.get("runs", {}))
 
     def _key(self, trial) -> str:
-        if trial.trial_id not in self._keys:
-            self._keys[trial.trial_id] = trial_key(trial.config)
-        return self._keys[trial.trial_id]
+        return self.configs.of(trial).key
 
     def _fail(self, what: str, exc: Exception) -> None:
         if not self.disabled:
@@ -83,7 +82,7 @@ class MLflowTrialCallback(tune.Callback):
                 self.tracking.client.update_run(run_id, status="RUNNING")
             else:
                 run_id = self.tracking.create_trial_run(tid, self.sweep, self.phase, trial.config,
-                                                        str(trial), self.base)
+                                                        str(trial), self.base, self.configs.of(trial).config)
                 self._logged[tid] = set()
             self._runs[tid] = run_id
         if tid not in self._logged:
@@ -118,7 +117,7 @@ class MLflowTrialCallback(tune.Callback):
         if self.disabled:
             return
         try:
-            ledger = ledger_of(trial.config)
+            ledger = self.configs.of(trial).ledger
             status = ledger_status(ledger.read_status()) if ledger is not None else tune_status
             status = status if status in MLFLOW_RUN_STATUS else tune_status  # an unwritten ending
             self.tracking.end_trial_run(self._run_for(trial), status)

@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -49,13 +50,18 @@ class TrialView:
 
     phase: str
     key: str
-    config: dict[str, Any]
+    config: dict[str, Any]  # as the trial wrote it
     status_object: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)  # record objects, by snapshot
 
     @property
     def status(self) -> str:
         return ledger_status(self.status_object)
+
+    @cached_property
+    def cfg(self) -> TrialConfig:
+        """The config, validated (once)."""
+        return TrialConfig.model_validate(self.config)
 
 
 def _read_trial(phase: str, ledger: TrialLedger, with_records: bool) -> TrialView | None:
@@ -76,10 +82,9 @@ def read_trials(layout: SweepLayout, phases: Iterable[str], with_records: bool =
 
 
 # Rows -------------------------------------------------------------------------
-def config_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config columns of a trial config dict (NaN cycle values for baselines);
+def config_columns(cfg: TrialConfig) -> dict[str, Any]:
+    """The resolved config columns of a trial config (NaN cycle values for baselines);
     `TrialConfig` resolves absolute values and ratios."""
-    cfg = TrialConfig.model_validate(config)
     cycle = cfg.cycle or CycleSettings(math.nan, math.nan, math.nan, math.nan)
     return {
         "method": cfg.method,
@@ -93,7 +98,7 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
 
 def trial_rows(sweep: str, trial: TrialView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A trial's rows of the results table and of the predictions table."""
-    columns = config_columns(trial.config)
+    columns = config_columns(trial.cfg)
     config_json = json.dumps(trial.config, sort_keys=True, default=str)
     rows, predictions = [], []
     for obj in trial.records:

@@ -57,6 +57,7 @@ from sweep.tracking import (
     mlflow_ui_command,
     open_experiment,
 )
+from sweep.trial_configs import TrialConfigs
 from sweep.trial_endings import TrialEndings
 from sweep.validation import problems, refuse
 from trainables import coordinator, fine_tune_then_explore, storage
@@ -129,9 +130,10 @@ def make_trainable(spec: SweepSpec, verbose: bool = False):
 
 
 def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
-    callbacks: list = [SnapshotLines(), TrialEndings()]  # TrialEndings before MLflow reads the status
+    configs = TrialConfigs()  # each trial's config validated once, for every callback
+    callbacks: list = [SnapshotLines(), TrialEndings(configs)]  # TrialEndings before MLflow reads the status
     if tracking is not None:
-        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config()))
+        callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config(), configs))
     return callbacks
 
 

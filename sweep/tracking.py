@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from sweep.layout import SweepLayout
-from trainables.errors import StarsweepError
+from trainables.config import TrialConfig
+from trainables.errors import ConfigError, StarsweepError
 from trainables.records import MLFLOW_RUN_STATUS, record_of
 
 log = logging.getLogger("starsweep.sweep")
@@ -53,21 +54,18 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def trial_params(config: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, str]:
+def trial_params(config: dict[str, Any], base: dict[str, Any] | None = None,
+                 cfg: TrialConfig | None = None) -> dict[str, str]:
     """What a person compares between trials: the per-trial fields (method, seed,
-    checkpoint, cycle), every field whose value differs from the sweep's shared `base`
-    config, and the cycle resolved to absolute `lr_max` / `cycle_epochs` and ratios.
-    Values are numbers or names; an unset field (None) is left out, never "None"."""
-    from trainables.config import TrialConfig
-
+    checkpoint, cycle), every field of `config` whose value differs from the sweep's shared
+    `base` config, and the cycle (of `cfg`, the validated config) resolved to absolute
+    `lr_max` / `cycle_epochs` and ratios. Values are numbers or names; an unset field (None)
+    is left out, never "None"."""
     flat, shared = flatten(config), flatten(base or {})
     per_trial = set(TrialConfig.per_trial_fields())
     params = {k: v for k, v in flat.items()
               if v != "None" and (k in per_trial or shared.get(k) != v)}
-    try:
-        cycle = TrialConfig.model_validate(config).cycle
-    except Exception:  # a config the trial itself will reject: its own fields are enough
-        cycle = None
+    cycle = cfg.cycle if cfg is not None else None
     if cycle is not None:
         params.update(lr_max=repr(cycle.lr_max), lr_max_ratio=repr(cycle.lr_max_ratio),
                       cycle_epochs=repr(cycle.epochs), cycle_epochs_ratio=repr(cycle.epochs_ratio))
@@ -198,15 +196,17 @@ class Tracking:
         return {int(m.step) for m in self.client.get_metric_history(run_id, "snapshot")}
 
     def create_trial_run(self, trial_id: str, sweep: str, phase: str, config: dict[str, Any],
-                         trial_name: str, base: dict[str, Any] | None = None) -> str:
+                         trial_name: str, base: dict[str, Any] | None = None,
+                         cfg: TrialConfig | None = None) -> str:
         """A new run for a trial, nested under the sweep's parent run: tags (trial_id, sweep,
-        phase, method), `trial_params` and the whole config as the artifact `config.json`."""
+        phase, method), `trial_params` (of `cfg`, the validated `config`; None: a config the
+        trial rejects, its own fields only) and the whole config as the artifact `config.json`."""
         method = str(config.get("method", ""))
         tags = {"trial_id": trial_id, "sweep": sweep, "phase": phase, "method": method,
                 "trial_name": trial_name, KIND_TAG: "trial", PARENT_TAG: self.sweep_run(sweep, base)}
         run = self.client.create_run(self.experiment_id, tags=tags,
                                      run_name=trial_id)
-        self._log_params(run.info.run_id, trial_params(config, base))
+        self._log_params(run.info.run_id, trial_params(config, base, cfg))
         self.client.log_dict(run.info.run_id, config, "config.json")
         return run.info.run_id
 
@@ -285,6 +285,13 @@ def end_sweep_run(tracking: Tracking, sweep: str, failed: bool) -> None:
 
 
 # Later sync ---------------------------------------------------------------------
+def _validated(config: dict[str, Any]) -> TrialConfig | None:
+    try:
+        return TrialConfig.from_dict(config)
+    except ConfigError:
+        return None
+
+
 def _sync_trial(tracking: Tracking, trial_id: str, rows: list[dict[str, Any]],
                 counts: dict[str, int], base: dict[str, Any] | None) -> None:
     """Log one trial's rows that its run lacks (creating the run if there is none); end
@@ -295,7 +302,7 @@ def _sync_trial(tracking: Tracking, trial_id: str, rows: list[dict[str, Any]],
     if found is None:
         config = json.loads(first.get("config_json") or "{}")
         run_id = tracking.create_trial_run(trial_id, str(first.get("sweep", "")), str(first.get("phase", "")),
-                                           config, trial_id, base)
+                                           config, trial_id, base, _validated(config))
         logged: set[int] = set()
         counts["runs_created"] += 1
     else:

@@ -13,24 +13,20 @@ import logging
 
 from ray import tune
 
-from trainables import storage
-from trainables.ledger import ERROR, TERMINATED, TrialLedger, trial_key
+from sweep.trial_configs import TrialConfigs
+from trainables.ledger import ERROR, TERMINATED
 
 log = logging.getLogger("starsweep.sweep")
-
-
-def ledger_of(config: dict) -> TrialLedger | None:
-    """The ledger of a trial config (None without `ledger_dir`: not a sweep's trial)."""
-    if not config.get("ledger_dir"):
-        return None
-    return TrialLedger(storage.join(config["ledger_dir"], trial_key(config)))
 
 
 class TrialEndings(tune.Callback):
     """Tune's verdict on an ended trial, where its ledger lacks it."""
 
+    def __init__(self, configs: TrialConfigs | None = None):
+        self.configs = configs or TrialConfigs()
+
     def _write(self, trial, status: str, how: str) -> None:
-        ledger = ledger_of(trial.config)
+        ledger = self.configs.of(trial).ledger
         if ledger is None:
             return
         try:

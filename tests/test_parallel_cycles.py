@@ -126,7 +126,7 @@ def test_a_cycle_does_not_depend_on_the_other_cycles(tmp_path):
         return TrialLedger.for_config(TrialConfig.from_dict(cfg)).read_snapshot(k)
 
     job = Job(TrialConfig.from_dict(cfg), *runtime_and_task(TrialConfig.from_dict(cfg), 1))
-    outcome = CycleTrainer(cfg, num_cpus=1).train(job.data, weights(1), 3)
+    outcome = CycleTrainer(TrialConfig.from_dict(cfg), num_cpus=1).train(job.data, weights(1), 3)
     assert not outcome.reused and not outcome.diverged
     assert all(torch.equal(outcome.weights[k], v) for k, v in weights(4).items())
     assert not torch.equal(outcome.weights["fc.weight"], weights(3)["fc.weight"])
@@ -158,7 +158,7 @@ def test_a_pool_gets_the_cycles_before_snapshot_1_is_evaluated_and_predicts_for_
     cfg = tiny_config(tmp_path, num_cycles=3)
     alone = run_job(cfg, num_cpus=1)
     events = []
-    pool = RecordingPool(CycleTrainer(cfg, num_cpus=1), events)
+    pool = RecordingPool(CycleTrainer(TrialConfig.from_dict(cfg), num_cpus=1), events)
     pooled = run_job(cfg, report=lambda record: events.append(("report", record["snapshot"])),
                      num_cpus=1, cycle_pool=pool)
     assert events == [("submit", [(1, False), (2, False), (3, True)], True), ("report", 1),

@@ -79,10 +79,10 @@ def test_trial_params_are_what_varies_as_numbers(tmp_path):
         base.pop(key)
     sse = {**copy.deepcopy(base), "method": "sse", "lr_max_ratio": 2.0, "cycle_epochs_ratio": 0.5,
            "seed": 1, "pretrained_index": 0}
-    params = trial_params(sse, base)
-    # the cycle resolved against finetune.lr (default) and finetune.epochs = 2
     from trainables.config import TrialConfig
 
+    params = trial_params(sse, base, TrialConfig.model_validate(sse))
+    # the cycle resolved against finetune.lr (default) and finetune.epochs = 2
     lr = TrialConfig.model_validate(sse).finetune.lr
     assert float(params["lr_max"]) == pytest.approx(2.0 * lr) and float(params["cycle_epochs"]) == 1.0
     assert float(params["lr_max_ratio"]) == 2.0 and float(params["cycle_epochs_ratio"]) == 0.5
@@ -90,7 +90,7 @@ def test_trial_params_are_what_varies_as_numbers(tmp_path):
     assert "data.train_size" not in params  # shared by every trial: on the parent run
     # a field a custom search varies is a parameter; a baseline has no cycle and no "None"
     local = {**copy.deepcopy(base), "method": "local_de", "finetune": {**base["finetune"], "lr": 0.05}}
-    params = trial_params(local, base)
+    params = trial_params(local, base, TrialConfig.model_validate(local))
     assert params["finetune.lr"] == "0.05"
     assert "lr_max" not in params and "None" not in params.values()
 

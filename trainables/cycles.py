@@ -144,8 +144,8 @@ class CycleTrainer:
     """Trains cycles of one trial config in this process (device and threads from
     `num_cpus`, the CPUs it was given, as for a trial)."""
 
-    def __init__(self, config: dict | TrialConfig, num_cpus: float | None = None):
-        self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    def __init__(self, cfg: TrialConfig, num_cpus: float | None = None):
+        self.cfg = cfg
         self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
 
     def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None,

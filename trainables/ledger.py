@@ -76,14 +76,22 @@ def trial_label(config: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
-def trial_key(config: dict[str, Any]) -> str:
+def config_key(cfg: TrialConfig) -> str:
     """The trial's key: its label and the SHA-256 (12 hex digits) of its validated config, so
-    the same config always names the same ledger (a config that does not validate is hashed
-    as it is: its trial fails with the message)."""
+    the same config always names the same ledger."""
+    return _key_of(cfg.model_dump(mode="json"))
+
+
+def trial_key(config: dict[str, Any]) -> str:
+    """`config_key` of a config dict as Tune holds it (validated here; a config that does not
+    validate is hashed as it is: its trial fails with the message)."""
     try:
-        canonical = TrialConfig.from_dict(config).model_dump(mode="json")
+        return config_key(TrialConfig.from_dict(config))
     except ConfigError:
-        canonical = config
+        return _key_of(config)
+
+
+def _key_of(canonical: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
     return f"{trial_label(canonical)}_{digest[:12]}"
 
@@ -114,7 +122,7 @@ class TrialLedger:
         """The ledger of a trial config (None when it has no `ledger_dir`)."""
         if cfg.ledger_dir is None:
             return None
-        return cls(storage.join(cfg.ledger_dir, trial_key(cfg.model_dump(mode="json"))))
+        return cls(storage.join(cfg.ledger_dir, config_key(cfg)))
 
     # names
     def path(self, *parts: str) -> str:

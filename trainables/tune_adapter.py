@@ -27,6 +27,12 @@ from __future__ import annotations
 import logging
 import os
 
+import ray
+from ray import tune
+from ray.util import get_current_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from trainables import coordinator
 from trainables.config import TrialConfig
 from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, PoolCycle, Weights
 from trainables.device import allocated_cpus
@@ -48,8 +54,6 @@ def cycle_resources(cpu: float, gpu: float = 0.0, cap: int | None = None):
     function of the trial config giving a placement group of one bundle {cpu, gpu} for the
     trial and one more per cycle it may train at the same time (StarSSE with
     `parallel_cycles`; at most `cap`, which the sweep sets to what the cluster holds)."""
-    from ray import tune
-
     def resources(config: dict) -> tune.PlacementGroupFactory:
         try:
             n = TrialConfig.from_dict(config).max_parallel_cycles
@@ -65,48 +69,37 @@ class RayCyclePool:
     """Cycles at the same time: one `CycleTrainer` actor in each given bundle of the trial's
     placement group; cycle i goes to actor i mod n (cycles are equally long)."""
 
-    def __init__(self, config: dict, placement_group, bundles: list[int]):
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+    def __init__(self, cfg: TrialConfig, placement_group, bundles: list[int]):
         specs = placement_group.bundle_specs
         self.width = len(bundles)
         self.actors = [
             ray.remote(CycleTrainer).options(
                 num_cpus=specs[b].get("CPU", 0), num_gpus=specs[b].get("GPU", 0),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group, b),
-            ).remote(config, specs[b].get("CPU"))
+            ).remote(cfg, specs[b].get("CPU"))
             for b in bundles
         ]
         self.refs: dict = {}
 
     def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
-        import ray
-
         data_ref, start_ref = ray.put(data), ray.put(start)
         for i, (index, stash, predict) in enumerate(cycles):
             actor = self.actors[i % self.width]
             self.refs[index] = actor.train.remote(data_ref, start_ref, index, stash, predict)
 
     def result(self, index: int) -> CycleOutcome:
-        import ray
-
         return ray.get(self.refs.pop(index))
 
     def close(self) -> None:
-        import ray
-
         for actor in self.actors:
             ray.kill(actor)
         self.actors, self.refs = [], {}
 
 
-def cycle_pool(cfg: TrialConfig, config: dict) -> RayCyclePool | None:
+def cycle_pool(cfg: TrialConfig) -> RayCyclePool | None:
     """The pool of this trial's parallel cycles: the cycle bundles of its placement group
     (None: cycles one after the other in the trial). ConfigError if `parallel_cycles` is a
     number the placement group has no bundles for."""
-    from ray.util import get_current_placement_group
-
     wanted = cfg.max_parallel_cycles
     pg = get_current_placement_group() if wanted else None
     bundles = list(range(1, len(pg.bundle_specs)))[:wanted] if pg is not None else []
@@ -120,16 +113,11 @@ def cycle_pool(cfg: TrialConfig, config: dict) -> RayCyclePool | None:
     if not bundles:
         return None
     log.info("StarSSE cycles: %d at a time, in bundles %s of the placement group", len(bundles), bundles)
-    return RayCyclePool(config, pg, bundles)
+    return RayCyclePool(cfg, pg, bundles)
 
 
 def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
     """Ray Tune function trainable: one fine-tune-then-explore trial."""
-    import ray
-    from ray import tune
-
-    from trainables import coordinator
-
     configure_logging()
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
     cfg = TrialConfig.from_dict(config)
@@ -145,7 +133,7 @@ def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
         tune.report({**{k: v for k, v in record.items() if k not in PREDICTION_NAMES}, **extra})
 
     with trial_logging(path, verbose):
-        pool = cycle_pool(cfg, config)
+        pool = cycle_pool(cfg)
         try:
             run_job(cfg, report, num_cpus=allocated_cpus(), cycle_pool=pool, ledger=ledger)
         finally:
