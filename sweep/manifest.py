@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sweep.layout import SweepLayout
 from sweep.spec import SpecError, SweepSpec, parse_spec
 from trainables import storage
+from trainables.errors import StorageError
 
 if TYPE_CHECKING:
     from search_spaces.phase import Phase
@@ -29,8 +30,6 @@ def write_manifest(spec: SweepSpec, phases: list[Phase], spec_text: str | None) 
     try:
         storage.make_dirs(layout.root)
     except OSError as exc:
-        from trainables.errors import StorageError
-
         raise StorageError(f"storage: cannot create {layout.root} ({exc.strerror or exc}); choose a "
                            "writable directory with free space (--storage or the spec's storage:)") from None
     data = spec.to_yaml_dict()

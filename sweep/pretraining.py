@@ -7,6 +7,8 @@ import ray
 from ray.util import ActorPool
 
 from sweep.plan import SweepPlan
+from trainables import coordinator
+from trainables.pretrained import prepare
 
 
 def prepare_pretrained(plan: SweepPlan) -> None:
@@ -32,9 +34,6 @@ def prepare_pretrained(plan: SweepPlan) -> None:
     @ray.remote(num_cpus=cpu, num_gpus=gpu)
     class PreTrainer:
         def run(self, index: int) -> str:
-            from trainables import coordinator
-            from trainables.pretrained import prepare
-
             coordinator.install()
             return prepare(config, index, num_cpus=cpu)
 

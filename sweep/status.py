@@ -17,6 +17,7 @@ from sweep.console import text_table
 from sweep.layout import SweepLayout
 from sweep.manifest import tracking_uri_of
 from sweep.results import TrialView, read_trials
+from sweep.tracking import mlflow_ui_command
 from trainables import storage
 from trainables.records import PROGRESS
 
@@ -79,8 +80,6 @@ def sweep_status(sweep_dir: str | os.PathLike, manifest: dict[str, Any]) -> str:
                      "`python -m sweep export` writes it now)")
     tracking_uri = tracking_uri_of(manifest, layout.root)
     if tracking_uri:
-        from sweep.tracking import mlflow_ui_command
-
         lines.append(f"MLflow:  {mlflow_ui_command(tracking_uri)}")
         if mlflow_mirror.mirrored(layout, tracking_uri):
             lines.append(f"         (SQLite on the driver's disk, copied to {layout.mlflow_db} "

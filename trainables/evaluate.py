@@ -18,6 +18,7 @@ from torch import nn
 from trainables import engine
 from trainables.config import TrialBase
 from trainables.data.splits import ImageSplit, Task
+from trainables.data.task import load_task
 from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningSoup, reestimate_bn
 from trainables.metrics import calibration_error, classification_metrics, disagreement, fort_diversity
@@ -36,8 +37,6 @@ log = logging.getLogger("starsweep")
 def runtime_and_task(cfg: TrialBase, num_cpus: float | None = None) -> tuple[Runtime, Task]:
     """The runtime (device, precision) of this process for `cfg`, and its task on the CPU
     (with the source split an embedded pre-training needs)."""
-    from trainables.data.task import load_task
-
     runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
     log.info("device %s, %d torch threads (%s CPUs allocated)", runtime.device, torch.get_num_threads(),
              "no" if num_cpus is None else f"{num_cpus:g}")

@@ -39,8 +39,12 @@ import uuid
 from pathlib import Path
 
 from trainables import storage
+from trainables.checkpoints import load_backbone, read_state_dict
 from trainables.config import TrialBase, TrialConfig
+from trainables.data.cifar import batch_folder, check_cifar
+from trainables.data.sources import FMNIST_HINT, _find_idx, _read_idx
 from trainables.errors import CheckpointError, ConfigError, DataError, StorageError
+from trainables.models import build_model
 
 #: Below this much free space a storage directory counts as full.
 MIN_FREE_BYTES = 64 * 2**20
@@ -130,8 +134,6 @@ def check_data(cfg: TrialBase) -> None:
     d = cfg.data
     root = Path(d.data_dir).expanduser()
     if d.dataset in ("cifar10", "cifar100") and d.download:
-        from trainables.data.cifar import batch_folder
-
         if batch_folder(d.dataset, root) is None:  # torchvision downloads the missing files
             fix = "set data.data_dir to a writable directory for the download"
             check_writable(root, "data.data_dir", fix)
@@ -144,8 +146,6 @@ def check_data(cfg: TrialBase) -> None:
     if d.dataset == "fashion_mnist_transfer":
         _check_fashion_mnist(cfg, root)
     elif d.dataset in ("cifar10", "cifar100"):
-        from trainables.data.cifar import check_cifar
-
         pool = check_cifar(d.dataset, str(root))
         if d.val_size >= pool:
             raise DataError(
@@ -157,8 +157,6 @@ def check_data(cfg: TrialBase) -> None:
 
 
 def _data_hint(cfg: TrialBase) -> str:
-    from trainables.data.sources import FMNIST_HINT
-
     if cfg.data.dataset == "fashion_mnist_transfer":
         return FMNIST_HINT
     if cfg.data.dataset in ("cifar10", "cifar100"):
@@ -172,8 +170,6 @@ def _data_hint(cfg: TrialBase) -> str:
 def _idx_header(path: Path) -> tuple[list[int], int]:
     """Dimensions of an idx file and its unpacked size in bytes, from the header and
     (for .gz) the gzip trailer; DataError if it is not an idx file of unsigned bytes."""
-    from trainables.data.sources import FMNIST_HINT
-
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -196,8 +192,6 @@ def _idx_header(path: Path) -> tuple[list[int], int]:
 
 
 def _check_fashion_mnist(cfg: TrialBase, root: Path) -> None:
-    from trainables.data.sources import FMNIST_HINT, _find_idx
-
     dims = {}
     for stem, (ndim, what) in _IDX.items():
         path = _find_idx(root, stem)
@@ -222,8 +216,6 @@ def _check_fashion_mnist(cfg: TrialBase, root: Path) -> None:
         if ishape[0] != lshape[0]:
             raise DataError(f"{ipath}: {ishape[0]} images but {lshape[0]} labels; {FMNIST_HINT}")
     # Labels are small (60 KB): count the target pool the validation hold-out comes from.
-    from trainables.data.sources import _read_idx
-
     labels = _read_idx(dims["train-labels-idx1-ubyte"][0])
     pool = int(sum((labels == c).sum() for c in cfg.data.target_classes))
     if cfg.data.val_size >= pool:
@@ -294,9 +286,6 @@ def check_pretrained(cfg: TrialBase) -> None:
             raise CheckpointError(f"pretrained.weights={p.weights!r} unknown; allowed: {', '.join(names)}")
     if p.source != "files":
         return
-    from trainables.checkpoints import load_backbone, read_state_dict
-    from trainables.models import build_model
-
     channels = 1 if cfg.data.dataset == "fashion_mnist_transfer" else 3
     model = build_model(cfg.model.arch, channels, 2, cfg.model.width)
     for i, path in enumerate(p.paths):

@@ -22,6 +22,9 @@ from trainables.checkpoints import read_state_dict, torchvision_weights, unwrap_
 from trainables.config import TrialBase
 from trainables.data.splits import Task
 from trainables.device import Runtime
+from trainables.errors import ConfigError
+from trainables.evaluate import runtime_and_task
+from trainables.logs import configure_logging
 from trainables.memo import compute_once, sha256_file
 from trainables.models import build_model
 from trainables.schedules import phase_lrs
@@ -126,8 +129,6 @@ def load_pretrained(cfg: TrialBase, index: int, task: Task, runtime: Runtime) ->
             model = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
         return model.state_dict()
     if task.source_train is None:
-        from trainables.errors import ConfigError
-
         raise ConfigError(
             f"pretrained.source: embedded needs data.dataset: fashion_mnist_transfer, got "
             f"{cfg.data.dataset!r}; use pretrained.source: files or torchvision"
@@ -142,9 +143,6 @@ def prepare(config: dict, index: int, num_cpus: float | None = None) -> str:
     """Make sure pre-trained checkpoint `index` of `config` (a `TrialBase` dict) exists,
     computing it if it is embedded and missing; returns a description. The sweep runs
     one of these per checkpoint in parallel before its trials start."""
-    from trainables.evaluate import runtime_and_task
-    from trainables.logs import configure_logging
-
     configure_logging()
     cfg = TrialBase.from_dict(config)
     runtime, task = runtime_and_task(cfg, num_cpus)
