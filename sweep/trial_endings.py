@@ -23,7 +23,15 @@ class TrialEndings(tune.Callback):
     """Tune's verdict on an ended trial, where its ledger lacks it."""
 
     def __init__(self, configs: TrialConfigs | None = None):
-        self.configs = configs or TrialConfigs()
+        self._configs = configs or TrialConfigs()
+
+    @property
+    def configs(self) -> TrialConfigs:
+        # One unpickled from the tuner.pkl of a sweep an earlier version started has none (an
+        # object with no attributes is unpickled without __setstate__): it gets its own.
+        if "_configs" not in vars(self):
+            self._configs = TrialConfigs()
+        return self._configs
 
     def _write(self, trial, status: str, how: str) -> None:
         ledger = self.configs.of(trial).ledger

@@ -250,3 +250,23 @@ def test_resume_needs_nothing_of_tune_but_its_trial_list(tmp_path, attempt):
     assert len(merged) == len(before) >= 3
     assert (merged.wall_time_s_before == merged.wall_time_s).all()
     assert (merged.timestamp_before == merged.timestamp).all()
+
+
+def test_callbacks_from_an_earlier_versions_tuner_pkl_still_work(tmp_path):
+    """`Tuner.restore` brings back the callbacks pickled in tuner.pkl: one pickled before the
+    driver's shared `TrialConfigs` existed (found by a resume of a sweep started by the version
+    before) gets one when unpickled, and writes the ending a trial's ledger lacks."""
+    import pickle
+    from types import SimpleNamespace
+
+    from sweep.trial_endings import TrialEndings
+    from tiny import tiny_config
+    from trainables.ledger import TrialLedger, trial_key
+
+    old = TrialEndings()
+    del old._configs  # as the earlier version pickled it: no attributes
+    restored = pickle.loads(pickle.dumps(old))
+    config = tiny_config(tmp_path, ledger_dir=str(tmp_path / "ledgers"))
+    restored.on_trial_error(0, [], SimpleNamespace(trial_id="t1", config=config))
+    ledger = TrialLedger(os.path.join(config["ledger_dir"], trial_key(config)))
+    assert ledger.read_status()["status"] == "ERROR"
