@@ -7,6 +7,7 @@
     python -m sweep resume quickstart               # finish unfinished / errored trials
     python -m sweep export quickstart -o out.parquet
     python -m sweep mlflow-sync quickstart          # log the records to MLflow afterwards
+    python -m sweep models quickstart               # the chosen soups and ensembles, registered
 
 On a cluster: ray job submit --address http://HEAD:8265 --working-dir . -- \\
                   python -m sweep run specs/cifar100_resnet50.yaml
@@ -43,6 +44,7 @@ from sweep.manifest import (
 )
 from sweep.overrides import apply_overrides, describe
 from sweep.plan import format_plan, make_plan
+from sweep.registry import deliver
 from sweep.results import ledger_tables, write_tables
 from sweep.spec import SpecError, load_spec, parse_spec
 from sweep.status import sweep_status
@@ -129,6 +131,9 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
                    f"sqlite:///<sweep>/{SweepLayout.mlflow_db} when it ran without MLflow)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
+    _command(sub, "models", "write each method's soup and ensemble chosen on validation to <sweep>/models/, "
+             "log them to MLflow on the sweep's run and register them (alias champion on the best)",
+             "sweep", SWEEP_TARGET)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,8 +267,19 @@ def _mlflow_sync(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    manifest = read_manifest(sweep_dir)
+    spec = spec_from_manifest(sweep_dir, manifest)
+    mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a sweep in object storage: its copy of the store
+    rows = ledger_tables(spec.layout, manifest["name"], [p["name"] for p in manifest["phases"]]).rows
+    deliver(spec, rows)
+    mlflow_mirror.push(spec.layout, spec.tracking_uri)
+    return 0
+
+
 COMMANDS = {"run": _run, "dry-run": _dry_run, "resume": _resume, "export": _export, "status": _status,
-            "mlflow-sync": _mlflow_sync}
+            "mlflow-sync": _mlflow_sync, "models": _models}
 
 
 def main(argv: list[str] | None = None) -> int:

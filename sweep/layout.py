@@ -61,6 +61,8 @@ class SweepLayout:
     finetunes = _Entry("finetunes")
     #: The trials' ledgers, one folder per phase (`ledger_dir`).
     ledgers = _Entry("ledgers")
+    #: The sweep's chosen soups and ensembles as model files (`python -m sweep models`).
+    models = _Entry("models")
     #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
     claims_log = _Entry("claims.jsonl")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
@@ -135,6 +137,10 @@ class SweepLayout:
     def phase(self, name: str) -> str:
         """The Tune experiment directory of a phase."""
         return self.path(name)
+
+    def model_file(self, name: str) -> str:
+        """A delivered model's file: `<sweep>/models/<method>-<soup|ensemble>.pt`."""
+        return self.path(type(self).models, f"{name}.pt")
 
     def ledger_dir(self, phase: str) -> str:
         """Where the trials of a phase keep their ledgers (their configs' `ledger_dir`)."""

@@ -45,6 +45,7 @@ from sweep.mlflow_logging import MLflowTrialCallback
 from sweep.plan import make_plan
 from sweep.pretraining import prepare_pretrained
 from sweep.progress import SnapshotLines
+from sweep.registry import deliver
 from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
 from sweep.resources import check_resources, cycle_bundles
 from sweep.results import ledger_tables, write_tables
@@ -329,6 +330,15 @@ def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | No
     return tables
 
 
+def _deliver(spec: SweepSpec, rows: list[dict]) -> None:
+    """The sweep's models (`sweep.registry.deliver`); a failure there loses nothing computed."""
+    try:
+        deliver(spec, rows)
+    except Exception as exc:  # noqa: BLE001 - the table and the ledgers are complete already
+        log.warning("could not build or register the sweep's models (%s: %s); `python -m sweep models "
+                    "%s` builds them from the ledgers", type(exc).__name__, first_line(exc), spec.sweep_dir)
+
+
 def drop_cycle_stash(layout: SweepLayout) -> int:
     """Remove the StarSSE cycles stashed under `finetunes/` once every trial has ended. A trial
     removes its own when it ends; one a scheduler stopped early (ASHA) never gets there.
@@ -361,14 +371,18 @@ def finish(spec: SweepSpec, phases: list[Phase], tables) -> int:
     failed = [tid for tid, s in final.items() if s == "ERROR"]
     unfinished = [tid for tid, s in final.items() if s not in ENDED]
     missing = not_started(spec, phases, set(final))
+    ok = not (failed or unfinished or missing)
     if tracking is not None:
         if not missing:
             close_orphan_runs(tracking, spec.name, set(final))
-        end_sweep_run(tracking, spec.name, failed=bool(failed or unfinished or missing))
+        end_sweep_run(tracking, spec.name, failed=not ok)
+    if ok and spec.build_models:
+        _deliver(spec, tables.rows)
+    if tracking is not None:
         if mlflow_mirror.push(spec.layout, tracking.uri):
             print(f"MLflow store copied to {spec.layout.mlflow_db}")
         print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
-    if failed or unfinished or missing:
+    if not ok:
         print(f"{len(failed)} trial(s) failed, {len(unfinished)} did not finish and {missing} did not "
               f"start; each trial's error is in its ledger's status.json under "
               f"{spec.layout.path(SweepLayout.ledgers)}/<phase>/; retry them with "

@@ -67,6 +67,11 @@ class SweepSpec(Design):
         "(false: every trial fine-tunes on its own; for measuring what sharing saves)."
     )
     mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
+    build_models: bool = Field(
+        True, description="When every trial finished: write each method's soup and ensemble chosen on "
+        "validation to <sweep>/models/ and log and register them in MLflow (`python -m sweep models "
+        "NAME` does it any time)."
+    )
     #: Directory of the spec file (for relative custom search paths); not a YAML key.
     spec_dir: str = Field(".", exclude=True)
 

@@ -7,6 +7,8 @@ cheap for command-line error paths that never need torch):
   keeps a ledger there and a second call continues from it).
 - `TrialConfig`: the typed config (see README, "Trial config").
 - `plan_snapshots(config)`: which fine-tune or cycle makes each snapshot.
+- `load_model(path)`: a soup or an ensemble the sweep delivered (`python -m sweep models`),
+  as a module whose output is class probabilities.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 _EXPORTS = {
     "TrialConfig": "trainables.config",
     "fine_tune_then_explore": "trainables.tune_adapter",
+    "load_model": "trainables.artifacts",
     "plan_snapshots": "trainables.methods",
     "run_job": "trainables.job",
 }

@@ -3,6 +3,7 @@ print a per-snapshot table of individual, ensemble and soup metrics.
 
     python -m trainables --method star_sse --lr-max-ratio 2 --cycle-epochs-ratio 1
     python -m trainables --config trial.yaml        # any TrialConfig fields
+    python -m trainables predict MODEL IMAGES       # a delivered model's predictions (CSV)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 import yaml
 
+from trainables import predict
 from trainables.errors import StarsweepError
 from trainables.job import run_job
 from trainables.methods import METHODS
@@ -46,6 +48,13 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["predict"]:
+        try:
+            return predict.main(argv[1:])
+        except (StarsweepError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(prog="python -m trainables", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="YAML/JSON file of TrialConfig fields")
     parser.add_argument("--method", choices=METHODS)
