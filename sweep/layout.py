@@ -62,7 +62,7 @@ class SweepLayout:
     #: The trials' ledgers, one folder per phase (`ledger_dir`).
     ledgers = _Entry("ledgers")
     #: The sweep's chosen soups and ensembles as model files (`python -m sweep models`).
-    models = _Entry("models")
+    delivered = _Entry("delivered")
     #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
     claims_log = _Entry("claims.jsonl")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
@@ -139,8 +139,8 @@ class SweepLayout:
         return self.path(name)
 
     def model_file(self, name: str) -> str:
-        """A delivered model's file: `<sweep>/models/<method>-<soup|ensemble>.pt`."""
-        return self.path(type(self).models, f"{name}.pt")
+        """A delivered model's file: `<sweep>/delivered/<method>-<soup|ensemble>.pt`."""
+        return self.path(type(self).delivered, f"{name}.pt")
 
     def ledger_dir(self, phase: str) -> str:
         """Where the trials of a phase keep their ledgers (their configs' `ledger_dir`)."""

@@ -6,7 +6,7 @@ Selection is on validation only, with the rule the analysis and the confirm phas
 `ens_val_acc` over its finished runs at their last snapshot K; then that cell's trial with
 the best `ens_val_acc` at K, and its snapshots 1..K. A baseline has no cells: its trial
 with the best `ens_val_acc`. Each choice gives two models, `<method>-soup` and
-`<method>-ensemble`, written to `<sweep>/models/` (`SweepLayout.model_file`); the overall
+`<method>-ensemble`, written to `<sweep>/delivered/` (`SweepLayout.model_file`); the overall
 best on validation is the champion.
 """
 

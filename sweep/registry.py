@@ -125,7 +125,7 @@ def deliver(spec: SweepSpec, rows: list[dict]) -> list[Delivered]:
     tracking = spec.tracking()
     versions = register(tracking, spec.name, delivered, example, spec.base_config()) if tracking else {}
     best = champion(delivered)
-    print(f"\nmodels ({len(delivered)}) in {spec.layout.path(SweepLayout.models)}; chosen on validation:")
+    print(f"\nmodels ({len(delivered)}) in {spec.layout.path(SweepLayout.delivered)}; chosen on validation:")
     for d in delivered:
         name = registered_name(spec.name, d)
         registered = f", registered as {name} v{versions[name]}" if name in versions else ""

@@ -69,7 +69,7 @@ class SweepSpec(Design):
     mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
     build_models: bool = Field(
         True, description="When every trial finished: write each method's soup and ensemble chosen on "
-        "validation to <sweep>/models/ and log and register them in MLflow (`python -m sweep models "
+        "validation to <sweep>/delivered/ and log and register them in MLflow (`python -m sweep models "
         "NAME` does it any time)."
     )
     #: Directory of the spec file (for relative custom search paths); not a YAML key.

@@ -9,7 +9,7 @@ its BatchNorm statistics re-estimated as the table's soup was; K for an ensemble
 written whole with a SHA-256 sidecar and read weights-only and hash-checked, like the
 trial's own state.
 
-    model = trainables.load_model("runs/quickstart/models/star_sse-soup.pt")
+    model = trainables.load_model("runs/quickstart/delivered/star_sse-soup.pt")
     probs = model(images)     # uint8 N x C x H x W -> class probabilities N x classes
 
 The model predicts as the trial evaluated (`engine.predict`: the folded model, the

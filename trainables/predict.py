@@ -1,6 +1,6 @@
 """`python -m trainables predict MODEL IMAGES`: class predictions of a delivered model.
 
-MODEL is a model file (`<sweep>/models/<method>-<kind>.pt`, a path or URI) or an MLflow
+MODEL is a model file (`<sweep>/delivered/<method>-<kind>.pt`, a path or URI) or an MLflow
 model URI (`models:/<sweep>-<method>-soup@champion`, `models:/<name>/<version>`,
 `runs:/...`). IMAGES is an ImageFolder (class folders of images: their names are kept
 as the true class), a directory of images, or `embedded:test` (the test split of the
