@@ -1,0 +1,181 @@
+"""The sweep's product: the soups and ensembles `sweep run` delivers (sweep/models.py,
+sweep/registry.py, trainables/artifacts.py), loaded in a fresh process through MLflow and
+through `trainables.load_model`, and `python -m trainables predict`; every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from torchvision.io import write_png
+
+from sweep.cli import main as sweep_main
+from tiny import tiny_trial
+from trainables.__main__ import main as trainables_main
+from trainables.artifacts import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = [f"{m}-{k}" for m in ("sse", "star_sse", "local_de") for k in ("soup", "ensemble")]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished tiny sweep of three methods, its models delivered at the end of `run`."""
+    root = tmp_path_factory.mktemp("models")
+    spec = {"name": "deliver", "storage": str(root / "runs"), "methods": ["sse", "star_sse", "local_de"],
+            "search": {"kind": "paper_grid", "lr_max_ratios": [1, 2], "cycle_epochs_ratios": [1]},
+            "baselines": {"num_members": 2}, "resources": {"cpu": 1},
+            "trial": tiny_trial(num_cycles=2, pretrained={"num_checkpoints": 1})}
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "sweep", "run", str(root / "spec.yaml"), "--num-cpus", "2"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep_dir = root / "runs" / "deliver"
+    return {"dir": sweep_dir, "uri": f"sqlite:///{sweep_dir / 'mlflow.db'}", "stdout": proc.stdout,
+            "table": pd.read_parquet(sweep_dir / "results.parquet")}
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_every_model_loads_in_a_fresh_process_with_the_tables_test_accuracy(sweep):
+    """Through MLflow (`models:/<name>/1`, and the champion by its alias) and through the
+    one-line loader: the test accuracy is the table's, image for image."""
+    assert "champion" in sweep["stdout"] and "trainables.load_model(" in sweep["stdout"]
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    champion = [m.name for m in client.search_registered_models() if "champion" in m.aliases]
+    assert len(champion) == 1
+    out = _python(f"""
+        import json, mlflow.pyfunc, trainables
+        from trainables.config import TrialConfig
+        from trainables.evaluate import runtime_and_task
+        mlflow.set_tracking_uri({sweep["uri"]!r})
+        result = {{}}
+        for name in {NAMES!r}:
+            own = trainables.load_model({str(sweep["dir"] / "delivered")!r} + "/" + name + ".pt")
+            _, task = runtime_and_task(TrialConfig.model_validate(own.spec.config))
+            images, labels = task.test.images.cpu(), task.test.labels.cpu()
+            by_mlflow = mlflow.pyfunc.load_model("models:/deliver-" + name + "/1").predict(images.numpy())
+            mine = own(images).argmax(1)
+            result[name] = [own.spec.trial_key, own.spec.snapshots[-1], (mine == labels).float().mean().item(),
+                            bool((mine.numpy() == by_mlflow.argmax(1)).all())]
+        champ = mlflow.pyfunc.load_model("models:/{champion[0]}@champion").predict(images.numpy())
+        result["champion"] = int(champ.shape[0])
+        print(json.dumps(result))
+    """, _env())
+    result = json.loads(out)
+    df = sweep["table"]
+    assert result.pop("champion") == 200
+    for name, (key, k, acc, same) in result.items():
+        row = df[(df.trial_id == key) & (df.snapshot == k)].iloc[0]
+        assert acc == row["soup_test_acc" if name.endswith("soup") else "ens_test_acc"], name
+        assert same, name  # MLflow's predictions are the loader's, image for image
+
+
+def test_the_choice_is_the_validation_rule_of_the_table(sweep):
+    """Per cyclic method the cell with the best mean ens_val_acc at the last snapshot, then its
+    trial with the best ens_val_acc; test metrics play no part."""
+    df = sweep["table"]
+    last = df[df.snapshot == df.num_snapshots]
+    for method in ("sse", "star_sse"):
+        rows = last[last.method == method]
+        cell = rows.groupby(["lr_max_ratio", "cycle_epochs_ratio"]).ens_val_acc.mean().idxmax()
+        in_cell = rows[(rows.lr_max_ratio == cell[0]) & (rows.cycle_epochs_ratio == cell[1])]
+        chosen = load_model(str(sweep["dir"] / "delivered" / f"{method}-ensemble.pt")).spec
+        assert chosen.trial_key == in_cell.sort_values("ens_val_acc").trial_id.iloc[-1]
+        assert chosen.metrics["ens_val_acc"] == in_cell.ens_val_acc.max()
+
+
+def test_registered_models_are_logged_on_the_sweeps_parent_run(sweep):
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    parent = [r for r in client.search_runs([client.get_experiment_by_name("deliver").experiment_id])
+              if r.data.tags.get("starsweep.kind") == "sweep"][0]
+    for name in NAMES:
+        (version,) = client.search_model_versions(f"name = 'deliver-{name}'")
+        assert version.run_id == parent.info.run_id, name
+    assert parent.info.status == "FINISHED"
+
+
+def _image_folder(root: Path, images: torch.Tensor, labels: list[str]) -> Path:
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        write_png(image, str(root / label / f"{i:03d}.png"))
+    return root
+
+
+def test_predict_on_an_image_folder_gives_the_models_classes(sweep, tmp_path, capsys):
+    path = str(sweep["dir"] / "delivered" / "star_sse-soup.pt")
+    model = load_model(path)
+    images = torch.randint(0, 256, (12, *([model.spec.input["channels"]] + model.spec.input["size"])),
+                           dtype=torch.uint8)
+    folder = _image_folder(tmp_path / "images", images, [model.spec.classes[i % 3] for i in range(12)])
+    out = tmp_path / "pred.csv"
+    assert trainables_main(["predict", path, str(folder), "-o", str(out)]) == 0
+    csv = pd.read_csv(out)
+    expected = model(torch.stack([images[i] for i in range(12)])).argmax(1)
+    by_name = dict(zip(csv.image.map(lambda p: int(Path(p).stem)), csv["class"], strict=True))
+    assert [by_name[i] for i in range(12)] == [model.spec.classes[c] for c in expected.tolist()]
+    assert "accuracy on the 12 with a known class" in capsys.readouterr().out
+
+
+def _bad(argv: list[str], capsys, out: Path | None = None) -> str:
+    capsys.readouterr()
+    code = trainables_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+    assert out is None or not out.exists()
+    return err
+
+
+def test_bad_input_names_the_thing_and_the_fix(sweep, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep["uri"])
+    out = tmp_path / "pred.csv"
+    path = sweep["dir"] / "delivered" / "sse-soup.pt"
+    for uri in ("models:/deliver-nope-soup@champion", "models:/deliver-sse-soup@nope"):
+        err = _bad(["predict", uri, "embedded:test", "-o", str(out)], capsys, out)
+        assert uri in err and "Models page" in err
+    err = _bad(["predict", str(tmp_path / "none.pt"), "embedded:test", "-o", str(out)], capsys, out)
+    assert "no such model file" in err
+    wrong = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)  # 3 channels, 40 x 40
+    folder = _image_folder(tmp_path / "wrong", wrong[None], ["a"])
+    err = _bad(["predict", str(path), str(folder), "-o", str(out)], capsys, out)
+    assert "3 x 40 x 40" in err and "the model takes" in err
+    altered = tmp_path / "altered.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    (tmp_path / "altered.pt.sha256").write_bytes((path.parent / "sse-soup.pt.sha256").read_bytes())
+    err = _bad(["predict", str(altered), "embedded:test", "-o", str(out)], capsys, out)
+    assert "SHA-256 differs" in err and "python -m sweep models" in err
+
+
+def test_models_of_a_sweep_with_no_finished_trial(sweep, tmp_path, capsys):
+    """Every ledger gone: nothing to choose from, exit 2, nothing written."""
+    import shutil
+
+    copy = tmp_path / "runs" / "deliver"
+    shutil.copytree(sweep["dir"], copy, ignore=shutil.ignore_patterns("ledgers", "delivered"))
+    capsys.readouterr()
+    assert sweep_main(["models", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "no finished trial" in err and "resume" in err
+    assert not (copy / "delivered").exists()
