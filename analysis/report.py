@@ -26,6 +26,7 @@ from analysis.aggregate import (
     trial_keys,
 )
 from analysis.curves import ensemble_size_curves, individual_curves, soup_vs_ensemble_curves
+from analysis.greedy import greedy_html
 from analysis.heatmaps import diff_heatmap, metric_heatmaps
 from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
@@ -150,6 +151,7 @@ def _index_html(
     paired: str,
     written: list[ReportFigure],
     omitted: list[str],
+    greedy: list[str] | None = None,
 ) -> str:
     esc = html.escape
     present = ", ".join(method_label(m) for m in methods_present(df)) or "none"
@@ -174,6 +176,7 @@ def _index_html(
         'same fine-tuned model. Also as <a href="paired.md">Markdown</a> and '
         '<a href="paired.csv">CSV</a>.</p>',
         f"<pre>{esc(paired)}</pre>",
+        *(greedy or []),
         *_diverged_html(df),
         "<h2>Figures</h2>",
         "<p>Heatmap cells show the mean and n = runs that reached size K; "
@@ -236,7 +239,8 @@ def build_report(
         fig, _data = spec.draw()
         save_figure(fig, out_dir, spec.stem)
     index = out_dir / INDEX_NAME
-    index.write_text(_index_html(source, df, summary, paired, figures, omitted), encoding="utf-8")
+    greedy = [] if isinstance(results, pd.DataFrame) else greedy_html(results)
+    index.write_text(_index_html(source, df, summary, paired, figures, omitted, greedy), encoding="utf-8")
     return index
 
 

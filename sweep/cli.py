@@ -131,7 +131,8 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, or "
                    f"sqlite:///<sweep>/{SweepLayout.mlflow_db} when it ran without MLflow)")
     p.add_argument("--experiment", help="MLflow experiment (default: the sweep's, else its name)")
-    _command(sub, "models", "write each method's soup and ensemble chosen on validation to <sweep>/delivered/, "
+    _command(sub, "models", "write each method's soup and ensemble chosen on validation to "
+             "<sweep>/delivered/, "
              "log them to MLflow on the sweep's run and register them (alias champion on the best)",
              "sweep", SWEEP_TARGET)
 

@@ -24,6 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 import trainables
+from sweep.greedy import choose_greedy
 from sweep.layout import SweepLayout
 from sweep.models import Delivered, build_models, champion
 from sweep.spec_models import SweepSpec
@@ -122,6 +123,9 @@ def deliver(spec: SweepSpec, rows: list[dict]) -> list[Delivered]:
     """Build the sweep's models from its table rows, log and register them when it has MLflow,
     and print how to load them."""
     delivered, example = build_models(spec, rows)
+    single = max({d.choice.trial_key: d.choice for d in delivered}.values(),
+                 key=lambda c: c.row["ens_val_acc"])
+    greedy = choose_greedy(spec, rows, single)
     tracking = spec.tracking()
     versions = register(tracking, spec.name, delivered, example, spec.base_config()) if tracking else {}
     best = champion(delivered)
@@ -132,6 +136,12 @@ def deliver(spec: SweepSpec, rows: list[dict]) -> list[Delivered]:
         flag = f" [{CHAMPION}]" if d is best else ""
         print(f"  {d.name}: trial {d.choice.trial_key}, snapshots 1..{d.choice.k}, val acc {d.val_score:.4f}"
               f"{registered}{flag}")
+    for kind in ("ensemble", "soup"):
+        if kind in greedy:
+            g = greedy[kind]
+            print(f"  greedy {kind} across the sweep: {len(g['members'])} member(s), val acc "
+                  f"{g['val_acc_after'][-1]:.4f}, test acc {g['test_acc']:.4f} (best single trial at K="
+                  f"{greedy['k']}: test acc {greedy['best_single']['test_acc']:.4f})")
     print(f"load one: python -c \"import trainables; m = trainables.load_model('{best.location}')\"")
     if versions:
         print(f"  or mlflow.pyfunc.load_model('models:/{registered_name(spec.name, best)}@{CHAMPION}'); "

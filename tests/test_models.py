@@ -76,7 +76,8 @@ def test_every_model_loads_in_a_fresh_process_with_the_tables_test_accuracy(swee
             images, labels = task.test.images.cpu(), task.test.labels.cpu()
             by_mlflow = mlflow.pyfunc.load_model("models:/deliver-" + name + "/1").predict(images.numpy())
             mine = own(images).argmax(1)
-            result[name] = [own.spec.trial_key, own.spec.snapshots[-1], (mine == labels).float().mean().item(),
+            acc = (mine == labels).float().mean().item()
+            result[name] = [own.spec.trial_key, own.spec.snapshots[-1], acc,
                             bool((mine.numpy() == by_mlflow.argmax(1)).all())]
         champ = mlflow.pyfunc.load_model("models:/{champion[0]}@champion").predict(images.numpy())
         result["champion"] = int(champ.shape[0])
@@ -179,3 +180,63 @@ def test_models_of_a_sweep_with_no_finished_trial(sweep, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no finished trial" in err and "resume" in err
     assert not (copy / "delivered").exists()
+
+
+def test_greedy_choices_are_made_on_validation_only_and_recorded(sweep, monkeypatch):
+    """The greedy ensemble and soup across the sweep: never worse on validation than the best
+    single member they could have taken, every addition recorded, and test labels (shuffled
+    here) change nothing that is chosen."""
+    from sweep import greedy
+    from sweep.manifest import read_manifest, spec_from_manifest
+    from sweep.models import choose
+    from trainables.evaluate import Evaluator
+
+    delivered = json.loads((sweep["dir"] / "delivered" / greedy.GREEDY_FILE).read_text())
+    for kind in ("ensemble", "soup"):
+        g = delivered[kind]
+        assert len(g["members"]) == len(g["val_acc_after"]) >= 1
+        assert len(set(g["members"])) == len(g["members"])
+        assert g["val_acc_after"] == sorted(g["val_acc_after"])  # an addition never lowers it
+    assert len(delivered["ensemble"]["members"]) <= delivered["k"]
+
+    spec = spec_from_manifest(sweep["dir"], read_manifest(sweep["dir"]))
+    rows = sweep["table"].to_dict("records")
+    real = Evaluator.for_config
+
+    def shuffled_test(cfg, num_cpus=None):
+        ev = real(cfg, num_cpus)
+        test = ev.sets["test"]
+        perm = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))
+        ev.sets["test"] = type(test)(test.images, test.labels[perm])
+        return ev
+
+    monkeypatch.setattr(Evaluator, "for_config", staticmethod(shuffled_test))
+    single = max(choose(spec, rows), key=lambda c: c.row["ens_val_acc"])
+    again = greedy.choose_greedy(spec, rows, single)
+    for kind in ("ensemble", "soup"):
+        assert again[kind]["members"] == delivered[kind]["members"]
+        assert again[kind]["val_acc_after"] == delivered[kind]["val_acc_after"]
+    ev = real(TrialConfig_of(sweep, single))
+    snapshots = greedy.sweep_snapshots(spec.layout, rows, ev)
+    labels = ev.sets["val"].labels
+    best_any = max(greedy.accuracy(s.val_probs, labels) for s in snapshots)
+    assert delivered["ensemble"]["val_acc_after"][-1] >= best_any
+    best_soupable = max(greedy.accuracy(s.val_probs, labels) for s in snapshots if s.basin != greedy.NO_BASIN)
+    assert delivered["soup"]["val_acc_after"][-1] >= best_soupable
+
+
+def TrialConfig_of(sweep, choice):  # noqa: N802 - reads as the type it returns
+    from trainables.config import TrialConfig
+    from trainables.ledger import TrialLedger
+
+    ledger = TrialLedger(str(sweep["dir"] / "ledgers" / choice.row["phase"] / choice.trial_key))
+    return TrialConfig.model_validate(ledger.read_trial()["config"])
+
+
+def test_the_report_shows_the_greedy_choices_with_the_paired_interval(sweep, tmp_path):
+    from analysis.report import build_report
+
+    index = build_report(sweep["dir"], tmp_path / "report").read_text()
+    assert "Greedy choices across the sweep" in index
+    assert "greedy soup" in index and "greedy ensemble" in index
+    assert "95% interval" in index
