@@ -44,7 +44,6 @@ from sweep.manifest import (
 )
 from sweep.overrides import apply_overrides, describe
 from sweep.plan import format_plan, make_plan
-from sweep.registry import deliver
 from sweep.results import ledger_tables, write_tables
 from sweep.spec import SpecError, load_spec, parse_spec
 from sweep.status import sweep_status
@@ -274,7 +273,8 @@ def _models(args) -> int:
     spec = spec_from_manifest(sweep_dir, manifest)
     mlflow_mirror.pull(spec.layout, spec.tracking_uri)  # a sweep in object storage: its copy of the store
     rows = ledger_tables(spec.layout, manifest["name"], [p["name"] for p in manifest["phases"]]).rows
-    deliver(spec, rows)
+    # lazy: MLflow's model flavours (1.3 s) for this command only, not for status, export, ...
+    importlib.import_module("sweep.registry").deliver(spec, rows)
     mlflow_mirror.push(spec.layout, spec.tracking_uri)
     return 0
 

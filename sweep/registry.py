@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -38,15 +39,18 @@ PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "torchvision", 
                     "pyarrow", "torchmetrics"]
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """A starsweep model file as an MLflow pyfunc: `predict` returns class probabilities."""
+with warnings.catch_warnings():  # MLflow's advice to type-hint `predict` (its hints take no tensors)
+    warnings.simplefilter("ignore", UserWarning)
 
-    def load_context(self, context):
-        self.model = load_model(context.artifacts["model"])
+    class ImageClassifier(mlflow.pyfunc.PythonModel):
+        """A starsweep model file as an MLflow pyfunc: `predict` returns class probabilities."""
 
-    def predict(self, context, model_input, params=None):
-        images = torch.as_tensor(np.ascontiguousarray(model_input))
-        return self.model(images).numpy()
+        def load_context(self, context):
+            self.model = load_model(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            images = torch.as_tensor(np.ascontiguousarray(model_input))
+            return self.model(images).numpy()
 
 
 def registered_name(sweep: str, delivered: Delivered) -> str:
