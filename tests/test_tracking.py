@@ -173,3 +173,11 @@ def test_sweep_logs_nested_runs_to_a_tracking_server(ray_session, mlflow_server,
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/index.html", "report/summary.csv"} <= names
     assert len(client.search_runs([exp.experiment_id], max_results=100)) == len(runs)
+
+    # the delivered models are registered on the server, each version from the sweep's parent run
+    registered = {m.name: m for m in client.search_registered_models() if m.name.startswith("served-")}
+    assert set(registered) == {f"served-{m}-{k}" for m in ("sse", "local_de") for k in ("soup", "ensemble")}
+    assert sum("champion" in m.aliases for m in registered.values()) == 1
+    for name in registered:
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert version.run_id == parent.info.run_id
