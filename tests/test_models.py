@@ -45,6 +45,7 @@ def sweep(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "sweep", "run", str(root / "spec.yaml"), "--num-cpus", "2"],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Checkpoint successfully created" not in proc.stdout + proc.stderr  # a quiet console
     sweep_dir = root / "runs" / "deliver"
     return {"dir": sweep_dir, "uri": f"sqlite:///{sweep_dir / 'mlflow.db'}", "stdout": proc.stdout,
             "table": pd.read_parquet(sweep_dir / "results.parquet")}

@@ -1,7 +1,12 @@
 """The one place that decides device and numeric precision (as nanoGPT does).
 
-CUDA when a GPU is allocated: bf16 autocast for forward passes, channels_last
-memory format, `cudnn.benchmark`, TF32 matmuls, large inference batches.
+CUDA when a GPU is allocated: autocast for forward passes, channels_last memory
+format, `cudnn.benchmark`, TF32 matmuls, large inference batches. The autocast type is
+the GPU's (`choose_precision`, a pure function of the device, its compute capability and
+the request): bf16 where the GPU computes it (capability >= 8.0: A100, L4, H100), fp16
+with `torch.amp.GradScaler` for training where it does not (V100 7.0, T4 7.5, on
+which bf16 is emulated or refused), and inference in that type unless
+`eval.precision: float32`.
 CPU otherwise: float32 training, channels_last too (measured on the 2-core CI
 machine with the embedded CNN, one thread: training 1,104 -> 1,512 img/s,
 inference 3,054 -> 5,408 img/s), and torch's intra-op threads set from the
@@ -49,6 +54,47 @@ from trainables.errors import ConfigError
 log = logging.getLogger("starsweep")
 
 
+#: `eval.precision`: auto (by the hardware), float32, or bf16 (also where it is emulated).
+PRECISIONS = ("auto", "float32", "bf16")
+#: From this CUDA compute capability on, GPUs compute bf16 natively (Ampere, sm_80).
+BF16_CAPABILITY = (8, 0)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The numeric types of one process: training and inference autocast (None = float32),
+    and whether training scales its loss (fp16 needs a GradScaler, bf16 does not)."""
+
+    train: torch.dtype | None
+    eval: torch.dtype | None
+    grad_scaler: bool = False
+
+    @property
+    def label(self) -> str:
+        def name(dtype: torch.dtype | None) -> str:
+            return {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+        scaler = " + GradScaler" if self.grad_scaler else ""
+        return f"training {name(self.train)}{scaler}, inference {name(self.eval)}"
+
+
+def choose_precision(device_type: str, capability: tuple[int, int] | None, cpu_bf16: bool,
+                     request: str = "auto") -> Precision:
+    """The precision of a process: on CUDA by the GPU's compute `capability` (bf16 from 8.0,
+    else fp16 with a gradient scaler; inference float32 when `request` says so); on the CPU
+    float32 training and bf16 inference where oneDNN computes bf16 natively (`cpu_bf16`) or
+    `request` is bf16."""
+    if request not in PRECISIONS:
+        raise ConfigError(f"eval.precision must be {', '.join(PRECISIONS)}, got {request!r}")
+    if device_type == "cuda":
+        native = capability is not None and tuple(capability) >= BF16_CAPABILITY
+        half = torch.bfloat16 if native else torch.float16
+        inference = {"float32": None, "bf16": torch.bfloat16}.get(request, half)
+        return Precision(half, inference, grad_scaler=not native)
+    bf16 = request == "bf16" or (request == "auto" and cpu_bf16)
+    return Precision(None, torch.bfloat16 if bf16 else None)
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -56,19 +102,24 @@ class Runtime:
     channels_last: bool
     eval_batch_size: int  # default inference batch (the trial config may override it)
     eval_dtype: torch.dtype | None = None  # inference forward passes; None = full float32
+    grad_scaler: bool = False  # fp16 training: the loss scaled by torch.amp.GradScaler
+
+    @property
+    def precision(self) -> Precision:
+        return Precision(self.amp_dtype, self.eval_dtype, self.grad_scaler)
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     def autocast(self):
-        """Context for forward passes: bf16 autocast on CUDA, nothing on CPU."""
+        """Context for training forward passes: the GPU's autocast type, nothing on CPU."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def inference_autocast(self):
-        """Context for inference: bf16 where the hardware has it natively, else nothing."""
+        """Context for inference: the half type the hardware computes, else nothing."""
         if self.eval_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.eval_dtype)
@@ -126,8 +177,8 @@ def pick_runtime(
     scheduler allocated (None = leave torch's thread count alone);
     `eval_precision` the config's `eval.precision` (auto, float32 or bf16).
     """
-    if eval_precision not in ("auto", "float32", "bf16"):
-        raise ConfigError(f"eval.precision must be auto, float32 or bf16, got {eval_precision!r}")
+    if eval_precision not in PRECISIONS:
+        raise ConfigError(f"eval.precision must be {', '.join(PRECISIONS)}, got {eval_precision!r}")
     keep_host_memory()
     has_cuda = torch.cuda.is_available()
     if not has_cuda and requested in ("auto", "cuda"):
@@ -138,12 +189,12 @@ def pick_runtime(
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        eval_dtype = None if eval_precision == "float32" else torch.bfloat16
-        return Runtime(torch.device("cuda"), torch.bfloat16, True, 1024, eval_dtype)
-    bf16 = eval_precision == "bf16" or (eval_precision == "auto" and cpu_has_native_bf16())
+        p = choose_precision("cuda", torch.cuda.get_device_capability(), False, eval_precision)
+        return Runtime(torch.device("cuda"), p.train, True, 1024, p.eval, p.grad_scaler)
+    p = choose_precision("cpu", None, eval_precision == "auto" and cpu_has_native_bf16(), eval_precision)
     # Inference batches on CPU: 64 in float32 (they stay in cache: 1.5x faster than 256),
     # 256 in bf16 (measured 15.8k vs 14.5k img/s at 64 on the CI machine).
-    return Runtime(torch.device("cpu"), None, True, 256 if bf16 else 64, torch.bfloat16 if bf16 else None)
+    return Runtime(torch.device("cpu"), None, True, 256 if p.eval is not None else 64, p.eval)
 
 
 def assigned_gpus() -> str | None:

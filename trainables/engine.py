@@ -76,6 +76,11 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: dict[int, torch.Tensor] = {}  # parameter index -> momentum buffer
 
+    @property
+    def param_groups(self) -> list[dict]:
+        """As an Optimizer's: what `torch.amp.GradScaler.unscale_` reads."""
+        return [{"params": self.params}]
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
@@ -113,6 +118,8 @@ def train_phase(
     """Train `model` in place for len(lrs) SGD steps; return whether it diverged."""
     model.train()
     opt = SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+    # fp16 training (GPUs without bf16) scales the loss; disabled, it is the plain step
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.grad_scaler)
     gen = torch.Generator().manual_seed(seed)
     spe = steps_per_epoch(len(split), batch_size)
     num_epochs = math.ceil(len(lrs) / spe)
@@ -130,8 +137,9 @@ def train_phase(
             with runtime.autocast():
                 loss = F.cross_entropy(model(x), split.labels[idx])
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             epoch_loss += loss.detach().float()
             step += 1
             epoch_steps += 1
