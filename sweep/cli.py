@@ -9,7 +9,7 @@
     python -m sweep mlflow-sync quickstart          # log the records to MLflow afterwards
     python -m sweep models quickstart               # the chosen soups and ensembles, registered
 
-On a cluster: ray job submit --address http://HEAD:8265 --working-dir . -- \\
+On a cluster: RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
                   python -m sweep run specs/cifar100_resnet50.yaml
 
 Before Ray starts, `run`, `dry-run` and `resume` check what a trial would
@@ -69,7 +69,7 @@ EPILOG = """examples:
   python -m sweep export quickstart -o quickstart.parquet
   python -m sweep mlflow-sync quickstart --tracking-uri http://mlflow:5000
 on a cluster:
-  ray job submit --address http://HEAD:8265 --working-dir . -- \\
+  RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
       python -m sweep run specs/cifar100_resnet50.yaml
 Spec format: sweep/spec.py and the README; specs/ holds examples."""
 NO_PREFLIGHT = ("skip the data / checkpoint / storage checks on this machine (for a spec meant for a "
