@@ -38,8 +38,8 @@ def runtime_and_task(cfg: TrialBase, num_cpus: float | None = None) -> tuple[Run
     """The runtime (device, precision) of this process for `cfg`, and its task on the CPU
     (with the source split an embedded pre-training needs)."""
     runtime = pick_runtime(cfg.device, num_cpus, cfg.eval.precision)
-    log.info("device %s (%s), %d torch threads (%s CPUs allocated)", runtime.device,
-             runtime.precision.label, torch.get_num_threads(), "no" if num_cpus is None else f"{num_cpus:g}")
+    log.info("device %s, %d torch threads (%s CPUs allocated); %s", runtime.device, torch.get_num_threads(),
+             "no" if num_cpus is None else f"{num_cpus:g}", runtime.precision.label)
     source_size = cfg.pretrained.train_size if cfg.pretrained.source == "embedded" else None
     return runtime, load_task(cfg.data, source_size)
 
