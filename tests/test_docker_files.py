@@ -106,9 +106,24 @@ def test_rayjob_runs_an_existing_spec_on_shared_storage():
     for path in filter(None, paths):  # an object-store URI is reached from every node
         assert storage.is_remote(path) or _under(path, mounts), \
             f"{spec_file}: {path} is neither on the shared mount {mounts} nor in object storage"
+    # The driver-local SQLite MLflow store and Optuna journal (STARSWEEP_CACHE, default the head
+    # pod's own ~/.cache) must not be on the ReadWriteMany volume: SQLite needs file locks.
     env_vars = yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}").get("env_vars", {})
-    if "STARSWEEP_CACHE" in env_vars:
-        assert _under(env_vars["STARSWEEP_CACHE"], mounts)
+    assert not _under(env_vars.get("STARSWEEP_CACHE", "/home/ray/.cache/starsweep"), mounts)
+
+
+def test_rayjob_is_idempotent_and_retried_with_credentials_in_every_pod():
+    """A retried or re-applied RayJob resumes its sweep; every Ray pod reaches the bucket."""
+    job = _load("rayjob.yaml")
+    entrypoint = shlex.split(job["spec"]["entrypoint"])
+    assert entrypoint[entrypoint.index("--if-exists") + 1] == "resume", entrypoint
+    assert job["spec"]["backoffLimit"] >= 1
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    for template in templates:
+        for container in _containers(template):
+            secrets = [e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e]
+            assert secrets or template["spec"].get("serviceAccountName"), container["name"]
 
 
 CLUSTER_FILES = ["cluster.yaml", "cluster-nfs.yaml"]
@@ -217,18 +232,66 @@ def test_trials_use_every_gpu_of_a_worker():
     assert spec.max_concurrent_trials is None  # nothing caps the trials below the GPUs
 
 
-def test_results_pod_mounts_the_rayjob_volume():
-    """docker/results-pod.yaml reads what a torn-down RayJob left on its volume."""
+def test_results_pod_reads_the_sweep_in_the_bucket_as_the_rayjob_does():
+    """docker/results-pod.yaml reads what a torn-down RayJob left in the spec's storage: the
+    same image and credentials as the RayJob's head, and commands on the spec's bucket."""
     pod = _load("results-pod.yaml")
-    job = _load("rayjob.yaml")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    job = _load("rayjob.yaml")
+    head_template = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     (container,) = _containers(pod)
-    (head,) = _containers(job)
+    (head,) = _containers(head_template)
     assert container["image"] == head["image"]
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]}
-    job_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["volumes"]}
-    mounts = {m["mountPath"]: claims[m["name"]] for m in container["volumeMounts"]}
-    job_mounts = {m["mountPath"]: job_claims[m["name"]] for m in head["volumeMounts"]}
-    assert mounts == job_mounts
+    assert container.get("envFrom") == head.get("envFrom")
+    spec = load_spec(str(ROOT / shlex.split(job["spec"]["entrypoint"])[4]))
+    assert storage.is_remote(spec.sweep_dir)
+    assert spec.sweep_dir in (DOCKER / "results-pod.yaml").read_text()
+
+
+def _rayjob_schema() -> dict:
+    """KubeRay's RayJob v1 schema (tests/kuberay/README.md names its source)."""
+    import gzip
+    import json
+
+    return json.loads(gzip.decompress((ROOT / "tests" / "kuberay" / "rayjob-v1-schema.json.gz").read_bytes()))
+
+
+def schema_problems(doc, schema: dict, path: str = "") -> list[str]:
+    """What Kubernetes would reject or silently drop: JSON-schema errors, and keys the schema
+    does not know (a CRD prunes them; `kubectl apply` only warns)."""
+    import jsonschema
+
+    found = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+             for e in jsonschema.Draft7Validator(schema).iter_errors(doc)] if not path else []
+    strict = "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields")
+    if isinstance(doc, dict) and strict:
+        for key, value in doc.items():
+            if key not in schema["properties"]:
+                known = ", ".join(sorted(schema["properties"]))[:200]
+                found.append(f"{path}{key}: not a field here (known: {known})")
+            else:
+                found += schema_problems(value, schema["properties"][key], f"{path}{key}.")
+    elif isinstance(doc, list) and "items" in schema:
+        for i, item in enumerate(doc):
+            found += schema_problems(item, schema["items"], f"{path}{i}.")
+    return found
+
+
+def test_rayjob_validates_against_kuberays_crd():
+    schema = _rayjob_schema()
+    assert schema_problems(_load("rayjob.yaml"), schema) == []
+    typo = _load("rayjob.yaml")
+    typo["spec"]["backofLimit"] = typo["spec"].pop("backoffLimit")
+    assert any("backofLimit: not a field here" in p for p in schema_problems(typo, schema))
+
+
+def test_results_pod_validates_against_the_pod_schema():
+    """The Pod's spec against Kubernetes' PodSpec (the one KubeRay's CRD holds for its pods)."""
+    pod = _load("results-pod.yaml")
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod") and pod["metadata"]["name"]
+    job_spec = _rayjob_schema()["properties"]["spec"]["properties"]
+    pod_spec = job_spec["submitterPodTemplate"]["properties"]["spec"]
+    assert schema_problems(pod["spec"], pod_spec) == []
+    assert schema_problems({**pod["spec"], "restartPolicy": 3}, pod_spec)  # the check bites
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "rayjob.yaml", "results-pod.yaml", *CLUSTER_FILES])
