@@ -1,5 +1,5 @@
 """Intervals of a mean over independent runs (Student t) and of a difference of two
-independent samples (Welch), as `Interval`s; pure numpy / scipy. Paired differences and
+independent samples (Welch), as `Interval`s, from scipy.stats' tests. Paired differences and
 image-level tests build on them in `analysis.stats`."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class Interval:
 
 
 def t_interval(values, level: float = LEVEL) -> Interval:
-    """Mean and Student-t interval of independent values (NaN bounds below 2 values)."""
+    """Mean and Student-t interval of independent values (NaN bounds below 2 values):
+    `scipy.stats.ttest_1samp(...).confidence_interval`."""
     x = np.asarray(pd.Series(values, dtype=float).dropna(), dtype=float)
     n = len(x)
     if n == 0:
@@ -39,12 +40,15 @@ def t_interval(values, level: float = LEVEL) -> Interval:
     if n < 2:
         return Interval(mean, np.nan, np.nan, 1)
     sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, sd)
+    if sd == 0:
+        return Interval(mean, mean, mean, n, 0.0)
+    ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+    return Interval(mean, float(ci.low), float(ci.high), n, sd)
 
 
 def welch_interval(a, b, level: float = LEVEL) -> Interval:
-    """Interval of mean(a) - mean(b) for independent samples (Welch-Satterthwaite df)."""
+    """Interval of mean(a) - mean(b) for independent samples (Welch's, unequal variances):
+    `scipy.stats.ttest_ind(..., equal_var=False).confidence_interval`."""
     a = pd.Series(a, dtype=float).dropna().to_numpy()
     b = pd.Series(b, dtype=float).dropna().to_numpy()
     if len(a) == 0 or len(b) == 0:
@@ -52,10 +56,8 @@ def welch_interval(a, b, level: float = LEVEL) -> Interval:
     mean = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
         return Interval(mean, np.nan, np.nan, min(len(a), len(b)))
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = float(np.sqrt(va + vb))
+    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     if se == 0:
         return Interval(mean, mean, mean, min(len(a), len(b)), 0.0)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    return Interval(mean, mean - half, mean + half, min(len(a), len(b)), se)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    return Interval(mean, float(ci.low), float(ci.high), min(len(a), len(b)), se)

@@ -141,7 +141,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000,
                      seed: int = 0, level: float = LEVEL) -> Interval:
-    """Accuracy difference a - b with a percentile interval from resampling images.
+    """Accuracy difference a - b with a percentile interval from resampling images
+    (`scipy.stats.bootstrap`, percentile method).
 
     `correct_*` are (images,) or (replicates, images) boolean arrays of the same images
     in the same order; with replicates, each image's difference is averaged over them
@@ -150,12 +151,11 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int =
     if a.shape != b.shape:
         raise ValueError(f"correctness arrays differ in shape: {a.shape} vs {b.shape}")
     per_image = (a - b).mean(axis=0)
-    rng = np.random.default_rng(seed)
-    n = per_image.size
-    means = np.empty(n_boot)
-    for start in range(0, n_boot, 250):  # bounded memory: 250 x n indices at a time
-        idx = rng.integers(0, n, size=(min(250, n_boot - start), n))
-        means[start:start + len(idx)] = per_image[idx].mean(axis=1)
-    low, high = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-    return Interval(float(per_image.mean()), float(low), float(high), n, float(means.std(ddof=1)),
+    if np.all(per_image == per_image[0]):  # no spread to resample (identical predictions)
+        return Interval(float(per_image[0]), float(per_image[0]), float(per_image[0]), per_image.size, 0.0,
+                        paired=True)
+    res = stats.bootstrap((per_image,), np.mean, n_resamples=n_boot, confidence_level=level,
+                          method="percentile", rng=np.random.default_rng(seed), batch=250)
+    return Interval(float(per_image.mean()), float(res.confidence_interval.low),
+                    float(res.confidence_interval.high), per_image.size, float(res.standard_error),
                     paired=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +171,62 @@ def test_heatmaps_mark_ties_with_local_de_and_between_methods():
     # StarSSE - SSE at (1, 1): +0.12 in every replicate, not a tie
     assert diff.ties.loc[1.0, 1.0] is False
     assert diff.diff.loc[1.0, 1.0] == pytest.approx(0.12)
+
+
+# scipy against the hand-written formulas they replaced ---------------------------------
+def _t_by_hand(x, level=0.95):
+    from scipy import stats
+
+    x = np.asarray(x, float)
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return x.mean() - half, x.mean() + half
+
+
+def _welch_by_hand(a, b, level=0.95):
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb)
+    d = a.mean() - b.mean()
+    return d - half, d + half
+
+
+def _bootstrap_by_hand(per_image, n_boot=2000, seed=0, level=0.95):
+    rng = np.random.default_rng(seed)
+    means = per_image[rng.integers(0, per_image.size, size=(n_boot, per_image.size))].mean(axis=1)
+    return tuple(np.quantile(means, [0.5 - level / 2, 0.5 + level / 2]))
+
+
+def test_scipys_intervals_equal_the_hand_written_ones_on_the_committed_table():
+    """t and Welch intervals to 1e-12; the image bootstrap to Monte-Carlo error (its two
+    resampling streams differ), on the committed paper_cpu table and predictions."""
+    from analysis.predictions import correctness, load_predictions, n_test_images
+
+    root = Path(__file__).resolve().parents[1] / "results" / "paper_cpu"
+    df = pd.read_parquet(root / "results.parquet")
+    last = df[df.snapshot == 5]
+    compared = 0
+    cells = last.groupby(["method", "lr_max_ratio", "cycle_epochs_ratio"], dropna=False)
+    for (method, lr, cyc), group in cells:
+        values = group.ens_test_acc.to_numpy()
+        if len(values) >= 2 and values.std() > 0:
+            iv = t_interval(values)
+            assert np.allclose((iv.low, iv.high), _t_by_hand(values), atol=1e-12), (method, lr, cyc)
+            compared += 1
+    assert compared >= 10
+    a = last[last.method == "sse"].ens_test_acc.to_numpy()
+    b = last[last.method == "local_de"].ens_test_acc.to_numpy()
+    iv = welch_interval(a, b)
+    assert np.allclose((iv.low, iv.high), _welch_by_hand(a, b), atol=1e-12)
+
+    pred = load_predictions(root / "results.parquet")
+    n = n_test_images(pred)
+    rows = pred[pred.snapshot == 5]
+    xa = correctness(rows[rows.method == "sse"].iloc[0]["ens_test_correct"], n)
+    xb = correctness(rows[rows.method == "local_de"].iloc[0]["ens_test_correct"], n)
+    ours = paired_bootstrap(xa, xb, n_boot=4000)
+    low, high = _bootstrap_by_hand(xa.astype(float) - xb.astype(float), n_boot=4000)
+    se = ours.std  # the bootstrap's standard error: bounds agree to a fraction of it
+    assert abs(ours.low - low) < 0.25 * se and abs(ours.high - high) < 0.25 * se, (ours, low, high)
