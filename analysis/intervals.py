@@ -4,6 +4,8 @@ image-level tests build on them in `analysis.stats`."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,15 @@ class Interval:
         return bool(np.isfinite(self.low) and self.low <= value <= self.high)
 
 
+@contextlib.contextmanager
+def _nearly_equal_values_are_fine():
+    """scipy warns of precision loss in the t statistic of nearly equal values; the interval
+    (mean +- t x standard error) does not depend on that statistic and is sound."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        yield
+
+
 def t_interval(values, level: float = LEVEL) -> Interval:
     """Mean and Student-t interval of independent values (NaN bounds below 2 values):
     `scipy.stats.ttest_1samp(...).confidence_interval`."""
@@ -42,7 +53,8 @@ def t_interval(values, level: float = LEVEL) -> Interval:
     sd = float(x.std(ddof=1))
     if sd == 0:
         return Interval(mean, mean, mean, n, 0.0)
-    ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+    with _nearly_equal_values_are_fine():
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
     return Interval(mean, float(ci.low), float(ci.high), n, sd)
 
 
@@ -59,5 +71,6 @@ def welch_interval(a, b, level: float = LEVEL) -> Interval:
     se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     if se == 0:
         return Interval(mean, mean, mean, min(len(a), len(b)), 0.0)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    with _nearly_equal_values_are_fine():
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
     return Interval(mean, float(ci.low), float(ci.high), min(len(a), len(b)), se)

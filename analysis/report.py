@@ -32,7 +32,7 @@ from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
 from analysis.stats import paired_differences
 from analysis.style import method_label, metric_label, save_figure
-from analysis.tables import paired_markdown, summary_html, write_summary
+from analysis.tables import markdown_html, paired_markdown, summary_html, write_summary
 
 HEATMAP_METRICS = (
     "ens_test_acc",
@@ -175,7 +175,7 @@ def _index_html(
         "validation; runs are paired by (pre-trained checkpoint, seed), i.e. they start from the "
         'same fine-tuned model. Also as <a href="paired.md">Markdown</a> and '
         '<a href="paired.csv">CSV</a>.</p>',
-        f"<pre>{esc(paired)}</pre>",
+        markdown_html(paired),
         *(greedy or []),
         *_diverged_html(df),
         "<h2>Figures</h2>",

@@ -136,3 +136,28 @@ def paired_markdown(diffs: pd.DataFrame, metric: str = "ens_test_acc",
                      f"{_signed(metric, r.mean_diff)} | {format_interval(metric, r.boot_low, r.boot_high)} | "
                      f"{p} | {r.verdict if isinstance(r.verdict, str) else '—'} |\n")
     return text
+
+
+def markdown_html(text: str) -> str:
+    """Markdown of pipe tables and paragraphs (what `paired_markdown` writes) as HTML: each
+    table a `<table class="summary">` with a header row, each other line a paragraph."""
+    out, rows = [], []
+
+    def flush() -> None:
+        if rows:
+            head, body = rows[0], [r for r in rows[2:]]
+            out.append('<table class="summary"><tr>' + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                       + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                                           for r in body) + "</table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<p>{html.escape(line.strip())}</p>")
+    flush()
+    return "\n".join(out)
+

@@ -55,6 +55,23 @@ def test_cli_writes_png_svg_and_index(cli_report):
         assert f'src="{stem}.png"' in index and f'href="{stem}.svg"' in index
     assert "83.40 ± 0.23" in index and "lr 0.02 (×1), cycle 10 (×1)" in index
     assert "Left out" not in index
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):  # the paired tables are HTML tables, never pipe text in <pre>
+        pre, tables = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.tables += tag == "table"
+            if tag == "pre":
+                self.pre.append("")
+
+        def handle_data(self, data):
+            if self.pre:
+                self.pre[-1] += data
+
+    parsed = Tables()
+    parsed.feed(index)
+    assert not any("|" in text for text in parsed.pre) and parsed.tables >= 2
     summary = pd.read_csv(out / "summary.csv")
     assert summary["method"].tolist() == ["global_de", "star_sse", "local_de", "sse"]
     assert (out / "summary.md").read_text(encoding="utf-8").startswith("| Rank |")
