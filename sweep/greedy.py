@@ -162,7 +162,7 @@ def choose_greedy(spec, rows: list[dict[str, Any]], best_single: Choice) -> dict
     """Greedy ensemble and soup of the sweep, with the best single trial's test correctness."""
     layout = spec.layout
     cfg = TrialConfig.model_validate(_config_of(layout, best_single))
-    ev = Evaluator.for_config(cfg)
+    ev = Evaluator.for_config(cfg, spec.resources.cpu)  # the trials' threads, as sweep.models
     snapshots = sweep_snapshots(layout, rows, ev)
     val_labels, test = ev.sets["val"].labels, ev.sets["test"]
     ensemble, members = greedy_ensemble(snapshots, val_labels, best_single.k)

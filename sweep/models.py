@@ -114,7 +114,8 @@ def build_models(spec: SweepSpec, rows: list[dict[str, Any]]) -> tuple[list[Deli
     evaluators: dict[str, Evaluator] = {}
     for choice in choices:
         cfg = TrialConfig.model_validate(_trial_config(layout, choice))
-        ev = evaluators.setdefault(_task_key(cfg), Evaluator.for_config(cfg))
+        # the trial's torch threads: BatchNorm re-estimation sums over threads in their order
+        ev = evaluators.setdefault(_task_key(cfg), Evaluator.for_config(cfg, spec.resources.cpu))
         ledger = TrialLedger(storage.join(layout.ledger_dir(choice.row["phase"]), choice.trial_key))
         for kind in KINDS:
             metrics = metrics_of(choice.row, kind)

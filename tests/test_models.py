@@ -241,3 +241,27 @@ def test_the_report_shows_the_greedy_choices_with_the_paired_interval(sweep, tmp
     assert "Greedy choices across the sweep" in index
     assert "greedy soup" in index and "greedy ensemble" in index
     assert "95% interval" in index
+
+
+def test_soups_are_rebuilt_with_the_trials_threads(sweep, monkeypatch, tmp_path):
+    """BatchNorm re-estimation sums over threads in their order: the delivered soup is rebuilt
+    with the trial's CPUs as torch threads (on the quick-start sweep, 2 threads instead of the
+    trial's 1 flipped one test image of a soup in three)."""
+    import shutil
+
+    from sweep import models
+    from sweep.manifest import read_manifest, spec_from_manifest
+    from trainables.evaluate import Evaluator
+
+    copy = tmp_path / "runs" / "deliver"
+    shutil.copytree(sweep["dir"], copy)
+    spec = spec_from_manifest(copy, read_manifest(copy))
+    asked = []
+    real = Evaluator.for_config
+    def spy(cfg, num_cpus=None):
+        asked.append(num_cpus)
+        return real(cfg, num_cpus)
+
+    monkeypatch.setattr(Evaluator, "for_config", staticmethod(spy))
+    models.build_models(spec, sweep["table"].to_dict("records"))
+    assert asked and set(asked) == {spec.resources.cpu}
