@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from sweep.layout import SweepLayout
-from sweep.models import Choice
+from sweep.models import Choice, evaluator, trial_config, trial_ledger
 from trainables import storage
 from trainables.config import TrialConfig
 from trainables.ensembles import RunningSoup
 from trainables.evaluate import Evaluator
-from trainables.ledger import TrialLedger
 from trainables.methods import is_cyclic
 
 GREEDY_FILE = "greedy.json"
@@ -79,9 +78,8 @@ def sweep_snapshots(layout: SweepLayout, rows: list[dict[str, Any]], ev: Evaluat
     for r in rows:
         if (r["phase"], r["trial_id"]) not in done:
             continue
-        ledger = TrialLedger(storage.join(layout.ledger_dir(r["phase"]), r["trial_id"]))
         k = int(r["snapshot"])
-        model = ev.model_from(ledger.read_snapshot(k))
+        model = ev.model_from(trial_ledger(layout, r["phase"], r["trial_id"]).read_snapshot(k))
         probs = ev.predict(model, {"val": ev.sets["val"].images})["val"]
         basin = (int(r["pretrained_index"]), int(r["seed"])) if is_cyclic(r["method"]) else NO_BASIN
         out.append(Snapshot(r["trial_id"], r["phase"], r["method"], k, basin, probs))
@@ -124,7 +122,7 @@ def basin_candidates(snapshots: list[Snapshot], basin: tuple[int, int],
 
 
 def _weights(layout: SweepLayout, s: Snapshot):
-    return TrialLedger(storage.join(layout.ledger_dir(s.phase), s.trial_key)).read_snapshot(s.k)
+    return trial_ledger(layout, s.phase, s.trial_key).read_snapshot(s.k)
 
 
 def _soup_val(ev: Evaluator, soup: RunningSoup) -> tuple[float, torch.nn.Module]:
@@ -158,11 +156,13 @@ def _bits(correct: torch.Tensor) -> str:
     return base64.b64encode(np.packbits(correct.cpu().numpy().astype(bool)).tobytes()).decode()
 
 
-def choose_greedy(spec, rows: list[dict[str, Any]], best_single: Choice) -> dict[str, Any]:
-    """Greedy ensemble and soup of the sweep, with the best single trial's test correctness."""
+def choose_greedy(spec, rows: list[dict[str, Any]], best_single: Choice,
+                  evaluators: dict[str, Evaluator] | None = None) -> dict[str, Any]:
+    """Greedy ensemble and soup of the sweep, with the best single trial's test correctness
+    (`evaluators`: those `sweep.models.build_models` made, reused)."""
     layout = spec.layout
-    cfg = TrialConfig.model_validate(_config_of(layout, best_single))
-    ev = Evaluator.for_config(cfg, spec.resources.cpu)  # the trials' threads, as sweep.models
+    cfg = TrialConfig.model_validate(trial_config(layout, best_single))
+    ev = evaluator(spec, cfg, {} if evaluators is None else evaluators)
     snapshots = sweep_snapshots(layout, rows, ev)
     val_labels, test = ev.sets["val"].labels, ev.sets["test"]
     ensemble, members = greedy_ensemble(snapshots, val_labels, best_single.k)
@@ -170,7 +170,7 @@ def choose_greedy(spec, rows: list[dict[str, Any]], best_single: Choice) -> dict
     ensemble.test_acc = accuracy(probs, test.labels)
     ensemble.test_correct = _bits(probs.argmax(1) == test.labels)
     out = {"k": best_single.k, "n_test": len(test.labels), "ensemble": asdict(ensemble),
-           "best_single": _single(layout, best_single, ev)}
+           "best_single": _single(layout, best_single)}
     if (soup := greedy_soup(layout, snapshots, ev)) is not None:
         result, model = soup
         soup_probs = ev.predict(model, {"t": test.images})["t"]
@@ -181,16 +181,10 @@ def choose_greedy(spec, rows: list[dict[str, Any]], best_single: Choice) -> dict
     return out
 
 
-def _single(layout: SweepLayout, choice: Choice, ev: Evaluator) -> dict[str, Any]:
-    ledger = TrialLedger(storage.join(layout.ledger_dir(choice.row["phase"]), choice.trial_key))
-    probs = sum(ev.predict(ev.model_from(ledger.read_snapshot(k)), {"t": ev.sets["test"].images})["t"]
-                for k in range(1, choice.k + 1))
-    labels = ev.sets["test"].labels
+def _single(layout: SweepLayout, choice: Choice) -> dict[str, Any]:
+    """The best single trial at its K, as its record holds it (its ensemble's test accuracy
+    and per-image correctness: the same encoding as `_bits`), recomputing nothing."""
+    record = trial_ledger(layout, choice.row["phase"], choice.trial_key).read_record(choice.k)["record"]
     return {"trial_key": choice.trial_key, "method": choice.method, "k": choice.k,
-            "val_acc": float(choice.row["ens_val_acc"]), "test_acc": accuracy(probs, labels),
-            "test_correct": _bits(probs.argmax(1) == labels)}
-
-
-def _config_of(layout: SweepLayout, choice: Choice) -> dict[str, Any]:
-    ledger = TrialLedger(storage.join(layout.ledger_dir(choice.row["phase"]), choice.trial_key))
-    return ledger.read_trial()["config"]
+            "val_acc": float(choice.row["ens_val_acc"]), "test_acc": float(choice.row["ens_test_acc"]),
+            "test_correct": record["ens_test_correct"]}

@@ -102,21 +102,31 @@ def metrics_of(row: dict[str, Any], kind: Kind) -> dict[str, float]:
             and ("_val_" in k or "_test_" in k)}
 
 
-def build_models(spec: SweepSpec, rows: list[dict[str, Any]]) -> tuple[list[Delivered], Any]:
+def evaluator(spec: SweepSpec, cfg: TrialConfig, cache: dict[str, Evaluator]) -> Evaluator:
+    """The evaluator of `cfg`, one per data and evaluation settings in `cache` (one data load),
+    with the trial's torch threads: BatchNorm re-estimation sums over threads in their order."""
+    key = _task_key(cfg)
+    if key not in cache:
+        cache[key] = Evaluator.for_config(cfg, spec.resources.cpu)
+    return cache[key]
+
+
+def build_models(spec: SweepSpec, rows: list[dict[str, Any]],
+                 evaluators: dict[str, Evaluator] | None = None) -> tuple[list[Delivered], Any]:
     """Write the soup and the ensemble of every method's choice; SpecError when no trial finished.
-    Returns them and a few test images (an input example)."""
+    Returns them and a few test images (an input example); `evaluators` keeps the evaluators
+    for the caller (`evaluator`)."""
     choices = choose(spec, rows)
     if not choices:
         raise SpecError(f"sweep {spec.name!r} has no finished trial with {SELECTION_METRIC} to choose from "
                         f"(`python -m sweep status {spec.sweep_dir}`); resume it, then build its models")
     layout = spec.layout
     delivered = []
-    evaluators: dict[str, Evaluator] = {}
+    evaluators = {} if evaluators is None else evaluators
     for choice in choices:
-        cfg = TrialConfig.model_validate(_trial_config(layout, choice))
-        # the trial's torch threads: BatchNorm re-estimation sums over threads in their order
-        ev = evaluators.setdefault(_task_key(cfg), Evaluator.for_config(cfg, spec.resources.cpu))
-        ledger = TrialLedger(storage.join(layout.ledger_dir(choice.row["phase"]), choice.trial_key))
+        cfg = TrialConfig.model_validate(trial_config(layout, choice))
+        ev = evaluator(spec, cfg, evaluators)
+        ledger = trial_ledger(layout, choice.row["phase"], choice.trial_key)
         for kind in KINDS:
             metrics = metrics_of(choice.row, kind)
             artifact = build_artifact(cfg, ledger, choice.k, kind, metrics, ev)
@@ -128,8 +138,14 @@ def build_models(spec: SweepSpec, rows: list[dict[str, Any]]) -> tuple[list[Deli
     return delivered, example
 
 
-def _trial_config(layout: SweepLayout, choice: Choice) -> dict[str, Any]:
-    ledger = TrialLedger(storage.join(layout.ledger_dir(choice.row["phase"]), choice.trial_key))
+def trial_ledger(layout: SweepLayout, phase: str, key: str) -> TrialLedger:
+    """The ledger of trial `key` of `phase`."""
+    return TrialLedger(storage.join(layout.ledger_dir(phase), key))
+
+
+def trial_config(layout: SweepLayout, choice: Choice) -> dict[str, Any]:
+    """The config the chosen trial ran with (its ledger's trial.json)."""
+    ledger = trial_ledger(layout, choice.row["phase"], choice.trial_key)
     trial = ledger.read_trial()
     if trial is None:
         raise SpecError(f"trial {choice.trial_key}: its ledger {ledger.root} has no trial.json")

@@ -127,10 +127,11 @@ def _log_one(sweep: str, d: Delivered, path: str, example: torch.Tensor) -> str:
 def deliver(spec: SweepSpec, rows: list[dict]) -> list[Delivered]:
     """Build the sweep's models from its table rows, log and register them when it has MLflow,
     and print how to load them."""
-    delivered, example = build_models(spec, rows)
+    evaluators: dict = {}
+    delivered, example = build_models(spec, rows, evaluators)
     single = max({d.choice.trial_key: d.choice for d in delivered}.values(),
                  key=lambda c: c.row["ens_val_acc"])
-    greedy = choose_greedy(spec, rows, single)
+    greedy = choose_greedy(spec, rows, single, evaluators)
     tracking = spec.tracking()
     versions = register(tracking, spec.name, delivered, example, spec.base_config()) if tracking else {}
     best = champion(delivered)
