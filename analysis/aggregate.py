@@ -15,6 +15,12 @@ Rules shared by every function:
 - Statistics are over trials (seeds x pre-trained checkpoints): mean, sample
   std (ddof=1, NaN for a single trial), count of non-NaN values and the 95%
   Student-t interval of the mean (`analysis.intervals`).
+- Shared replicates: the cells of one method's grid are compared on the replicates
+  (`REPLICATE_KEY`) that every cell has (`shared_replicates`), so a cell that a confirm
+  phase re-ran on more replicates is not averaged over more of them than its neighbours;
+  two methods are compared on the replicates both have (`analysis.stats`).
+- Ranking: every method at one ensemble size K, the largest K all of them reached
+  (`common_size`), unless K is given.
 - Cells are chosen on the validation metric `ens_val_acc`, never on test, and on
   the grid's runs (not a confirm phase's reruns of the chosen cells).
 """
@@ -36,6 +42,7 @@ LR, CYCLE = "lr_max_ratio", "cycle_epochs_ratio"
 SELECTION_METRIC = "ens_val_acc"
 SUMMARY_METRICS = ("ens_test_acc", "ens_test_nll", "ens_test_ece", "ens_ood_acc", "soup_test_acc")
 CELL_ROLES = ("most_local", "best", "most_semi_local")
+REPLICATE_KEY = ("pretrained_index", "seed")
 
 Cell = tuple[float, float]
 
@@ -94,6 +101,31 @@ def diverged_at_size(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return df[div_at <= k].drop_duplicates(trial_keys(df), keep="last")
 
 
+def replicate_keys(df: pd.DataFrame) -> pd.Series:
+    """Per row, its replicate key (pretrained_index, seed) as a tuple."""
+    return pd.Series(list(zip(*(df[k] for k in REPLICATE_KEY), strict=True)), index=df.index, dtype=object)
+
+
+def shared_replicates(sub: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one method whose replicate key every cell of that method has (any status:
+    a diverged run is a result of its replicate); all rows when no key is shared by all cells."""
+    if sub.empty or not set(REPLICATE_KEY) <= set(sub.columns):
+        return sub
+    keys = replicate_keys(sub)
+    cells = sub[[LR, CYCLE]].astype(float).fillna(-1.0).apply(tuple, axis=1)
+    per_cell = keys.groupby(cells).agg(set)
+    common = set.intersection(*per_cell) if len(per_cell) else set()
+    return sub[keys.isin(common)] if common else sub
+
+
+def common_size(df: pd.DataFrame, methods: list[str] | None = None) -> int | None:
+    """The largest ensemble size K that every method of `methods` (default: all present)
+    reached; None without rows."""
+    sizes = [default_size(df, m) for m in (methods_present(df) if methods is None else methods)]
+    sizes = [s for s in sizes if s is not None]
+    return min(sizes) if sizes else None
+
+
 def grid_axes(df: pd.DataFrame) -> tuple[list[float], list[float], pd.Series, pd.Series]:
     """Sorted lr_max and cycle ratios of every cyclic row, and ratio -> absolute maps."""
     cyc = df[df["method"].isin(CYCLIC)]
@@ -114,9 +146,10 @@ def _to_grid(values: pd.Series, lrs: list[float], cycles: list[float], fill) -> 
 
 
 def metric_grid(df: pd.DataFrame, method: str, metric: str, k: int | None = None) -> Grid:
-    """Mean/std/count/diverged grids of `metric` at size `k` for one cyclic method."""
+    """Mean/std/count/diverged grids of `metric` at size `k` for one cyclic method, over the
+    replicates every cell of it has (`shared_replicates`)."""
     lrs, cycles, lr_abs, cycle_abs = grid_axes(df)
-    sub = df[df["method"] == method]
+    sub = shared_replicates(df[df["method"] == method])
     k = default_size(df, method) if k is None else k
     empty = pd.Series(dtype=float)
     at = rows_at_size(sub, k) if k is not None else sub.iloc[0:0]
@@ -259,11 +292,14 @@ def summary_row(df: pd.DataFrame, method: str, k: int | None = None) -> dict:
 def summary_table(df: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
     """Per method present, the best cell chosen on `ens_val_acc` at K and its metrics.
 
+    K is one size for every method: `k`, or the largest K every method reached
+    (`common_size`), so the ranking never sets an ensemble of 5 against one of 3.
     Columns: method, k, rank, the cell (ratios and absolute values), n_runs,
     n_diverged and `{metric}_mean` / `{metric}_std` for ens_val_acc and
     SUMMARY_METRICS. Rows are sorted by rank: 1 = highest mean ens_test_acc
     (methods without a value come last with rank NA).
     """
+    k = common_size(df) if k is None else k
     rows = [summary_row(df, m, k) for m in methods_present(df)]
     table = pd.DataFrame(rows)
     if table.empty:

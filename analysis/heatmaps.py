@@ -28,9 +28,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from analysis.aggregate import CYCLIC, Grid, baseline_stats, default_size, metric_grid, metric_grids
-from analysis.stats import cell_runs, difference_interval, method_runs, tie_grid
+from analysis.stats import cell_runs, difference_interval, method_runs, paired_cell_differences, tie_grid
 from analysis.style import (
     BASELINE_COLORS,
+    fit_suptitle,
     format_value,
     higher_is_better,
     method_label,
@@ -238,8 +239,7 @@ def metric_heatmaps(
         ax.set_title(f"{method_label(method)} (K={grid.k})")
     cbar_ax = _colorbar(fig, axes, norm, cmap, metric, metric_label(metric))
     mark_baselines(cbar_ax, marks, metric, vmin, vmax)
-    note = "; ≈ LDE: 95% interval of the difference to Local DE contains 0" if ties else ""
-    fig.suptitle(f"{metric_label(metric)}, mean over seeds × pre-trained checkpoints{note}")
+    fit_suptitle(fig, f"{metric_label(metric)}: mean over runs" + ("; ≈ LDE: ties Local DE" if ties else ""))
     return fig, HeatmapData(metric=metric, grids=grids, vmin=vmin, vmax=vmax, baselines=marks, ties=ties)
 
 
@@ -256,10 +256,21 @@ def diff_ties(df: pd.DataFrame, metric: str, k: int, like: pd.DataFrame) -> pd.D
     return out
 
 
+def paired_cell_grid(df: pd.DataFrame, metric: str, k: int, like: pd.DataFrame) -> pd.DataFrame:
+    """StarSSE − SSE per cell of `like`, the mean of per-replicate differences over the
+    replicates both methods ran at that cell (NaN where they share none)."""
+    out = pd.DataFrame(np.nan, index=like.index, columns=like.columns, dtype=float)
+    for r in paired_cell_differences(df, STAR_SSE, SSE, metric, k).itertuples(index=False):
+        if r[0] in out.index and r[1] in out.columns:
+            out.loc[r[0], r[1]] = r.mean_diff
+    return out
+
+
 def diff_heatmap(
     df: pd.DataFrame, metric: str = "ens_test_acc", k: int | None = None
 ) -> tuple[Figure, DiffData]:
-    """StarSSE - SSE cell means of `metric` at size k on a zero-centred diverging scale.
+    """StarSSE - SSE per cell (paired: the mean difference over the replicates both ran
+    there) of `metric` at size k on a zero-centred diverging scale.
 
     k defaults to the smaller of the two methods' default sizes. Raises ValueError
     unless both sse and star_sse have rows.
@@ -269,7 +280,7 @@ def diff_heatmap(
         raise ValueError("the difference heatmap needs both sse and star_sse rows")
     k = min(sizes) if k is None else k
     grids = {m: metric_grid(df, m, metric, k) for m in CYCLIC}
-    diff = grids[STAR_SSE].mean - grids[SSE].mean
+    diff = paired_cell_grid(df, metric, k, like=grids[SSE].mean)
     any_div = (grids[STAR_SSE].diverged > 0) | (grids[SSE].diverged > 0)
     diverged = any_div & diff.isna()
     finite = np.abs(diff.to_numpy(float))
@@ -286,7 +297,6 @@ def diff_heatmap(
     draw_panel(ax, diff, labels, diverged, grids[SSE], norm, cmap)
     ax.set_title(f"StarSSE − SSE (K={k})")
     _colorbar(fig, [ax], norm, cmap, metric, f"Δ {metric_label(metric)}")
-    better = "blue: StarSSE better"
-    fig.suptitle(f"{metric_label(metric)}: StarSSE − SSE ({better}; ≈: 95% interval contains 0)")
+    fit_suptitle(fig, f"{metric_label(metric)}: StarSSE − SSE (blue: StarSSE better; ≈: a tie)")
     data = DiffData(metric=metric, k=k, diff=diff, limit=limit, diverged=diverged, grids=grids, ties=ties)
     return fig, data

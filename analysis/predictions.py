@@ -6,8 +6,9 @@ paired tests between methods built on them.
 the results file's folder). `image_level_tests(results, predictions)` compares every
 pair of methods (each at its val-chosen cell, `analysis.stats.contenders`) on the same
 test images: for each replicate key both have, the correctness of their K-member
-ensembles; a paired bootstrap over images of the accuracy difference (averaged over
-the paired replicates) and McNemar's exact test per replicate.
+ensembles; the two-way bootstrap (replicates, then images within them: the interval of
+record, it counts training noise), the bootstrap over images with the models fixed
+(averaged over the paired replicates), and McNemar's exact test per replicate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import CYCLE, LR, default_size
-from analysis.stats import LEVEL, REPLICATE_KEY, contenders, mcnemar, paired_bootstrap
+from analysis.stats import (
+    LEVEL,
+    REPLICATE_KEY,
+    contenders,
+    mcnemar,
+    paired_bootstrap,
+    two_way_bootstrap,
+    verdict,
+)
 from sweep.layout import SweepLayout
 from trainables import storage
 
@@ -69,7 +78,9 @@ def n_test_images(pred: pd.DataFrame) -> int:
 def image_level_tests(results: pd.DataFrame, pred: pd.DataFrame, k: int | None = None,
                       n_boot: int = 2000, level: float = LEVEL) -> pd.DataFrame:
     """Per pair of methods: paired replicates, accuracy difference a - b over the same
-    images with its bootstrap interval, and the range of per-replicate McNemar p-values."""
+    images with its two-way interval (`two_low`, `two_high`; the verdict's) and its interval
+    over images with the models fixed (`boot_low`, `boot_high`), and the range of
+    per-replicate McNemar p-values."""
     n_images = n_test_images(pred)
     chosen = contenders(results, k)
     rows = []
@@ -82,13 +93,13 @@ def image_level_tests(results: pd.DataFrame, pred: pd.DataFrame, k: int | None =
         row = {"method_a": a, "method_b": b, "n_pairs": len(keys)}
         if keys:
             xa, xb = np.stack([ca[key] for key in keys]), np.stack([cb[key] for key in keys])
-            iv = paired_bootstrap(xa, xb, n_boot=n_boot, level=level)
+            fixed = paired_bootstrap(xa, xb, n_boot=n_boot, level=level)
+            iv = two_way_bootstrap(xa, xb, level=level)
             ps = [mcnemar(x, y)["p_value"] for x, y in zip(xa, xb, strict=True)]
-            row.update(mean_diff=iv.mean, boot_low=iv.low, boot_high=iv.high,
-                       mcnemar_p_min=min(ps), mcnemar_p_max=max(ps),
-                       verdict="tie (interval contains 0)" if iv.contains(0.0)
-                       else (f"{a} better" if iv.mean > 0 else f"{b} better"))
+            row.update(mean_diff=iv.mean, two_low=iv.low, two_high=iv.high,
+                       boot_low=fixed.low, boot_high=fixed.high,
+                       mcnemar_p_min=min(ps), mcnemar_p_max=max(ps), verdict=verdict(iv, a, b))
         rows.append(row)
-    columns = ["method_a", "method_b", "n_pairs", "mean_diff", "boot_low", "boot_high",
-               "mcnemar_p_min", "mcnemar_p_max", "verdict"]
+    columns = ["method_a", "method_b", "n_pairs", "mean_diff", "two_low", "two_high", "boot_low",
+               "boot_high", "mcnemar_p_min", "mcnemar_p_max", "verdict"]
     return pd.DataFrame(rows).reindex(columns=columns)

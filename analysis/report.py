@@ -25,6 +25,7 @@ from analysis.aggregate import (
     summary_table,
     trial_keys,
 )
+from analysis.compute import epochs_figure, matched_epochs, matched_epochs_markdown
 from analysis.curves import ensemble_size_curves, individual_curves, soup_vs_ensemble_curves
 from analysis.greedy import greedy_html
 from analysis.heatmaps import diff_heatmap, metric_heatmaps
@@ -68,10 +69,18 @@ def _grid_figure(df: pd.DataFrame, metric: str, cyclic: tuple[str, ...], k: int 
     if not _has_values(df, metric, cyclic):
         return f"{what}: no values in the table"
     if diff:
-        return ReportFigure(f"diff_{metric}", f"StarSSE − SSE: {metric_label(metric)} ({metric})",
-                            lambda: diff_heatmap(df, metric, k))
-    return ReportFigure(f"heatmap_{metric}", f"{metric_label(metric)} at size K ({metric})",
-                        lambda: metric_heatmaps(df, metric, k))
+        return ReportFigure(
+            f"diff_{metric}",
+            f"StarSSE − SSE: {metric_label(metric)} ({metric}) at size K, per cell the mean of the "
+            "paired differences over the replicates both methods ran there; blue: StarSSE better; "
+            "≈: the 95% interval of the difference contains 0",
+            lambda: diff_heatmap(df, metric, k))
+    return ReportFigure(
+        f"heatmap_{metric}",
+        f"{metric_label(metric)} ({metric}) at size K, mean over the runs (seeds × pre-trained "
+        "checkpoints) that every cell of the method has; “≈ LDE”: the 95% interval of the "
+        "difference to Local DE contains 0",
+        lambda: metric_heatmaps(df, metric, k))
 
 
 def plan_figures(df: pd.DataFrame, k: int | None = None) -> tuple[list[ReportFigure], list[str]]:
@@ -103,6 +112,13 @@ def plan_figures(df: pd.DataFrame, k: int | None = None) -> tuple[list[ReportFig
             lambda: soup_vs_ensemble_curves(df, k),
         ),
     ]
+    curve_specs.append((
+        "compute_ens_test_acc", "ens_test_acc",
+        "Equal compute: ensemble test accuracy against the training epochs spent (fine-tunes and "
+        "cycles; a Local/Global DE adds one member per point), each method at its cell chosen on "
+        "validation, mean ± std over runs",
+        lambda: epochs_figure(df, "ens_test_acc"),
+    ))
     for stem, metric, title, draw in curve_specs:
         if not _has_values(df, metric, METHODS):
             omitted.append(f"{title}: no {metric} values in the table")
@@ -144,6 +160,14 @@ def _diverged_html(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def _size_text(summary: pd.DataFrame) -> str:
+    sizes = sorted({int(k) for k in summary.get("k", pd.Series(dtype=float)).dropna()})
+    if not sizes:
+        return "none reached"
+    return (f"K = {sizes[0]} (the largest K every method reached)" if len(sizes) == 1
+            else "K = " + ", ".join(map(str, sizes)))
+
+
 def _index_html(
     source: str,
     df: pd.DataFrame,
@@ -152,6 +176,7 @@ def _index_html(
     written: list[ReportFigure],
     omitted: list[str],
     greedy: list[str] | None = None,
+    compute_table: str = "",
 ) -> str:
     esc = html.escape
     present = ", ".join(method_label(m) for m in methods_present(df)) or "none"
@@ -166,10 +191,16 @@ def _index_html(
         f"<p>Source: <code>{esc(source)}</code> — {len(df)} rows, "
         f"{df['trial_id'].nunique() if len(df) else 0} trials; methods: {esc(present)}.</p>",
         "<h2>Summary</h2>",
-        "<p>Best cell per method chosen on validation ensemble accuracy at size K; "
-        "test metrics are mean ± std over seeds × pre-trained checkpoints. "
+        f"<p>Every method ranked at one ensemble size, {_size_text(summary)}; best cell per "
+        "method chosen on validation ensemble accuracy at that size; test metrics are mean ± std "
+        "over seeds × pre-trained checkpoints. "
         'Also as <a href="summary.md">Markdown</a> and <a href="summary.csv">CSV</a>.</p>',
         summary_html(summary),
+        "<h2>Equal compute</h2>",
+        "<p>Ensemble test accuracy at matched training epochs: each method at its largest "
+        "snapshot within the budget (K in brackets), so methods that spend more epochs per "
+        "member are not compared at equal K only (figure “Equal compute” below).</p>",
+        markdown_html(compute_table),
         "<h2>Paired differences</h2>",
         "<p>Ensemble test accuracy of method A minus method B, each at its cell chosen on "
         "validation; runs are paired by (pre-trained checkpoint, seed), i.e. they start from the "
@@ -240,7 +271,10 @@ def build_report(
         save_figure(fig, out_dir, spec.stem)
     index = out_dir / INDEX_NAME
     greedy = [] if isinstance(results, pd.DataFrame) else greedy_html(results)
-    index.write_text(_index_html(source, df, summary, paired, figures, omitted, greedy), encoding="utf-8")
+    compute = matched_epochs_markdown(matched_epochs(df, "ens_test_acc"))
+    (out_dir / "compute.md").write_text(compute, encoding="utf-8")
+    index.write_text(_index_html(source, df, summary, paired, figures, omitted, greedy, compute),
+                     encoding="utf-8")
     return index
 
 

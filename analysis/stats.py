@@ -21,11 +21,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.aggregate import CYCLE, CYCLIC, LR, choose_cells, default_size, methods_present, rows_at_size
+from analysis.aggregate import (
+    CYCLE,
+    CYCLIC,
+    LR,
+    REPLICATE_KEY,
+    choose_cells,
+    default_size,
+    methods_present,
+    rows_at_size,
+)
 from analysis.intervals import LEVEL, Interval, t_interval, welch_interval
 from trainables.methods import LOCAL_DE
-
-REPLICATE_KEY = ("pretrained_index", "seed")
 
 
 def difference_interval(a: pd.Series, b: pd.Series, level: float = LEVEL) -> Interval:
@@ -127,6 +134,24 @@ def tie_grid(df: pd.DataFrame, method: str, metric: str, k: int | None = None,
     return pd.Series(out, dtype=object).unstack()
 
 
+def paired_cell_differences(df: pd.DataFrame, a: str, b: str, metric: str, k: int) -> pd.DataFrame:
+    """Per cell both methods have: mean of the per-replicate differences a - b of `metric` at
+    size K over the replicates both ran there (`n`), and its interval. Columns lr, cycle,
+    n, mean_diff, ci_low, ci_high; one row per cell."""
+    ta, tb = method_runs(df, a, metric, k), method_runs(df, b, metric, k)
+    cells = sorted({(float(x), float(y)) for x, y in zip(ta[LR], ta[CYCLE], strict=True)}
+                   & {(float(x), float(y)) for x, y in zip(tb[LR], tb[CYCLE], strict=True)})
+    rows = []
+    for cell in cells:
+        ra, rb = cell_runs(ta, metric, cell).dropna(), cell_runs(tb, metric, cell).dropna()
+        common = ra.index.intersection(rb.index)
+        if len(common):
+            iv = t_interval(ra.loc[common].to_numpy() - rb.loc[common].to_numpy())
+            rows.append({LR: cell[0], CYCLE: cell[1], "n": iv.n, "mean_diff": iv.mean,
+                         "ci_low": iv.low, "ci_high": iv.high})
+    return pd.DataFrame(rows, columns=[LR, CYCLE, "n", "mean_diff", "ci_low", "ci_high"])
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """McNemar's exact test on paired per-image correctness: images only a gets right
     (`only_a`), only b (`only_b`), and the two-sided binomial p-value."""
@@ -159,3 +184,30 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int =
     return Interval(float(per_image.mean()), float(res.confidence_interval.low),
                     float(res.confidence_interval.high), per_image.size, float(res.standard_error),
                     paired=True)
+
+
+def two_way_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 4000,
+                      seed: int = 0, level: float = LEVEL) -> Interval:
+    """Accuracy difference a - b with a percentile interval from a two-way bootstrap: draw the
+    paired replicates (rows) with replacement, then the images within each drawn replicate.
+
+    It answers "would another run agree": training noise (which replicate) and test-set noise
+    (which images) both enter, where `paired_bootstrap` holds the models fixed. A replicate's
+    per-image difference takes the values -1, 0, +1, so resampling its N images draws their
+    three counts from a multinomial: exact, and O(replicates) per resample instead of
+    O(replicates x images). scipy.stats.bootstrap resamples one level only, hence this function.
+    `correct_*` are (replicates, images) boolean arrays of the same images in the same order."""
+    a, b = np.atleast_2d(np.asarray(correct_a, float)), np.atleast_2d(np.asarray(correct_b, float))
+    if a.shape != b.shape:
+        raise ValueError(f"correctness arrays differ in shape: {a.shape} vs {b.shape}")
+    d = a - b
+    n_rep, n_img = d.shape
+    mean = float(d.mean())
+    shares = np.stack([(d < 0).mean(axis=1), (d == 0).mean(axis=1), (d > 0).mean(axis=1)], axis=1)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_rep, size=(n_boot, n_rep))
+    counts = rng.multinomial(n_img, shares[drawn])  # (n_boot, n_rep, 3)
+    stat = ((counts[..., 2] - counts[..., 0]) / n_img).mean(axis=1)
+    alpha = 1.0 - level
+    low, high = np.quantile(stat, [alpha / 2, 1 - alpha / 2])
+    return Interval(mean, float(low), float(high), n_rep, float(stat.std(ddof=1)), paired=True)

@@ -7,6 +7,7 @@ percentages (two decimals) and NLL in nats (three decimals).
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +18,7 @@ from trainables import methods
 from trainables.methods import GLOBAL_DE, LOCAL_DE
 
 BASELINE_COLORS = {LOCAL_DE: "tab:red", GLOBAL_DE: "black"}
+METHOD_COLORS = {methods.SSE: "tab:blue", methods.STAR_SSE: "tab:green"}
 ROLE_LABELS = {
     "most_local": "most local",
     "best": "best (val)",
@@ -87,6 +89,14 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def fit_suptitle(fig: Figure, text: str, fontsize: float = 12.0) -> None:
+    """A figure title wrapped to the figure's width (a line holds about width / (0.55 em)
+    characters), so that no title is cut at the figure's edges; the report's caption holds
+    the long explanation."""
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    fig.suptitle(textwrap.fill(text, per_line), fontsize=fontsize)
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str, dpi: int = 110) -> list[Path]:

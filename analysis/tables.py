@@ -126,14 +126,18 @@ def paired_markdown(diffs: pd.DataFrame, metric: str = "ens_test_acc",
                      f"{r.verdict} |")
     text = "\n".join(lines) + "\n"
     if images is not None and not images.empty:
-        text += ("\nSame test images (ensembles of K at the same cells; bootstrap over images of "
-                 "the difference averaged over paired replicates; McNemar's exact p per replicate):\n\n"
-                 "| A | B | pairs | A − B | 95% CI (images) | McNemar p (min–max) | verdict |\n"
-                 "|---|---|---|---|---|---|---|\n")
+        text += ("\nSame test images (ensembles of K at the same cells). Interval of record: the "
+                 "two-way bootstrap (paired replicates, then images within them); beside it the "
+                 "bootstrap over images with the models fixed (training noise left out); McNemar's "
+                 "exact p per replicate:\n\n"
+                 "| A | B | pairs | A − B | 95% CI (replicates × images) | 95% CI (images, models fixed) "
+                 "| McNemar p (min–max) | verdict |\n"
+                 "|---|---|---|---|---|---|---|---|\n")
         for r in images.itertuples(index=False):
             p = "—" if pd.isna(r.mcnemar_p_min) else f"{r.mcnemar_p_min:.3g}–{r.mcnemar_p_max:.3g}"
             text += (f"| {method_label(r.method_a)} | {method_label(r.method_b)} | {r.n_pairs} | "
-                     f"{_signed(metric, r.mean_diff)} | {format_interval(metric, r.boot_low, r.boot_high)} | "
+                     f"{_signed(metric, r.mean_diff)} | {format_interval(metric, r.two_low, r.two_high)} | "
+                     f"{format_interval(metric, r.boot_low, r.boot_high)} | "
                      f"{p} | {r.verdict if isinstance(r.verdict, str) else '—'} |\n")
     return text
 

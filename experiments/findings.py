@@ -16,11 +16,20 @@ import sys
 
 import pandas as pd
 
-from analysis.aggregate import baseline_stats, metric_grid, rows_at_size, selection_rows
+from analysis.aggregate import (
+    REPLICATE_KEY,
+    baseline_stats,
+    metric_grid,
+    rows_at_size,
+    selection_rows,
+    shared_replicates,
+)
+from analysis.claims import claim_lines
+from analysis.compute import matched_epochs, matched_epochs_markdown
 from analysis.intervals import t_interval
 from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
-from analysis.stats import REPLICATE_KEY, paired_differences
+from analysis.stats import paired_cell_differences, paired_differences
 from analysis.tables import paired_markdown
 from trainables.methods import GLOBAL_DE, LOCAL_DE, SSE, STAR_SSE
 
@@ -54,8 +63,9 @@ def at_cell(df: pd.DataFrame, method: str, cell, k: int) -> pd.DataFrame:
 
 def cycle_snapshots(df: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
     """The rows of `method`'s snapshots 2..K with `delta`: their `metric` minus that of their
-    trial's snapshot 1 (the fine-tuned model), in points."""
-    sub = df[df["method"] == method]
+    trial's snapshot 1 (the fine-tuned model), in points; on the replicates every cell of
+    the method has (`shared_replicates`), so cells are compared on the same runs."""
+    sub = shared_replicates(df[df["method"] == method])
     first = sub[sub["snapshot"] == 1].set_index("trial_id")[metric]
     later = sub[sub["snapshot"] > 1].copy()
     later["delta"] = 100 * (later[metric] - later["trial_id"].map(first))
@@ -84,6 +94,10 @@ def main(path: str) -> None:
             f"- {m}: ensemble {pct(base.loc[m, 'mean'], base.loc[m, 'std'])} "
             f"(n={base.loc[m, 'count']}), soup {pct(soups.loc[m, 'mean'], soups.loc[m, 'std'])}"
         )
+    for m in base.index:
+        rows = rows_at_size(df[df["method"] == m], k)
+        gap = rows["soup_test_acc"] - rows["ens_test_acc"]
+        out.append(f"- {m} soup − ensemble (paired t): {interval(gap)}")
     single = df[(df["method"] == LOCAL_DE) & (df["snapshot"] == 1)]["ind_test_acc"]
     out += [f"- a single fine-tuned model: {pct(single.mean(), single.std(ddof=1))}", ""]
 
@@ -135,27 +149,46 @@ def main(path: str) -> None:
             f"- {m} best soup cell (on soup_val_acc) lr×{cell[0]:g}, cycle×{cell[1]:g}: "
             f"soup {stat(rows, 'soup_test_acc')} (ensemble there {stat(rows, 'ens_test_acc')})"
         )
-    sse = metric_grid(df, SSE, "soup_test_acc", k).mean
-    star = metric_grid(df, STAR_SSE, "soup_test_acc", k).mean
-    diff = (star - sse).stack().dropna()
+    cells = paired_cell_differences(df, STAR_SSE, SSE, "soup_test_acc", k)
+    diff = cells.set_index([LR, CYCLE])["mean_diff"]
     out += [
-        f"- cells where the StarSSE soup beats the SSE soup: {(diff > 0).sum()} of {len(diff)}; "
+        f"- cells where the StarSSE soup beats the SSE soup (paired, on the replicates both ran "
+        f"there: n = {'–'.join(map(str, sorted({cells['n'].min(), cells['n'].max()})))}): "
+        f"{(diff > 0).sum()} of {len(diff)}; "
         f"mean difference {100 * diff.mean():+.2f} points",
+        *soup_minus_ensemble(df, k),
         "",
-        "### soup_test_acc, StarSSE − SSE (points)",
+        "### soup_test_acc, StarSSE − SSE (points, paired per cell)",
         "",
-        md(100 * (star - sse)),
+        md(100 * diff.unstack(CYCLE)),
         "",
     ]
     out += ["## Paired differences (each method at its val-chosen cell; 95% intervals)", ""]
+    pred = load_predictions(path)
+    images = image_level_tests(df, pred, k) if pred is not None else None
     for metric in ("ens_test_acc", "soup_test_acc", "ens_ood_acc"):
-        pred = load_predictions(path) if metric == "ens_test_acc" else None
-        images = image_level_tests(df, pred, k) if pred is not None else None
-        out += [f"### {metric}", "", paired_markdown(paired_differences(df, metric, k), metric, images), ""]
+        extra = images if metric == "ens_test_acc" else None
+        out += [f"### {metric}", "", paired_markdown(paired_differences(df, metric, k), metric, extra), ""]
     out += gains_over_the_finetune(df, k) + soups_per_replicate(df, k) + drift_per_replicate(df)
+    out += ["## Equal compute: ensemble test accuracy at matched training epochs (%, (K))", "",
+            matched_epochs_markdown(matched_epochs(df, "ens_test_acc"))]
+    out += claim_lines(df, images, k)
     diverged = df[df["diverged"].fillna(False).astype(bool)]
     out.append(f"Diverged trials: {diverged['trial_id'].nunique()}")
     print("\n".join(out))
+
+
+def soup_minus_ensemble(df: pd.DataFrame, k: int) -> list[str]:
+    """Soup minus ensemble test accuracy of each method's grid runs: the range over cell means
+    and over single (cell, replicate) runs (points)."""
+    out, grid = [], grid_phase(df)
+    for m in (SSE, STAR_SSE):
+        rows = rows_at_size(shared_replicates(grid[grid["method"] == m]), k)
+        gap = 100 * (rows["soup_test_acc"] - rows["ens_test_acc"])
+        cell = gap.groupby([rows[LR], rows[CYCLE]]).mean()
+        out.append(f"- {m} soup − ensemble: cell means {cell.min():+.2f} to {cell.max():+.2f}; "
+                   f"single runs {gap.min():+.2f} to {gap.max():+.2f} ({len(gap)} runs)")
+    return out
 
 
 def interval(values) -> str:

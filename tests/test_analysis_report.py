@@ -18,7 +18,7 @@ FIGURES = [
     *(f"heatmap_{m}" for m in ("ens_test_acc", "soup_test_acc", "ind_test_acc", "ens_test_nll",
                                "ens_test_ece", "ens_ood_acc")),
     "diff_ens_test_acc", "diff_soup_test_acc",
-    "curve_ens_test_acc", "curve_ind_test_acc", "curve_soup_vs_ens",
+    "curve_ens_test_acc", "curve_ind_test_acc", "curve_soup_vs_ens", "compute_ens_test_acc",
 ]  # fmt: skip
 
 
@@ -74,6 +74,8 @@ def test_cli_writes_png_svg_and_index(cli_report):
     assert not any("|" in text for text in parsed.pre) and parsed.tables >= 2
     summary = pd.read_csv(out / "summary.csv")
     assert summary["method"].tolist() == ["global_de", "star_sse", "local_de", "sse"]
+    assert set(summary["k"]) == {5} and "K = 5 (the largest K every method reached)" in index
+    assert "Equal compute" in index and (out / "compute.md").read_text().startswith("| epochs |")
     assert (out / "summary.md").read_text(encoding="utf-8").startswith("| Rank |")
 
 
@@ -169,3 +171,45 @@ def test_attach_to_mlflow_logs_the_report(cli_report, tmp_path, monkeypatch):
     assert Path(local).read_text(encoding="utf-8") == (out / "index.html").read_text("utf-8")
     with pytest.raises(ValueError, match="not found"):
         attach_to_mlflow(tmp_path / "missing", uri, "starsweep-test")
+
+
+def _drawn_texts(fig):
+    """The texts a figure draws: its title, each axes' titles, axis labels, annotations, legend
+    entries and the tick labels of ticks inside the view (Matplotlib keeps, undrawn, labels of
+    ticks outside it)."""
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            texts += [t.label1 for t in axis.get_major_ticks()
+                      if low - 1e-9 <= t.get_loc() <= high + 1e-9 and t.label1.get_visible()]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize("which", ["full", "one_cycle_length", "paper_cpu"])
+def test_every_title_and_label_fits_inside_its_figure(results, which):
+    """No text of any report figure (titles, labels, legends, tick labels) reaches past the
+    figure's edges, on the synthetic sweep and on the committed paper_cpu table."""
+    from analysis.load import load_results
+    from analysis.report import plan_figures
+
+    df = {"full": lambda: results,
+          "one_cycle_length": lambda: results[results.cycle_epochs_ratio.isna()
+                                              | results.cycle_epochs_ratio.eq(1.0)],
+          "paper_cpu": lambda: load_results(REPO / "results/paper_cpu/results.parquet")}[which]()
+    figures, _ = plan_figures(df)  # a narrow grid (one cycle length) gives the narrowest figures
+    assert len(figures) == len(FIGURES)
+    for spec in figures:
+        fig, _ = spec.draw()
+        fig.canvas.draw()
+        renderer, box = fig.canvas.get_renderer(), fig.bbox
+        texts = _drawn_texts(fig)
+        assert fig._suptitle in texts or spec.stem.startswith("compute"), spec.stem
+        for text in texts:
+            ext = text.get_window_extent(renderer)
+            inside = (ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1
+                      and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1)
+            assert inside, f"{spec.stem}: {text.get_text()!r} at {ext} outside the figure {box}"

@@ -153,7 +153,9 @@ def test_cells_are_chosen_on_the_grid_not_on_confirm_reruns():
         trial_id=lambda d: d.trial_id + "-confirm")
     both = pd.concat([df, rerun], ignore_index=True)
     assert choose_cells(both, "star_sse")["best"] == (1.0, 1.0)
-    assert choose_cells(both.assign(phase="grid"), "star_sse")["best"] == (1.0, 0.5)
+    # Unlabelled, the reruns still do not move it: they are on replicates the other cells
+    # lack, and cells are compared on the replicates every cell has (shared_replicates).
+    assert choose_cells(both.assign(phase="grid"), "star_sse")["best"] == (1.0, 1.0)
     row = paired_differences(both).set_index(["method_a", "method_b"]).loc[("local_de", "star_sse")]
     assert row.n_b == 6 and row.n_pairs == 3  # the reruns have no Local DE partner here
 
@@ -230,3 +232,64 @@ def test_scipys_intervals_equal_the_hand_written_ones_on_the_committed_table():
     low, high = _bootstrap_by_hand(xa.astype(float) - xb.astype(float), n_boot=4000)
     se = ours.std  # the bootstrap's standard error: bounds agree to a fraction of it
     assert abs(ours.low - low) < 0.25 * se and abs(ours.high - high) < 0.25 * se, (ours, low, high)
+
+
+def _two_way_by_hand(a, b, n_boot=1500, seed=1, level=0.95):
+    """The two-way bootstrap written out: draw replicates, then images within each drawn one."""
+    rng = np.random.default_rng(seed)
+    n_rep, n_img = a.shape
+    stat = np.empty(n_boot)
+    for i in range(n_boot):
+        reps = rng.integers(0, n_rep, n_rep)
+        stat[i] = np.mean([(a[r, idx].astype(float) - b[r, idx]).mean()
+                           for r in reps for idx in [rng.integers(0, n_img, n_img)]])
+    return np.quantile(stat, [(1 - level) / 2, (1 + level) / 2])
+
+
+def test_two_way_bootstrap_counts_training_noise():
+    from analysis.stats import two_way_bootstrap
+
+    rng = np.random.default_rng(0)
+    n_img = 800
+    # five paired replicates whose true gaps differ (training noise): +4, +1, -2, +3, 0 points
+    gaps = [0.04, 0.01, -0.02, 0.03, 0.0]
+    b = rng.random((5, n_img)) < 0.8
+    a = np.stack([np.where(rng.random(n_img) < abs(g), g > 0, row) | (row & (g >= 0))
+                  for g, row in zip(gaps, b, strict=True)])
+    two = two_way_bootstrap(a, b)
+    fixed = paired_bootstrap(a, b)
+    lo, hi = _two_way_by_hand(a, b)
+    assert two.mean == pytest.approx((a.astype(float) - b).mean())
+    assert (two.low, two.high) == pytest.approx((lo, hi), abs=0.004)  # Monte-Carlo error
+    assert two.high - two.low > 1.5 * (fixed.high - fixed.low)  # the models held fixed: narrower
+    one = two_way_bootstrap(a[:1], b[:1])  # one replicate: the image bootstrap
+    alone = paired_bootstrap(a[:1], b[:1])
+    assert (one.low, one.high) == pytest.approx((alone.low, alone.high), abs=0.004)
+
+
+def test_cells_and_methods_are_compared_on_shared_replicates():
+    """A cell re-run on more replicates (a confirm phase) is averaged over the replicates every
+    cell has in a method's grid, and two methods' cells over the replicates both ran."""
+    from analysis.aggregate import metric_grid
+    from analysis.stats import paired_cell_differences
+
+    df = _table().assign(phase="grid")
+    extra = df[(df.method == "star_sse") & (df.cycle_epochs_ratio == 1.0)].assign(
+        phase="confirm", ens_test_acc=0.0, pretrained_index=lambda d: d.pretrained_index + 100,
+        trial_id=lambda d: d.trial_id + "-confirm")
+    both = pd.concat([df, extra], ignore_index=True)
+    k = int(df.snapshot.max())
+    assert metric_grid(both, "star_sse", "ens_test_acc").mean.equals(
+        metric_grid(df, "star_sse", "ens_test_acc").mean)
+    assert paired_cell_differences(both, "star_sse", "sse", "ens_test_acc", k).equals(
+        paired_cell_differences(df, "star_sse", "sse", "ens_test_acc", k))
+
+
+def test_the_summary_ranks_every_method_at_one_k():
+    from analysis.synthetic import synthetic_results
+
+    df = synthetic_results()
+    short = df[~((df.method == "local_de") & (df.snapshot > 3))]  # Local DE reached K = 3 only
+    summary = summary_table(short)
+    assert set(summary["k"]) == {3}
+    assert summary_table(short, k=5).set_index("method").loc["local_de", "n_runs"] == 0
