@@ -22,7 +22,7 @@ from trainables import storage
 from trainables.records import PROGRESS
 
 HEADER = ["phase", "method", "trials", "done", "running", "pending", "error", "not started",
-          "snapshots", "best ens_val_acc", "best ens_test_acc"]
+          "snapshots", "best ens_val_acc", "best ens_test_acc", "train img/s", "peak MiB", "GPU %"]
 BEST = ("ens_val_acc", "ens_test_acc")
 
 
@@ -42,6 +42,13 @@ def _per_method(trials: list[TrialView]) -> dict[str, dict[str, Any]]:
         m[PROGRESS.get(trial.status, "pending")] += 1
         m["snaps"] += int(status.get("records") or 0)
         m["snaps_total"] += int(status.get("num_snapshots") or status.get("records") or 0)
+        hardware = status.get("hardware") or {}
+        for key in ("train_images_per_s", "gpu_util_pct"):
+            if isinstance(hardware.get(key), (int, float)):
+                m[key + "_sum"] += hardware[key]
+                m[key + "_n"] += 1
+        if isinstance(hardware.get("peak_memory_mb"), (int, float)):
+            m["peak_memory_mb"] = max(m.get("peak_memory_mb", 0.0), hardware["peak_memory_mb"])
         if PROGRESS.get(trial.status) == "done":
             for metric in BEST:
                 value = (status.get("last") or {}).get(metric)
@@ -50,14 +57,23 @@ def _per_method(trials: list[TrialView]) -> dict[str, dict[str, Any]]:
     return per_method
 
 
+def _hardware_cells(m: dict[str, Any]) -> list[str]:
+    """Mean training images/s and GPU utilisation over the method's trials, max peak memory."""
+    def mean(key: str) -> str:
+        return f"{m[key + '_sum'] / m[key + '_n']:.0f}" if m.get(key + "_n") else "-"
+
+    peak = m.get("peak_memory_mb")
+    return [mean("train_images_per_s"), f"{peak:.0f}" if peak else "-", mean("gpu_util_pct")]
+
+
 def _phase_rows(name: str, planned: int, per_method: dict[str, dict[str, Any]], created: int) -> list[list]:
     rows = [[name, method, str(m["trials"]), str(m["done"]), str(m["running"]), str(m["pending"]),
              str(m["error"]), "", f"{m['snaps']}/{m['snaps_total'] or '?'}",
-             *(_fmt(m.get(metric)) for metric in BEST)]
+             *(_fmt(m.get(metric)) for metric in BEST), *_hardware_cells(m)]
             for method, m in sorted(per_method.items())]
     if planned > created:
         rows.append([name, "(not created yet)", str(planned - created), "", "", "", "",
-                     str(planned - created), "", "", ""])
+                     str(planned - created), "", "", "", "", "", ""])
     return rows
 
 

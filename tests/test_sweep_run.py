@@ -45,6 +45,8 @@ TABLE_COLUMNS = {
     "snapshot": "int64", "num_snapshots": "int64", "diverged": "bool", "epochs_done": "double",
     "wall_time_s": "double", "div_disagree_first": "double", "div_fort": "double",
     "dist_pretrained": "double", "dist_first": "double",
+    "train_images_per_s": "double", "peak_memory_mb": "double", "gpu_util_pct": "double",
+    "precision": "string",
 }
 for kind in ("ind", "ens", "soup"):
     for split in ("val", "test", "ood"):
@@ -115,6 +117,13 @@ def test_grid_sweep_results_table(grid_sweep):
     assert base.lr_max.isna().all() and base.cycle_epochs_ratio.isna().all()
     assert (base.num_members == 2).all()
     assert df.ens_test_acc.between(0, 1).all() and (df.wall_time_s > 0).all()
+    # what the hardware did: every cycle and every fine-tune computed here has a rate; memory
+    # is the process's peak RSS on CPU; no GPU, no utilisation
+    cycles = df[(df.snapshot > 1) & df.method.isin(["sse", "star_sse"])]
+    assert len(cycles) == 8 and (cycles.train_images_per_s > 0).all()
+    assert df.groupby("trial_id").train_images_per_s.max().gt(0).all()
+    assert df.peak_memory_mb.between(50, 64_000).all() and df.gpu_util_pct.isna().all()
+    assert set(df.precision) <= {"training float32, inference bf16", "training float32, inference float32"}
     last = df[df.snapshot == df.num_snapshots]
     # every trial's ledger holds each snapshot's weights once, and one state (the newest)
     for row in last.itertuples():
@@ -198,6 +207,7 @@ def test_grid_sweep_mlflow_runs(grid_sweep):
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED"
         assert tags["sweep"] == "tiny" and tags["method"] in ("sse", "star_sse", "local_de", "global_de")
+        assert client.get_metric_history(run.info.run_id, "peak_memory_mb")  # hardware, per step
         history = client.get_metric_history(run.info.run_id, "ens_test_acc")
         k = 3 if tags["method"] in ("sse", "star_sse") else 2
         assert sorted(m.step for m in history) == list(range(1, k + 1))
@@ -255,6 +265,9 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
     assert now == tree  # export wrote its tables again, status nothing: no file renamed or added
     status = capsys.readouterr().out
     assert "trials finished: 6/6" in status and "star_sse" in status and "mlflow ui" in status
+    assert "train img/s" in status and "peak MiB" in status
+    star = next(line for line in status.splitlines() if " star_sse " in line).split()
+    assert float(star[-3]) > 0 and float(star[-2]) > 0 and star[-1] == "-"  # img/s, MiB, no GPU
     # resuming a finished sweep computes nothing, even with its tuner.pkl cut short by a kill
     # (the phase starts again and every trial reports its ledger again)
     files = glob.glob(os.path.join(spec.sweep_dir, "ledgers", "grid", "*", "trial.log"))

@@ -43,6 +43,7 @@ from trainables.cycles import (
 from trainables.data.splits import Task
 from trainables.device import Runtime
 from trainables.evaluate import Evaluator, runtime_and_task
+from trainables.hardware import HardwareMeter
 from trainables.ledger import TrialLedger
 from trainables.memo import Busy, compute_once
 from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
@@ -70,6 +71,7 @@ class Job:
         self.data = CycleData(self.task.train, self.aug, self.task.channels, self.task.num_classes)
         self.plan = plan_snapshots(cfg)
         self.spe = engine.steps_per_epoch(len(self.task.train), cfg.finetune.batch_size)
+        self.meter = HardwareMeter(runtime.device)  # what the hardware did, per snapshot
         # Load (and validate) every pre-trained checkpoint this job needs before training.
         self.pretrained = {
             p: pretrained.load_pretrained(cfg, p, task, runtime)
@@ -116,8 +118,9 @@ class Job:
             load_backbone(model, self.pretrained[p], self._pretrained_name(p))
             model = self.runtime.prepare_model(model)
             ft = self.cfg.finetune
-            train_phase(self.cfg, self.runtime, self.data, model, ft.epochs, ft.lr,
-                        engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
+            with self.meter.training(self.images_in(ft.epochs)):
+                train_phase(self.cfg, self.runtime, self.data, model, ft.epochs, ft.lr,
+                            engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
             return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
 
         if self.cfg.cache_dir is None:
@@ -156,10 +159,15 @@ class Job:
     def cycle(self, start: Weights, index: int) -> Weights:
         """Cycle `index` from `start`, trained here (raises Diverged)."""
         started, cpu_started = time.time(), time.process_time()
-        weights = train_cycle(self.cfg, self.runtime, self.data, start, index)
+        with self.meter.training(self.images_in(self.cfg.cycle.epochs)):
+            weights = train_cycle(self.cfg, self.runtime, self.data, start, index)
         self.log_cycle(CycleOutcome(index, weights, started, time.time(), "the trial",
                                     cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads()))
         return weights
+
+    def images_in(self, epochs: float) -> float:
+        """Training images of `epochs` epochs over the target training set."""
+        return epochs * len(self.task.train)
 
     def log_cycle(self, outcome: CycleOutcome) -> None:
         """One line per cycle: how and where it was made, when (seconds after the trial
@@ -209,6 +217,8 @@ class Job:
         self.start_cycles(st.first, st)
         outcome: CycleOutcome = self.cycle_pool.result(plan.cycle)
         self.log_cycle(outcome)
+        if not outcome.reused:  # trained by a worker, in parallel: its own rate
+            self.meter.add(self.images_in(self.cfg.cycle.epochs), outcome.ended - outcome.started)
         if outcome.diverged:
             raise Diverged(f"cycle {plan.cycle}")
         self.pooled_probs[plan.cycle] = outcome.probs
@@ -253,6 +263,8 @@ class Job:
         start = self.pretrained[plan.pretrained_index]
         record["dist_pretrained"] = l2_distance(params, start, skip=is_head_key)
         record["dist_first"] = l2_distance(params, st.first)
+        record.update(self.meter.columns())
+        record["precision"] = self.runtime.precision.label
         return record
 
     def record(self, record: dict, weights: Weights, st: TrialState, report: Report, t0: float) -> None:

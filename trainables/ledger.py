@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -58,6 +59,20 @@ RECORD_FORMAT = "starsweep-record-v1"
 RUNNING, TERMINATED, ERROR = "RUNNING", "TERMINATED", "ERROR"
 #: Metrics of the last record kept in status.json (what `sweep status` shows).
 STATUS_METRICS = ("ens_val_acc", "ens_test_acc")
+
+
+def hardware_summary(records: list[dict]) -> dict[str, float]:
+    """What `sweep status` shows of a trial's hardware: mean training images/s and GPU
+    utilisation over its snapshots (where measured), peak memory, seconds it has run."""
+    def finite(key: str) -> list[float]:
+        return [float(r[key]) for r in records if isinstance(r.get(key), (int, float))
+                and math.isfinite(float(r[key]))]
+
+    rate, util, peak = finite("train_images_per_s"), finite("gpu_util_pct"), finite("peak_memory_mb")
+    return {"train_images_per_s": sum(rate) / len(rate) if rate else None,  # None: JSON's null
+            "gpu_util_pct": sum(util) / len(util) if util else None,
+            "peak_memory_mb": max(peak) if peak else None,
+            "wall_time_s": float(records[-1].get("wall_time_s") or 0.0)}
 _NUMBERED = re.compile(r"^(\d{6})\.(pt|json)$")
 
 
@@ -218,12 +233,13 @@ class TrialLedger:
         old = self.read_status() or {}
         new = {"status": status, "time": time.time(), "by": by, "records": old.get("records", 0),
                "num_snapshots": old.get("num_snapshots"), "diverged": old.get("diverged", False),
-               "last": old.get("last", {})}
+               "last": old.get("last", {}), "hardware": old.get("hardware", {})}
         if records:
             last = records[-1]
             new.update(records=len(records), num_snapshots=last.get("num_snapshots"),
                        diverged=bool(last.get("diverged")),
-                       last={m: last[m] for m in STATUS_METRICS if m in last})
+                       last={m: last[m] for m in STATUS_METRICS if m in last},
+                       hardware=hardware_summary(records))
         if error:
             new["error"] = error
         self._write_json(self.status_file, new)

@@ -62,6 +62,15 @@ RECORD_COLUMNS = (
     Column("dist_pretrained", "float",
            "L2 distance of snapshot k's backbone weights from its pre-trained weights"),
     Column("dist_first", "float", "L2 distance of snapshot k's weights from snapshot 1's"),
+    Column("train_images_per_s", "float", "training images (epochs × target training set) per second "
+           "of the training done for snapshot k (a pool worker's own rate for a parallel cycle); NaN "
+           "when it trained nothing (a fine-tune shared by another trial) (`trainables.hardware`)"),
+    Column("peak_memory_mb", "float", "peak memory of the trial's process so far, MiB: "
+           "`torch.cuda.max_memory_allocated` on a GPU, the peak resident set size on CPU"),
+    Column("gpu_util_pct", "float", "mean GPU utilisation (%) over snapshot k's training, sampled "
+           "through NVML (`nvidia-ml-py`); NaN on CPU or without NVML"),
+    Column("precision", "str", "the numeric types the trial used (`trainables.device.choose_precision`), "
+           "e.g. `training bf16, inference bf16` or `training fp16 + GradScaler, inference fp16`"),
 )
 
 #: Per-image test predictions of the ensemble of snapshots 1..k, reported with every record
@@ -144,6 +153,8 @@ _CORRUPTION_RE = re.compile(
 )
 #: Record columns that measure a snapshot (what a search may optimise).
 SNAPSHOT_METRICS = ("div_disagree_first", "div_fort", "dist_pretrained", "dist_first")
+#: Record columns that measure the hardware (`trainables.hardware`; not a search objective).
+HARDWARE_COLUMNS = ("train_images_per_s", "peak_memory_mb", "gpu_util_pct")
 RECORD_NAMES = frozenset(c.name for c in RECORD_COLUMNS if "{" not in c.name)
 TABLE_ONLY_NAMES = frozenset(c.name for c in (*ID_COLUMNS, *CONFIG_COLUMNS, *TAIL_COLUMNS))
 
