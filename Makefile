@@ -3,7 +3,7 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-requirements
 
-.PHONY: setup data test test-cluster lint demo bench paper-cpu clean
+.PHONY: setup data test test-cluster lint demo bench paper-cpu paper-cpu-target-size clean
 
 setup: $(INSTALLED) data
 
@@ -55,6 +55,21 @@ paper-cpu: setup
 	cp $(PAPER_STORAGE)/paper_cpu/predictions.parquet results/paper_cpu/predictions.parquet
 	$(PY) -m analysis report results/paper_cpu/results.parquet --out results/paper_cpu/report
 	$(PY) experiments/findings.py results/paper_cpu/results.parquet > results/paper_cpu/numbers.md
+
+# Issue 28's headline test (FINDINGS.md §6): paper_cpu's val-chosen cells and Local DE with
+# 1,000 and 2,000 target training images, 5 paired replicates each, then the comparison with
+# paper_cpu's 250 (about 80 minutes on 2 quiet cores; not part of paper-cpu).
+TARGET_STORAGE := runs/paper_cpu_target_size-$(shell date +%Y%m%d-%H%M%S)
+paper-cpu-target-size: setup
+	for n in 1000 2000; do \
+	  $(PY) -m sweep run specs/paper_cpu_target_size.yaml --storage $(TARGET_STORAGE) \
+	    --set name=paper_cpu_n$$n trial.data.train_size=$$n --if-exists resume || exit 1; \
+	  mkdir -p results/paper_cpu_target_size/n$$n; \
+	  cp $(TARGET_STORAGE)/paper_cpu_n$$n/results.parquet $(TARGET_STORAGE)/paper_cpu_n$$n/predictions.parquet \
+	    results/paper_cpu_target_size/n$$n/; \
+	done
+	$(PY) experiments/target_size.py results/paper_cpu results/paper_cpu_target_size/n1000 \
+	  results/paper_cpu_target_size/n2000 > results/paper_cpu_target_size/numbers.md
 
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.
 BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency parallel_cycles gpu driver_scale
