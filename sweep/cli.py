@@ -42,7 +42,7 @@ from sweep.manifest import (
     sweep_dir_taken,
     tracking_uri_of,
 )
-from sweep.overrides import apply_overrides, describe
+from sweep.overrides import apply_overrides, describe, parse_budget
 from sweep.plan import format_plan, make_plan
 from sweep.results import ledger_tables, write_tables
 from sweep.spec import SpecError, load_spec, parse_spec
@@ -119,6 +119,11 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--num-cpus", type=float, help=NUM_CPUS)
     p.add_argument("--verbose", action="store_true", help=VERBOSE)
     p.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT)
+    p.add_argument("--budget", metavar="UNIT=HOURS",
+                   help="continue under this compute budget (cpu_hours=H or gpu_hours=H; default: the "
+                        "spec's), counting what the sweep used so far")
+    p.add_argument("--when-reached", choices=("finish_trials", "stop_after_snapshot"),
+                   help="with --budget: what running trials do when it is reached (default finish_trials)")
     p = _command(sub, "export", "write the Parquet tables (one row per trial x snapshot) from the "
                  "trials' ledgers, now", "sweep", SWEEP_TARGET)
     p.add_argument("-o", "--output", help=f"write here instead of <sweep>/{SweepLayout.results} (and the "
@@ -214,15 +219,16 @@ def _run(args) -> int:
             )
         print(f"sweep {spec.name!r} exists: resuming it", flush=True)
         return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose,
-                                      files=not args.no_preflight)
+                                      files=not args.no_preflight, budget=spec.budget)
     return _driver().run_sweep(spec, text, num_cpus=args.num_cpus, verbose=args.verbose,
                                files=not args.no_preflight)
 
 
 def _resume(args) -> int:
     sweep_dir = find_sweep_dir(args.sweep, args.storage)
+    budget = parse_budget(args.budget, args.when_reached) if args.budget else None
     return _driver().resume_sweep(sweep_dir, num_cpus=args.num_cpus, verbose=args.verbose,
-                                  files=not args.no_preflight)
+                                  files=not args.no_preflight, budget=budget)
 
 
 def _export(args) -> int:

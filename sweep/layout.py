@@ -65,6 +65,8 @@ class SweepLayout:
     delivered = _Entry("delivered")
     #: Who computed which shared fine-tune (`trainables.coordinator` events, one JSON per line).
     claims_log = _Entry("claims.jsonl")
+    #: The compute budget's state (`trainables.budget`): limit, use, whether it was reached.
+    budget = _Entry("budget.json")
     #: In the storage directory (the sweep directory's parent), shared by its sweeps.
     PRETRAINED = "pretrained"
     #: Ray Tune's own names inside a phase directory (what `sweep resume` restores from).

@@ -135,6 +135,7 @@ def changed_fields(started: SweepSpec, wanted: SweepSpec) -> list[str]:
         data = spec.to_yaml_dict()
         data["storage"] = None
         data["search"] = spec.search.comparable()
+        data.pop("budget", None)  # a resume may continue under another limit
         return data
 
     a, b = comparable(started), comparable(wanted)

@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from sweep.spec_models import SpecError
+from sweep.spec_models import BudgetSpec, SpecError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 EXAMPLE = "e.g. --set trial.data.train_size=8"
+_BUDGET_RE = re.compile(r"^(cpu_hours|gpu_hours)=([0-9.]+(?:e-?[0-9]+)?)$")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -76,3 +77,17 @@ def describe(overrides: list[str]) -> str:
         return ""
     lines = "".join(f"#   --set {o}\n" for o in overrides)
     return f"\n# command-line overrides, applied on top of the spec above:\n{lines}"
+
+
+def parse_budget(text: str, when_reached: str | None = None) -> BudgetSpec:
+    """`--budget cpu_hours=2.5` as a BudgetSpec (SpecError naming the option otherwise)."""
+    match = _BUDGET_RE.match(text.strip())
+    if match is None:
+        raise SpecError(f"--budget {text!r}: expected cpu_hours=H or gpu_hours=H (e.g. --budget cpu_hours=2)")
+    fields = {match.group(1): float(match.group(2))}
+    if when_reached:
+        fields["when_reached"] = when_reached
+    try:
+        return BudgetSpec(**fields)
+    except ValueError as exc:
+        raise SpecError(f"--budget {text!r}: {exc}") from None

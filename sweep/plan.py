@@ -226,7 +226,25 @@ def _totals(plan: SweepPlan) -> list[str]:
     if base.data.train_size:
         n = base.data.train_size
         out.append(f"  images trained (with sharing): ~{fmt_range(shared_lo * n, shared_hi * n)}")
+        out += _budget_lines(plan.spec, shared_hi * n, tot["bounded"])
     return out
+
+
+def _budget_lines(spec, images: float, bounded: bool) -> list[str]:
+    """The budget against the estimate: the training rate per CPU (or GPU) the sweep needs to
+    fit in it (to compare with `sweep status`'s train img/s of a first run)."""
+    if spec.budget is None:
+        return []
+    held = spec.resources.cpu if spec.budget.unit == "cpu_hours" else spec.resources.gpu
+    seconds = spec.budget.limit * 3600.0
+    unit = spec.budget.unit.replace("_", "-")
+    line = f"  budget: {spec.budget.limit:g} {unit} ({seconds:,.0f} {unit[:3].upper()}-seconds)"
+    if not bounded or held <= 0:
+        return [line + "; its use is counted as trials run"]
+    need = images / seconds
+    return [line + f": the ~{images:.2g} training images fit if trials train at least "
+            f"{need:,.0f} images/s per {unit[:3].upper()} on average (evaluation included; `sweep "
+            f"status` shows train img/s); when it is reached: {spec.budget.when_reached}"]
 
 
 def format_plan(plan: SweepPlan, max_rows: int | None = None) -> str:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-from collections import Counter
 from typing import Any
 
 import ray
@@ -39,32 +37,28 @@ from ray import tune
 from search_spaces.phase import Phase
 from sweep import mlflow_mirror
 from sweep.autoscale import release_requested_resources
-from sweep.layout import SweepLayout
+from sweep.budget import BudgetCounter, open_budget
+from sweep.ending import finish
 from sweep.manifest import read_manifest, spec_from_manifest, write_manifest
 from sweep.mlflow_logging import MLflowTrialCallback
 from sweep.plan import make_plan
 from sweep.pretraining import prepare_pretrained
 from sweep.progress import SnapshotLines
-from sweep.registry import deliver
 from sweep.repair import set_aside_unreadable_states, set_aside_unreadable_tuner
 from sweep.resources import check_resources, cycle_bundles
 from sweep.results import ledger_tables, write_tables
-from sweep.spec_models import SweepSpec
+from sweep.spec_models import BudgetSpec, SweepSpec
 from sweep.tracking import (
     Tracking,
-    close_orphan_runs,
-    end_sweep_run,
     first_line,
-    mlflow_ui_command,
     open_experiment,
 )
 from sweep.trial_configs import TrialConfigs
 from sweep.trial_endings import TrialEndings
 from sweep.validation import problems, refuse
 from trainables import coordinator, fine_tune_then_explore, storage
-from trainables.cycles import CYCLE_STASH_PREFIX, drop_stash
-from trainables.ledger import trial_key, trial_label
-from trainables.records import ENDED
+from trainables.budget import BudgetState
+from trainables.ledger import trial_label
 from trainables.tune_adapter import cycle_resources
 
 log = logging.getLogger("starsweep.sweep")
@@ -125,16 +119,22 @@ def make_trainable(spec: SweepSpec, verbose: bool = False):
               f"{spec.trial.parallel_cycles}), each in its own bundle", flush=True)
     resources = cycle_resources(spec.resources.cpu, spec.resources.gpu, cap)
     trainable = fine_tune_then_explore
-    if verbose:
-        trainable = tune.with_parameters(fine_tune_then_explore, verbose=True)
+    options = {"verbose": True} if verbose else {}
+    if spec.budget is not None:
+        options["budget_file"] = spec.layout.budget
+    if options:
+        trainable = tune.with_parameters(fine_tune_then_explore, **options)
     return tune.with_resources(trainable, resources)
 
 
-def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None) -> list:
+def make_callbacks(spec: SweepSpec, phase: str, tracking: Tracking | None,
+                   budget: BudgetState | None = None) -> list:
     configs = TrialConfigs()  # each trial's config validated once, for every callback
     callbacks: list = [SnapshotLines(), TrialEndings(configs)]  # TrialEndings before MLflow reads the status
     if tracking is not None:
         callbacks.append(MLflowTrialCallback(tracking, spec.name, phase, spec.base_config(), configs))
+    if budget is not None:
+        callbacks.append(BudgetCounter(budget, spec.layout.budget, phase))
     return callbacks
 
 
@@ -147,7 +147,7 @@ def make_reporter(total: int | None):
 
 
 def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose: bool = False,
-               trainable=None, extra_callbacks: tuple = ()):
+               trainable=None, extra_callbacks: tuple = (), budget: BudgetState | None = None):
     """The phase's Tuner (`trainable`: another one than the spec's, with its resources, e.g. a
     benchmark's; `extra_callbacks` after the project's)."""
     # Each trial's ledger: <sweep>/ledgers/<phase>/<trial key>/ (a config field, so the key is too)
@@ -171,7 +171,7 @@ def make_tuner(spec: SweepSpec, phase: Phase, tracking: Tracking | None, verbose
         storage_path=where.pop("path"),
         storage_filesystem=where.get("storage_filesystem"),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=[*make_callbacks(spec, phase.name, tracking), *extra_callbacks],
+        callbacks=[*make_callbacks(spec, phase.name, tracking, budget), *extra_callbacks],
         progress_reporter=make_reporter(len(phase.trials) if phase.trials is not None else None),
         log_to_file=True,  # each trial's stdout/stderr (its warnings) in its Tune folder ...
         sync_config=tune.SyncConfig(sync_artifacts=True),  # ... copied to the storage by the trial
@@ -273,13 +273,16 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
     print(f"sweep {spec.name!r}: {n_trials}"
           f" trials in {len(phases)} phase(s) on {where}; results in {sweep_dir}", flush=True)
     names = [p.name for p in phases]
+    budget = open_budget(spec)
     try:
         for phase in phases:
-            tables = _fit(make_tuner(spec, phase, tracking, verbose), phase.name, spec, names)
+            if budget is not None and budget.reached:
+                break  # the budget: no further phase starts
+            tables = _fit(make_tuner(spec, phase, tracking, verbose, budget=budget), phase.name, spec, names)
     finally:
         save_claims_log(spec, claims)
         _release(requested)
-    return finish(spec, phases, tables)
+    return finish(spec, phases, tables, budget)
 
 
 def _release(requested: bool) -> None:
@@ -288,10 +291,13 @@ def _release(requested: bool) -> None:
 
 
 def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, verbose: bool = False,
-                 files: bool = True) -> int:
-    """Finish a sweep: restore started phases (unfinished and errored trials), start the rest."""
+                 files: bool = True, budget: BudgetSpec | None = None) -> int:
+    """Finish a sweep: restore started phases (unfinished and errored trials), start the rest
+    (`budget`: the limit to continue under, instead of the spec's)."""
     manifest = read_manifest(sweep_dir)
     spec = spec_from_manifest(sweep_dir, manifest)
+    if budget is not None:
+        spec = spec.model_copy(update={"budget": budget})
     _validate(spec, new_sweep=False, files=files, num_cpus=num_cpus)
     _prepare_environment()
     plan = make_plan(spec)
@@ -304,89 +310,38 @@ def resume_sweep(sweep_dir: str | os.PathLike, num_cpus: float | None = None, ve
     mlflow_mirror.pull_journal(spec.layout, spec.optuna_storage)
     tracking = _setup_mlflow(spec)
     print(f"resuming sweep {spec.name!r} in {spec.sweep_dir} on {where}", flush=True)
+    budget = open_budget(spec)
     try:
-        tables = _resume_phases(spec, phases, tracking, verbose)
+        tables = _resume_phases(spec, phases, tracking, verbose, budget)
     finally:
         save_claims_log(spec, claims)
         _release(requested)
-    return finish(spec, phases, tables)
+    return finish(spec, phases, tables, budget)
 
 
-def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool):
+def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | None, verbose: bool,
+                   budget: BudgetState | None = None):
+    tables = ledger_tables(spec.layout, spec.name, [p.name for p in phases])
     for phase in phases:
+        if budget is not None and budget.reached:
+            break  # the budget: no further phase starts
         exp_dir = spec.layout.phase(phase.name)
         set_aside_unreadable_states(exp_dir)
         set_aside_unreadable_tuner(exp_dir)
-        # Without a readable tuner.pkl and experiment state Tune cannot restore the phase: it
-        # starts again, and each of its trials continues from its ledger (the key is the config).
-        if tune.Tuner.can_restore(**tune_path(exp_dir)) and spec.layout.experiment_states(phase.name):
+        # A phase the budget cut starts again (Tune holds its stopped and never-started trials
+        # as ended). So does one without a readable tuner.pkl and experiment state. Each trial
+        # continues from its ledger (the key is the config); finished ones report again.
+        cut = budget is not None and phase.name in budget.cut_phases
+        if budget is not None and cut:
+            budget.cut_phases.remove(phase.name)
+        restorable = (tune.Tuner.can_restore(**tune_path(exp_dir))
+                      and spec.layout.experiment_states(phase.name))
+        if restorable and not cut:
             tuner = tune.Tuner.restore(
                 trainable=make_trainable(spec, verbose), resume_unfinished=True, resume_errored=True,
                 **tune_path(exp_dir),
             )
         else:
-            tuner = make_tuner(spec, phase, tracking, verbose)
+            tuner = make_tuner(spec, phase, tracking, verbose, budget=budget)
         tables = _fit(tuner, phase.name, spec, [p.name for p in phases])
     return tables
-
-
-def _deliver(spec: SweepSpec, rows: list[dict]) -> None:
-    """The sweep's models (`sweep.registry.deliver`); a failure there loses nothing computed."""
-    try:
-        deliver(spec, rows)
-    except Exception as exc:  # noqa: BLE001 - the table and the ledgers are complete already
-        log.warning("could not build or register the sweep's models (%s: %s); `python -m sweep models "
-                    "%s` builds them from the ledgers", type(exc).__name__, first_line(exc), spec.sweep_dir)
-
-
-def drop_cycle_stash(layout: SweepLayout) -> int:
-    """Remove the StarSSE cycles stashed under `finetunes/` once every trial has ended. A trial
-    removes its own when it ends; one a scheduler stopped early (ASHA) never gets there.
-    Kept while a trial is unfinished or failed: its resume reuses them."""
-    if not storage.is_dir(layout.finetunes):
-        return 0
-    stashed = [storage.join(layout.finetunes, n) for n in storage.list_dir(layout.finetunes)
-               if n.startswith(CYCLE_STASH_PREFIX) and n.endswith(".pt")]
-    drop_stash(stashed)
-    return len(stashed)
-
-
-def not_started(spec: SweepSpec, phases: list[Phase], started: set[str]) -> int:
-    """Trials of phases with a known trial list that have no ledger (never started)."""
-    planned = {trial_key({**t, "ledger_dir": spec.layout.ledger_dir(p.name)})
-               for p in phases if p.trials is not None for t in p.trials}
-    return len(planned - started)
-
-
-def finish(spec: SweepSpec, phases: list[Phase], tables) -> int:
-    """Print where everything is; the exit code from the trials' statuses (their ledgers)."""
-    final = tables.statuses()
-    counts = Counter(final.values())
-    print(f"\nsweep {spec.name!r} done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("DIVERGED"):  # a result, not a failure: exit 0
-        print(f"{counts['DIVERGED']} trial(s) diverged (their last record is flagged `diverged`; "
-              "the analysis shows their cells as diverged)")
-    print(f"results: {spec.layout.results} ({len(tables.rows)} rows, one per trial x snapshot)")
-    tracking = spec.tracking()
-    failed = [tid for tid, s in final.items() if s == "ERROR"]
-    unfinished = [tid for tid, s in final.items() if s not in ENDED]
-    missing = not_started(spec, phases, set(final))
-    ok = not (failed or unfinished or missing)
-    if tracking is not None:
-        if not missing:
-            close_orphan_runs(tracking, spec.name, set(final))
-        end_sweep_run(tracking, spec.name, failed=not ok)
-    if ok and spec.build_models:
-        _deliver(spec, tables.rows)
-    if tracking is not None:
-        if mlflow_mirror.push(spec.layout, tracking.uri):
-            print(f"MLflow store copied to {spec.layout.mlflow_db}")
-        print(f"MLflow:  {mlflow_ui_command(tracking.uri)}")
-    if not ok:
-        print(f"{len(failed)} trial(s) failed, {len(unfinished)} did not finish and {missing} did not "
-              f"start; each trial's error is in its ledger's status.json under "
-              f"{spec.layout.path(SweepLayout.ledgers)}/<phase>/; retry them with "
-              f"`python -m sweep resume {spec.sweep_dir}`", file=sys.stderr)
-        return 1
-    drop_cycle_stash(spec.layout)
-    return 0

@@ -9,7 +9,7 @@ and cross-checks it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -40,6 +40,35 @@ class Resources(Strict):
         return v
 
 
+class BudgetSpec(Strict):
+    """A compute budget: CPU- or GPU-hours the trials may hold (one of the two)."""
+
+    cpu_hours: float | None = Field(None, gt=0, description="CPU-hours: each trial's running time x "
+                                    "the CPUs it holds, summed over trials")
+    gpu_hours: float | None = Field(None, gt=0, description="GPU-hours: each trial's running time x "
+                                    "the GPUs it holds, summed over trials")
+    when_reached: Literal["finish_trials", "stop_after_snapshot"] = Field(
+        "finish_trials", description="finish_trials: running trials run to their end; "
+        "stop_after_snapshot: they stop after the snapshot they are computing. No new trial starts "
+        "either way; `python -m sweep resume NAME --budget cpu_hours=H` continues under a new limit.")
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> BudgetSpec:
+        given = [u for u in ("cpu_hours", "gpu_hours") if getattr(self, u) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of cpu_hours and gpu_hours (got {given or 'neither'}), "
+                             "e.g. budget: {cpu_hours: 2}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return "cpu_hours" if self.cpu_hours is not None else "gpu_hours"
+
+    @property
+    def limit(self) -> float:
+        return float(self.cpu_hours if self.cpu_hours is not None else self.gpu_hours)
+
+
 class MLflowSpec(Strict):
     enabled: bool = True
     tracking_uri: str | None = Field(
@@ -67,6 +96,7 @@ class SweepSpec(Design):
         "(false: every trial fine-tunes on its own; for measuring what sharing saves)."
     )
     mlflow: MLflowSpec = Field(default_factory=MLflowSpec)
+    budget: BudgetSpec | None = Field(None, description="A compute budget (none: no limit).")
     build_models: bool = Field(
         True, description="When every trial finished: write each method's soup and ensemble chosen on "
         "validation to <sweep>/delivered/ and log and register them in MLflow (`python -m sweep models "

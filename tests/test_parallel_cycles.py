@@ -320,8 +320,8 @@ def test_an_unsatisfiable_placement_group_fails_before_training(ray3, tmp_path, 
 def test_cycles_stashed_by_a_trial_stopped_early_are_removed_at_the_end(tmp_path):
     """A StarSSE trial a scheduler stopped (ASHA) never reaches its own clean-up: once every
     trial of the sweep has ended, the sweep removes stashed cycles, never a fine-tune."""
+    from sweep.ending import drop_cycle_stash
     from sweep.layout import SweepLayout
-    from sweep.runner import drop_cycle_stash
 
     layout = SweepLayout(str(tmp_path / "sweep"))
     finetunes = tmp_path / "sweep" / "finetunes"

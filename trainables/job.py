@@ -84,6 +84,7 @@ class Job:
         self.param_names = {n for n, _ in self.evaluator.fresh_model().named_parameters()}
         self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
         self.started_at = time.time()  # when `run` (re)started: the clock of the cycle log lines
+        self.stopped = False  # `run` ended early on `stop()`
 
     def _pretrained_name(self, p: int) -> str:
         src = self.cfg.pretrained
@@ -301,9 +302,11 @@ class Job:
             log.info("snapshot %d reported again from the ledger (not recomputed)", record["snapshot"])
             report(record)
 
-    def run(self, report: Report, state: TrialState | None = None) -> list[dict]:
+    def run(self, report: Report, state: TrialState | None = None,
+            stop: Callable[[], bool] | None = None) -> list[dict]:
         """Produce the snapshots not in `state` yet (after reporting its records again);
-        returns every record of the trial."""
+        returns every record of the trial. `stop()`, asked after each new snapshot but the
+        last, ends the trial there (`self.stopped`; a compute budget reached)."""
         st = state or TrialState.new(self.cfg)
         self.replay(st, report)
         if st.records and st.records[-1].get("diverged"):
@@ -322,6 +325,11 @@ class Job:
                 if st.snapshot == 0:  # the first model: the cycles can start from it now
                     self.start_cycles(weights, st)
                 self.record(self.evaluate(weights, plan, st), weights, st, report, t0)
+                if stop is not None and st.snapshot < len(self.plan) and stop():
+                    log.info("the sweep's budget is reached: stopping after snapshot %d (a resume "
+                             "continues from here)", st.snapshot)
+                    self.stopped = True
+                    break
         finally:
             if self.cycle_pool is not None:
                 self.cycle_pool.close()
@@ -337,6 +345,7 @@ def run_job(
     num_cpus: float | None = None,
     cycle_pool: CyclePool | None = None,
     ledger: TrialLedger | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[dict]:
     """Run one trial and return its records, one per snapshot; `report(record)` gets each.
 
@@ -344,7 +353,7 @@ def run_job(
     "cycle_epochs_ratio": 1})` trains on the embedded task on CPU. With `ledger_dir` in the
     config (or a `ledger`), the trial keeps its ledger there and a second call continues
     from it. `cycle_pool`: where StarSSE cycles train (`trainables.cycles.CyclePool`;
-    None = here, one after the other).
+    None = here, one after the other). `stop`: see `Job.run`.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     ledger = ledger or TrialLedger.for_config(cfg)
@@ -354,11 +363,11 @@ def run_job(
         ledger.begin(cfg.model_dump(mode="json"))
     job = Job(cfg, *runtime_and_task(cfg, num_cpus), cycle_pool=cycle_pool, ledger=ledger)
     try:
-        records = job.run(report or (lambda record: None), state)
+        records = job.run(report or (lambda record: None), state, stop)
     except Exception as exc:  # (a stop, KeyboardInterrupt or SystemExit, is no error of the trial)
         if ledger is not None:
             ledger.end([], error=f"{type(exc).__name__}: {exc}")  # [] keeps the record count
         raise
     if ledger is not None:
-        ledger.end(records)
+        ledger.pause(records) if job.stopped else ledger.end(records)
     return records

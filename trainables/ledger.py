@@ -245,6 +245,12 @@ class TrialLedger:
         self._write_json(self.status_file, new)
         return new
 
+    def pause(self, records: list[dict]) -> None:
+        """The trial stopped after a snapshot before its last (the sweep's budget): PENDING,
+        to continue from here; its log pushed."""
+        self.set_status("PENDING", records=records, by="trial (budget reached)")
+        self.push_log()
+
     def end(self, records: list[dict], error: str | None = None) -> None:
         """The trial ended: TERMINATED, or ERROR with the message; its log pushed."""
         self.set_status(ERROR if error else TERMINATED, records=records, by="trial", error=error)

@@ -33,6 +33,7 @@ from ray.util import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from trainables import coordinator
+from trainables.budget import BudgetGate
 from trainables.config import TrialConfig
 from trainables.cycles import CycleData, CycleOutcome, CycleTrainer, PoolCycle, Weights
 from trainables.device import allocated_cpus
@@ -116,9 +117,15 @@ def cycle_pool(cfg: TrialConfig) -> RayCyclePool | None:
     return RayCyclePool(cfg, pg, bundles)
 
 
-def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
-    """Ray Tune function trainable: one fine-tune-then-explore trial."""
+def fine_tune_then_explore(config: dict, *, verbose: bool = False, budget_file: str | None = None) -> None:
+    """Ray Tune function trainable: one fine-tune-then-explore trial. With `budget_file` (the
+    sweep's `trainables.budget` state), a trial that starts after the budget was reached ends at
+    once, touching nothing, and one told to stop after a snapshot does."""
     configure_logging()
+    gate = BudgetGate(budget_file) if budget_file else None
+    if gate is not None and not gate.may_start():
+        log.warning("the sweep's budget is reached: this trial does not start (a resume runs it)")
+        return
     coordinator.install()  # shared fine-tunes: claimed cluster-wide
     cfg = TrialConfig.from_dict(config)
     ledger = TrialLedger.for_config(cfg)
@@ -135,7 +142,8 @@ def fine_tune_then_explore(config: dict, *, verbose: bool = False) -> None:
     with trial_logging(path, verbose):
         pool = cycle_pool(cfg)
         try:
-            run_job(cfg, report, num_cpus=allocated_cpus(), cycle_pool=pool, ledger=ledger)
+            run_job(cfg, report, num_cpus=allocated_cpus(), cycle_pool=pool, ledger=ledger,
+                    stop=gate.stop_now if gate is not None else None)
         finally:
             if pool is not None:
                 pool.close()
