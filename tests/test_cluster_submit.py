@@ -197,7 +197,7 @@ def cluster_job(ray_head):
     t0 = time.monotonic()
     submit = _ray(["job", "submit", "--address", ray_head["address"], "--submission-id", job_id,
                    "--working-dir", str(ROOT), "--runtime-env-json", json.dumps(runtime_env),
-                   "--", "python", "-m", "sweep", "run", str(spec_path)],
+                   "--", *_rayjob_entrypoint(spec_path)],  # docker/rayjob.yaml's, with this spec
                   ray_head["env"], timeout=300)
     elapsed = time.monotonic() - t0
     info = _get(ray_head, f"/api/jobs/{job_id}")  # the job API's view: status, entrypoint, runtime_env
@@ -284,3 +284,81 @@ def test_mlflow_runs_from_the_job(cluster_job):
         rows = df[df.trial_id == tags["trial_id"]].set_index("snapshot")
         for m in history:
             assert math.isclose(m.value, rows.loc[m.step, "ens_test_acc"], rel_tol=1e-6)
+
+
+#: STARSWEEP_REPEAT=10 runs the RayJob entrypoint test 10 times in a row.
+REPEAT = int(os.environ.get("STARSWEEP_REPEAT", "1"))
+#: Columns that name the sweep or its storage, measure time, or say which trial computed a shared
+#: fine-tune (`epochs_trained`: whichever got there first): the rest must be equal.
+RUN_COLUMNS = ["sweep", "trial_id", "config_json", "timestamp", "wall_time_s", "train_images_per_s",
+               "peak_memory_mb", "epochs_trained"]
+
+
+def _rayjob_entrypoint(spec_path: Path) -> list[str]:
+    """docker/rayjob.yaml's entrypoint with its spec replaced by `spec_path` (every option kept)."""
+    import shlex
+
+    entry = yaml.safe_load((ROOT / "docker/rayjob.yaml").read_text())["spec"]["entrypoint"]
+    words = shlex.split(entry)
+    assert words[:4] == ["python", "-m", "sweep", "run"] and "--if-exists" in words
+    assert words[words.index("--if-exists") + 1] == "resume"  # a retried RayJob continues the sweep
+    return [str(spec_path) if w.endswith(".yaml") else w for w in words]
+
+
+def _submit(head: dict, words: list[str], wait: bool = True) -> tuple[str, subprocess.CompletedProcess]:
+    job_id = f"starsweep-rayjob-{uuid.uuid4().hex[:8]}"
+    runtime_env = {"env_vars": {"STARSWEEP_REPORT_EVERY_S": "60"}}
+    cmd = ["job", "submit", "--address", head["address"], "--submission-id", job_id,
+           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps(runtime_env)]
+    proc = _ray([*cmd, *([] if wait else ["--no-wait"]), "--", *words], head["env"], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return job_id, proc
+
+
+def _job_logs(head: dict, job_id: str) -> str:
+    return _ray(["job", "logs", "--address", head["address"], job_id], head["env"], timeout=60).stdout
+
+
+def _wait_for_records(sweep_dir: Path, job_id: str, head: dict, timeout: float = 240) -> None:
+    from sweep.layout import SweepLayout
+    from sweep.results import ledger_tables
+
+    deadline = time.monotonic() + timeout
+    while not (sweep_dir / "sweep.json").is_file() or not ledger_tables(
+            SweepLayout(str(sweep_dir)), sweep_dir.name, ["grid"]).rows:
+        assert time.monotonic() < deadline, _job_logs(head, job_id)[-3000:]
+        time.sleep(0.5)
+
+
+def test_rayjob_entrypoint_run_again_resumes_to_the_same_table(cluster_job):
+    """The RayJob's entrypoint a second time against the same storage (a re-applied or retried
+    RayJob): it resumes the finished sweep and ends with the same table."""
+    sweep_dir = cluster_job["sweep_dir"]
+    first = pd.read_parquet(sweep_dir / "results.parquet")
+    spec_path = cluster_job["tmp"] / "tiny_cluster.yaml"
+    job_id, _ = _submit(cluster_job, _rayjob_entrypoint(spec_path))
+    logs = _job_logs(cluster_job, job_id)
+    assert f"sweep '{NAME}' exists: resuming it" in logs and "done: 2 TERMINATED" in logs, logs[-3000:]
+    pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / "results.parquet"), first)
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_rayjob_entrypoint_after_a_driver_kill(cluster_job, tmp_path, attempt):
+    """The RayJob's entrypoint after its driver was killed with SIGKILL mid-sweep (a KubeRay
+    retry on a new cluster): it resumes, finishes the sweep, and its records equal those of
+    the sweep that was never interrupted (cluster_job)."""
+    name = "rayjob_killed"
+    spec_path = tmp_path / f"{name}.yaml"
+    spec_path.write_text(yaml.safe_dump({**TINY_SPEC, "name": name, "storage": str(tmp_path / "s"),
+                                         "mlflow": {"enabled": False}}, sort_keys=False))
+    words, sweep_dir = _rayjob_entrypoint(spec_path), tmp_path / "s" / name
+    job_id, _ = _submit(cluster_job, words, wait=False)
+    _wait_for_records(sweep_dir, job_id, cluster_job)
+    os.kill(int(_get(cluster_job, f"/api/jobs/{job_id}")["driver_info"]["pid"]), signal.SIGKILL)
+    job_id, _ = _submit(cluster_job, words)
+    logs = _job_logs(cluster_job, job_id)
+    assert f"sweep '{name}' exists: resuming it" in logs and "done: 2 TERMINATED" in logs, logs[-3000:]
+    tables = [pd.read_parquet(d / "results.parquet") for d in (sweep_dir, cluster_job["sweep_dir"])]
+    same = [t.drop(columns=RUN_COLUMNS).sort_values(["method", "snapshot"]).reset_index(drop=True)
+            for t in tables]
+    pd.testing.assert_frame_equal(*same)  # the killed-and-retried sweep computed the same records
