@@ -68,10 +68,10 @@ def _write_spec(tmp_path, **fields) -> str:
 
 
 def _metrics(record: dict) -> dict:
-    """The table columns of a record, but its wall time (the predictions are compared apart)."""
-    from trainables.records import record_of
+    """The table columns of a record but time and hardware (the predictions are compared apart)."""
+    from trainables.records import results_of
 
-    return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
+    return results_of(record)
 
 
 def _kill_plan(kill_dir: Path, attempt: int) -> dict:

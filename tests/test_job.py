@@ -13,10 +13,12 @@ from trainables import TrialConfig, plan_snapshots, run_job
 from trainables.errors import ConfigError, DataError
 from trainables.job import Job
 from trainables.ledger import TrialLedger
+from trainables.records import MEASURED_COLUMNS
 
 
 def _metrics(records):
-    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "record_time")} for r in records]
+    """Each record but what measures the run (time, hardware) and when it was written."""
+    return [{k: v for k, v in r.items() if k not in (*MEASURED_COLUMNS, "record_time")} for r in records]
 
 
 class RecordingJob(Job):

@@ -47,10 +47,11 @@ TRIAL = tiny_trial(num_cycles=3, parallel_cycles=2, finetune={"epochs": 2})
 
 
 def _metrics(record: dict) -> dict:
-    """The table columns of a record (its per-image predictions go to predictions.parquet)."""
-    from trainables.records import record_of
+    """The table columns of a record but time and hardware (its per-image predictions go to
+    predictions.parquet)."""
+    from trainables.records import results_of
 
-    return {k: v for k, v in record_of(record).items() if k != "wall_time_s"}
+    return results_of(record)
 
 
 @pytest.mark.parametrize("value, message", [

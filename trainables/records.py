@@ -155,6 +155,14 @@ _CORRUPTION_RE = re.compile(
 SNAPSHOT_METRICS = ("div_disagree_first", "div_fort", "dist_pretrained", "dist_first")
 #: Record columns that measure the hardware (`trainables.hardware`; not a search objective).
 HARDWARE_COLUMNS = ("train_images_per_s", "peak_memory_mb", "gpu_util_pct")
+#: Record columns that measure a run rather than its results (time, hardware): two runs of one
+#: trial agree in every other column, bit for bit, and differ in these.
+MEASURED_COLUMNS = ("wall_time_s", *HARDWARE_COLUMNS)
+
+
+def results_of(record: dict) -> dict:
+    """The record columns of `record` but the measured ones (`MEASURED_COLUMNS`)."""
+    return {k: v for k, v in record_of(record).items() if k not in MEASURED_COLUMNS}
 RECORD_NAMES = frozenset(c.name for c in RECORD_COLUMNS if "{" not in c.name)
 TABLE_ONLY_NAMES = frozenset(c.name for c in (*ID_COLUMNS, *CONFIG_COLUMNS, *TAIL_COLUMNS))
 
