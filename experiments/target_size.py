@@ -8,8 +8,9 @@ is paper_cpu's (250 target images), restricted to the cells the others ran (each
 cell chosen on validation there: SSE lr x0.25 cycle x2, StarSSE lr x2 cycle x2) and Local DE.
 Per target size: each method's ensemble of 5 and its gain over the replicate's fine-tuned
 model (paired t), and the paired differences with the two-way bootstrap over replicates and
-test images (the interval of record) beside the paired t; then the verdict lines of the
-paper's claims by the rule of analysis/verdicts.py. Reads records only.
+test images (the interval of record) beside the paired t; the verdict lines of the paper's
+claims by the rule of analysis/verdicts.py; the accuracy at matched training epochs. Reads
+records only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 from analysis.aggregate import CYCLE, LR, REPLICATE_KEY, rows_at_size
 from analysis.claims import ensemble_claims
+from analysis.compute import matched_epochs, matched_epochs_markdown
 from analysis.intervals import t_interval
 from analysis.load import load_results
 from analysis.predictions import image_level_tests, load_predictions
@@ -85,7 +87,9 @@ def size_section(folder: str, cells: dict[str, tuple[float, float]]) -> list[str
         out.append(f"| {label(a)} − {label(b)} | {two} | {pct(t)} | {fixed} |")
     claims = [c for c in ensemble_claims(df, images, K)
               if c.startswith(("- StarSSE > Local DE", "- StarSSE > SSE"))]
-    return out + ["", *claims, ""]
+    compute = ["Equal compute (ensemble test accuracy at matched training epochs, (K)):", "",
+               matched_epochs_markdown(matched_epochs(df, "ens_test_acc"))]
+    return out + ["", *claims, "", *compute]
 
 
 def main(folders: list[str]) -> None:

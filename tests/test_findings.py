@@ -14,3 +14,11 @@ def test_numbers_recompute_from_the_committed_table():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == (ROOT / "results/paper_cpu/numbers.md").read_text()
+
+
+def test_target_size_numbers_recompute_from_the_committed_tables():
+    folders = ["results/paper_cpu", *(f"results/paper_cpu_target_size/n{n}" for n in (1000, 2000))]
+    proc = subprocess.run([sys.executable, "experiments/target_size.py", *folders], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == (ROOT / "results/paper_cpu_target_size/numbers.md").read_text()

@@ -19,7 +19,8 @@ from analysis.verdicts import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITE_UPS = [ROOT / "results/paper_cpu/FINDINGS.md", ROOT / "results/paper_cpu/numbers.md"]
+WRITE_UPS = [ROOT / "results/paper_cpu/FINDINGS.md", ROOT / "results/paper_cpu/numbers.md",
+             ROOT / "results/paper_cpu_target_size/numbers.md"]
 
 
 def test_the_rule():
@@ -48,9 +49,10 @@ def test_every_verdict_follows_from_its_interval(path):
 
 
 def test_the_findings_verdicts_are_the_computed_ones():
-    """Every verdict line of FINDINGS.md is one that experiments/findings.py computed into
-    numbers.md (which test_findings.py recomputes from the committed table)."""
-    computed = WRITE_UPS[1].read_text(encoding="utf-8")
+    """Every verdict line of FINDINGS.md is one that experiments/findings.py or
+    experiments/target_size.py computed into a numbers.md (which test_findings.py recomputes
+    from the committed tables)."""
+    computed = "".join(path.read_text(encoding="utf-8") for path in WRITE_UPS[1:])
     claims = re.findall(r"\*\*(?:supported|contradicted|inconclusive)\*\* \(paper: .*?\)(?= \||$)",
                         WRITE_UPS[0].read_text(encoding="utf-8"), re.M)
     assert claims and [c for c in claims if c not in computed] == []
