@@ -34,15 +34,23 @@ def _points(iv, better: str, worse: str) -> Part:
     return Part(label(better), label(worse), 100 * iv.mean, 100 * iv.low, 100 * iv.high)
 
 
-def _image_part(images: pd.DataFrame, better: str, worse: str) -> Part | None:
-    """better − worse from the image-level table (its rows hold either order)."""
+def oriented(images: pd.DataFrame, better: str, worse: str, low: str = "two_low",
+             high: str = "two_high") -> tuple[float, float, float] | None:
+    """(mean, low, high) of better − worse from the image-level table, whose row for the pair
+    may hold either order (the interval of columns `low`, `high`); None without such a row."""
     for a, b, sign in ((better, worse, 1.0), (worse, better, -1.0)):
         row = images[(images["method_a"] == a) & (images["method_b"] == b)]
-        if len(row) and pd.notna(row["two_low"].iloc[0]):
+        if len(row) and pd.notna(row[low].iloc[0]):
             r = row.iloc[0]
-            lo, hi = sorted((sign * r["two_low"], sign * r["two_high"]))
-            return Part(label(better), label(worse), 100 * sign * r["mean_diff"], 100 * lo, 100 * hi)
+            lo, hi = sorted((sign * r[low], sign * r[high]))
+            return sign * r["mean_diff"], lo, hi
     return None
+
+
+def _image_part(images: pd.DataFrame, better: str, worse: str) -> Part | None:
+    """better − worse from the image-level table, as a claim's part (points)."""
+    found = oriented(images, better, worse)
+    return None if found is None else Part(label(better), label(worse), *(100 * v for v in found))
 
 
 def ensemble_claims(df: pd.DataFrame, images: pd.DataFrame | None, k: int) -> list[str]:

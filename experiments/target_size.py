@@ -21,7 +21,7 @@ import sys
 import pandas as pd
 
 from analysis.aggregate import CYCLE, LR, REPLICATE_KEY, rows_at_size
-from analysis.claims import ensemble_claims
+from analysis.claims import ensemble_claims, oriented
 from analysis.compute import matched_epochs, matched_epochs_markdown
 from analysis.intervals import t_interval
 from analysis.load import load_results
@@ -76,14 +76,10 @@ def size_section(folder: str, cells: dict[str, tuple[float, float]]) -> list[str
             "|---|---|---|---|"]
     for a, b in ((STAR_SSE, LOCAL_DE), (SSE, LOCAL_DE), (STAR_SSE, SSE)):
         t = difference_interval(runs(df, a, "ens_test_acc", K), runs(df, b, "ens_test_acc", K))
-        row = images.set_index(["method_a", "method_b"]) if images is not None else None
-        sign, key = (1, (a, b)) if row is not None and (a, b) in row.index else (-1, (b, a))
-        r = row.loc[key] if row is not None else None
-        two = "—" if r is None else (f"{100 * sign * r.mean_diff:+.2f} "
-                                     f"[{100 * min(sign * r.two_low, sign * r.two_high):+.2f}, "
-                                     f"{100 * max(sign * r.two_low, sign * r.two_high):+.2f}]")
-        fixed = "—" if r is None else (f"[{100 * min(sign * r.boot_low, sign * r.boot_high):+.2f}, "
-                                       f"{100 * max(sign * r.boot_low, sign * r.boot_high):+.2f}]")
+        two = oriented(images, a, b) if images is not None else None
+        fixed = oriented(images, a, b, "boot_low", "boot_high") if images is not None else None
+        two = "—" if two is None else f"{100 * two[0]:+.2f} [{100 * two[1]:+.2f}, {100 * two[2]:+.2f}]"
+        fixed = "—" if fixed is None else f"[{100 * fixed[1]:+.2f}, {100 * fixed[2]:+.2f}]"
         out.append(f"| {label(a)} − {label(b)} | {two} | {pct(t)} | {fixed} |")
     claims = [c for c in ensemble_claims(df, images, K)
               if c.startswith(("- StarSSE > Local DE", "- StarSSE > SSE"))]
