@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainables.methods import LOCAL_DE, METHODS, SSE, STAR_SSE, is_cyclic
+from trainables.methods import LOCAL_DE, PAPER_METHODS, SSE, STAR_SSE, is_cyclic
 from trainables.records import KINDS, corruption_column, metric_column
 
 LR_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -114,7 +114,7 @@ def _row(method, i, j, k, seed, pre, lr, cycle, noise, val_bonus, n_snap, ft_lr,
 
 
 def synthetic_results(
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = PAPER_METHODS,
     lr_ratios: tuple[float, ...] = LR_RATIOS,
     cycle_ratios: tuple[float, ...] = CYCLE_RATIOS,
     seeds: tuple[int, ...] = (0, 1),

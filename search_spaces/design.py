@@ -14,7 +14,14 @@ from pydantic import Field, field_validator
 
 from search_spaces.kinds import PaperGridSearch, SearchSpec
 from search_spaces.strict import NonNegInt, Strict, non_empty_unique, unique
-from trainables.methods import BASELINE_METHODS, CYCLIC_METHODS, INDEPENDENT_CYCLE_METHODS, METHODS
+from trainables.methods import (
+    BASELINE_METHODS,
+    CYCLIC_METHODS,
+    INDEPENDENT_CYCLE_METHODS,
+    METHODS,
+    SSE,
+    STAR_SSE,
+)
 
 
 class LocalDEBaseline(Strict):
@@ -82,7 +89,7 @@ class Design(Strict):
     """The trials of a sweep: every (method, cycle hyperparameters, seed, checkpoint)."""
 
     methods: list[Literal[METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(CYCLIC_METHODS)
+        default_factory=lambda: [SSE, STAR_SSE]
     )
     search: SearchSpec = Field(default_factory=PaperGridSearch)
     seeds: list[NonNegInt] = Field(default_factory=lambda: [0])

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from trainables.methods import CYCLIC_METHODS, GLOBAL_DE, LOCAL_DE
+from trainables.methods import CYCLIC_METHODS, GLOBAL_DE, LOCAL_DE, SSE, STAR_SSE
 
 if TYPE_CHECKING:
     from search_spaces.design import Design
@@ -85,13 +85,14 @@ def grid_trials(design: Design, num_members: int) -> list[dict[str, Any]]:
 
 def paper_param_space(
     base: dict[str, Any],
-    methods: list[str] | tuple[str, ...] = CYCLIC_METHODS,
+    methods: list[str] | tuple[str, ...] = (SSE, STAR_SSE),
     lr_max_ratios: list[float] | tuple[float, ...] = PAPER_LR_MAX_RATIOS,
     cycle_epochs_ratios: list[float] | tuple[float, ...] = PAPER_CYCLE_EPOCHS_RATIOS,
     seeds: list[int] | tuple[int, ...] = (0,),
     pretrained_indices: list[int] | tuple[int, ...] = (0,),
 ) -> dict[str, Any]:
-    """The SSE/StarSSE paper grid as a Tune `param_space` (grid_search on each axis).
+    """The paper grid of cyclic methods (SSE and StarSSE by default; FGE, StarFGE, SWA too)
+    as a Tune `param_space` (grid_search on each axis).
 
     `base` holds the shared trial config fields (a `TrialBase` dict: data, model,
     pretrained, finetune, ...). Pass the result to
@@ -101,7 +102,8 @@ def paper_param_space(
 
     bad = [m for m in methods if m not in CYCLIC_METHODS]
     if bad:
-        raise ValueError(f"paper_param_space covers sse/star_sse only, got {bad}")
+        raise ValueError(f"paper_param_space covers the cyclic methods ({', '.join(CYCLIC_METHODS)}) "
+                         f"only, got {bad}")
     return {
         **base,
         "method": tune.grid_search(list(methods)),

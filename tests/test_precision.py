@@ -11,6 +11,7 @@ import torch
 from trainables import engine
 from trainables.device import choose_precision, pick_runtime
 from trainables.errors import ConfigError
+from trainables.optimizers import Recipe
 
 BF16, FP16 = torch.bfloat16, torch.float16
 #: (device, compute capability, CPU has native bf16, request) -> (train, eval, grad scaler)
@@ -57,7 +58,8 @@ def test_fp16_training_with_a_gradient_scaler_runs_and_learns():
     for name, runtime in (("float32", cpu), ("fp16", fp16)):
         torch.manual_seed(1)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
-        result = engine.train_phase(model, split, [0.01] * 64, batch_size=32, momentum=0.0, weight_decay=0.0,
+        result = engine.train_phase(model, split, [0.01] * 64, batch_size=32,
+                                    recipe=Recipe("sgd", momentum=0.0, weight_decay=0.0),
                                     aug=aug, runtime=runtime, seed=0)
         with torch.no_grad():
             accuracy = (model(aug.eval(images)).argmax(1) == labels).float().mean().item()

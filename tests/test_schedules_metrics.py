@@ -100,34 +100,35 @@ def test_l2_distance_over_shared_keys():
     assert l2_distance(a, b, skip=lambda k: k.startswith("fc.")) == pytest.approx(math.sqrt(3))
 
 
-def test_engine_sgd_is_torch_sgd_bit_for_bit():
-    """engine.SGD (torch's functional update without the Optimizer class) gives the weights
-    torch.optim.SGD gives: momentum, weight decay, an lr changed every step, and a
-    parameter without a gradient (frozen) left alone."""
+@pytest.mark.parametrize("nesterov,decay_norm_and_bias", [(False, True), (True, False)])
+def test_engine_sgd_is_torch_sgd_bit_for_bit(nesterov, decay_norm_and_bias):
+    """optimizers.SGD (torch's functional update without the Optimizer class) gives the weights
+    torch.optim.SGD gives over the same parameter groups: momentum (plain and Nesterov),
+    weight decay on every parameter or not on norms and biases, an lr changed every step,
+    and a parameter without a gradient (frozen) left alone."""
     import torch.nn.functional as F
 
-    from trainables.engine import SGD
+    from trainables.optimizers import SGD, Recipe, param_groups, set_lr
+
+    recipe = Recipe("sgd", momentum=0.9, nesterov=nesterov, weight_decay=5e-4,
+                    decay_norm_and_bias=decay_norm_and_bias)
 
     def train(make_opt):
         torch.manual_seed(0)
         model = SmallCNN(1, 4, 8)
         model.fc.bias.requires_grad_(False)
-        opt = make_opt([p for p in model.parameters()])
+        opt = make_opt(param_groups(model, recipe))
         g = torch.Generator().manual_seed(1)
         for step in range(12):
-            lr = 0.05 * (1 - step / 12)
-            if isinstance(opt, SGD):
-                opt.lr = lr
-            else:
-                opt.param_groups[0]["lr"] = lr
+            set_lr(opt, 0.05 * (1 - step / 12))
             x, y = torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 4, (16,), generator=g)
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
         return model.state_dict()
 
-    ours = train(lambda p: SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4))
-    theirs = train(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4))
+    ours = train(lambda groups: SGD(groups, lr=0.05, momentum=0.9, nesterov=nesterov))
+    theirs = train(lambda groups: torch.optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=nesterov))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     torch.manual_seed(0)
     assert torch.equal(ours["fc.bias"], SmallCNN(1, 4, 8).state_dict()["fc.bias"])  # frozen: untouched

@@ -46,7 +46,7 @@ class ModelSpec:
 
     kind: Kind
     arch: str
-    arch_args: dict[str, int]
+    arch_args: dict[str, float]  # build_model's: in_channels, num_classes, width, (Swin) embed_dim, drop_path
     classes: list[str]
     input: dict[str, Any]  # channels, size, mean, std, augment, input_size
     pretrained: dict[str, Any]
@@ -94,7 +94,7 @@ def build_artifact(cfg: TrialConfig, ledger: TrialLedger, k: int, kind: Kind, me
     task, aug = ev.task, ev.aug
     spec = ModelSpec(
         kind=kind, arch=cfg.model.arch,
-        arch_args={"in_channels": task.channels, "num_classes": task.num_classes, "width": cfg.model.width},
+        arch_args={"in_channels": task.channels, "num_classes": task.num_classes, **cfg.model.arch_args()},
         classes=class_names(cfg, task.num_classes),
         input={"channels": task.channels, "size": list(task.test.images.shape[2:]),
                "mean": aug.mean.cpu().tolist(), "std": aug.std.cpu().tolist(), "augment": aug.augment,
@@ -169,8 +169,7 @@ def load_model(location: str, device: str = "auto", precision: str | None = None
     spec = ModelSpec(**blob["spec"])
     members = []
     for weights in blob["members"]:
-        model = build_model(spec.arch, spec.arch_args["in_channels"], spec.arch_args["num_classes"],
-                            spec.arch_args["width"])
+        model = build_model(spec.arch, **spec.arch_args)
         model.load_state_dict(weights)
         members.append(model)
     return DeliveredModel(spec, members, device, precision)

@@ -10,10 +10,12 @@
 - a torchvision weights name such as `IMAGENET1K_V2` (downloaded where possible).
 
 Everything is read with `torch.load(..., weights_only=True)`: a pickle of
-arbitrary objects is refused, never executed. The classification head (`fc`)
-is dropped; the target head is new. Any other missing or unexpected key is an
-error naming the file and the keys; keys under an unknown prefix get the one
-line that converts the file.
+arbitrary objects is refused, never executed. The classification head (`fc`, `head`: `models.head_name`)
+is dropped; the target head is new. Checkpoints in the official Swin code's layout are
+converted to torchvision's (`trainables.layouts`). Any other missing or unexpected key is
+an error naming the file and the keys; a checkpoint of another family of network than
+`model.arch` says which it holds; keys under an unknown prefix get the one line that
+converts the file.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from torch import nn
 
 from trainables import storage
 from trainables.errors import CheckpointError
-from trainables.models import is_head_key
+from trainables.layouts import family_of, to_torchvision_layout
+from trainables.models import head_name, is_head_key
+
+#: An architecture of each family `trainables.layouts.family_of` names.
+_FAMILY_ARCH = {"Swin Transformer": "swin_t", "ViT": "vit_b_16", "ResNet": "resnet50",
+                "ConvNeXt": "convnext_tiny"}
 
 log = logging.getLogger("starsweep")
 _WRAPPERS = ("state_dict", "model_state", "model", "model_state_dict")
@@ -43,8 +50,8 @@ BACKBONE_PREFIXES = ("backbone.", "encoder.", "encoder_q.")
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The backbone+head state dict stored in `path`, unwrapped and de-prefixed (`module.`,
-    and a self-supervised backbone prefix)."""
-    return select_backbone(read_raw(path), str(path))
+    and a self-supervised backbone prefix), in torchvision's layout."""
+    return in_torchvision_layout(select_backbone(read_raw(path), str(path)), str(path))
 
 
 def read_raw(path: str | Path) -> dict[str, torch.Tensor]:
@@ -99,6 +106,15 @@ def unwrap_state_dict(blob, name: str, select: bool = True) -> dict[str, torch.T
     return select_backbone(state, name) if select else state
 
 
+def in_torchvision_layout(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """`state` converted to torchvision's layout when it is in another we know
+    (`trainables.layouts`: the official Swin code's)."""
+    state, layout = to_torchvision_layout(state)
+    if layout:
+        log.info("checkpoint %s: converted from %s to torchvision's", name, layout)
+    return state
+
+
 def select_backbone(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     """The tensors under the self-supervised backbone prefix (`backbone.`, `encoder.`,
     `encoder_q.`), de-prefixed, when the state has exactly one of them; `state` when none."""
@@ -127,8 +143,13 @@ def _convert_command(name: str, prefix: str) -> str:
     )
 
 
-def _prefix_hint(name: str, keys: list[str], own: set[str]) -> str:
-    """If the backbone keys sit under an unknown prefix (e.g. `online_net.`), how to convert."""
+def _prefix_hint(name: str, keys: list[str], own: set[str], model: nn.Module, state_keys) -> str:
+    """If the checkpoint is of another family of network than the model, say so; if the backbone
+    keys sit under an unknown prefix (e.g. `online_net.`), how to convert."""
+    theirs, ours = family_of(state_keys), family_of(own)
+    if theirs and theirs != ours:
+        return (f"; it holds a {theirs} but model.arch builds a {ours or type(model).__name__}: set "
+                f"model.arch to the checkpoint's architecture (e.g. {_FAMILY_ARCH.get(theirs, '...')})")
     for k in keys:
         parts = k.split(".")
         for depth in range(1, min(4, len(parts))):
@@ -142,10 +163,13 @@ def _prefix_hint(name: str, keys: list[str], own: set[str]) -> str:
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    """Load every non-head tensor of `state` into `model`; error on any mismatch."""
-    backbone = {k: v for k, v in state.items() if not is_head_key(k)}
+    """Load every non-head tensor of `state` into `model`; error on any mismatch (torchvision
+    Swin's relative_position_index buffers, which the model computes, may be absent)."""
+    head = head_name(model)
+    backbone = {k: v for k, v in state.items() if not is_head_key(k, head)}
     own = model.state_dict()
-    missing = sorted(k for k in own if not is_head_key(k) and k not in backbone)
+    missing = sorted(k for k in own if not is_head_key(k, head) and k not in backbone
+                     and not k.endswith(".relative_position_index"))
     unexpected = sorted(k for k in backbone if k not in own)
     wrong_shape = sorted(
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
@@ -166,7 +190,7 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], name: str) -
             f"checkpoint {name!r} does not fit model {type(model).__name__} ("
             + "; ".join(p for p in parts if p)
             + ")"
-            + _prefix_hint(name, unexpected, set(own))
+            + _prefix_hint(name, unexpected, set(own), model, state)
         )
     model.load_state_dict(backbone, strict=False)
 
@@ -190,20 +214,30 @@ def node_lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
-    """State dict of a torchvision weights enum (e.g. IMAGENET1K_V2) for resnet50, fetched
-    once per node (`node_lock`) into torch's hub cache."""
+def weights_enum(arch: str, weights: str):
+    """torchvision's weights enum member `weights` of `arch` (e.g. swin_t IMAGENET1K_V1);
+    CheckpointError naming the allowed ones."""
     import torchvision
 
-    if arch != "resnet50":
-        raise CheckpointError(f"pretrained.weights={weights!r} needs model.arch: resnet50, got {arch!r}")
     try:
-        enum = torchvision.models.ResNet50_Weights[weights]
+        enum = torchvision.models.get_model_weights(arch)
+    except (KeyError, ValueError):
+        raise CheckpointError(f"pretrained.source: torchvision needs a torchvision model.arch, got "
+                              f"{arch!r}") from None
+    try:
+        return enum[weights]
     except KeyError:
-        allowed = ", ".join(w.name for w in torchvision.models.ResNet50_Weights)
-        raise CheckpointError(f"pretrained.weights={weights!r} unknown; allowed: {allowed}") from None
+        allowed = ", ".join(w.name for w in enum)
+        raise CheckpointError(f"pretrained.weights={weights!r} unknown for {arch}; allowed: "
+                              f"{allowed}") from None
+
+
+def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    """State dict of a torchvision weights enum (e.g. resnet50 IMAGENET1K_V2), fetched once per
+    node (`node_lock`) into torch's hub cache."""
+    enum = weights_enum(arch, weights)
     try:
-        with node_lock(f"torchvision-resnet50-{weights}"):
+        with node_lock(f"torchvision-{arch}-{weights}"):
             return enum.get_state_dict(progress=False)
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
         raise CheckpointError(

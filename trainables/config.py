@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ConfigError
 from trainables.methods import BY_NAME, METHODS, STAR_SSE, is_cyclic, plan_snapshots, pretrained_needed
+from trainables.training_config import FineTuneConfig, ModelConfig, _Strict
 from trainables.validation import format_validation_error
 
 CORRUPTIONS = (
@@ -32,8 +33,6 @@ CORRUPTIONS = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
 class OODConfig(_Strict):
@@ -152,13 +151,6 @@ class DataConfig(_Strict):
         return [c for c in range(10) if c not in self.target_classes]
 
 
-class ModelConfig(_Strict):
-    arch: Literal["small_cnn", "resnet18_cifar", "resnet50"] = Field(
-        "small_cnn", description="small_cnn (embedded), resnet18_cifar, resnet50 (ImageNet layout)."
-    )
-    width: int = Field(16, gt=0, description="small_cnn only: channels of the first conv.")
-
-
 class PretrainedConfig(_Strict):
     """Where the pre-trained checkpoints come from.
 
@@ -210,19 +202,6 @@ class PretrainedConfig(_Strict):
         return 1
 
 
-class FineTuneConfig(_Strict):
-    """Fine-tuning from the pre-trained checkpoint (the reference protocol)."""
-
-    lr: float = Field(0.01, gt=0, description="Peak lr of the cosine fine-tune schedule.")
-    epochs: float = Field(40.0, gt=0, description="Fine-tune epochs (cosine to 0, no warm-up).")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay (fine-tune and cycles).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum, reset at every phase start.")
-    batch_size: int = Field(32, gt=0, description="Fine-tune and cycle batch size.")
-    lr_step: Literal["epoch", "iteration"] = Field(
-        "epoch", description="Step the cosine per epoch (as the reference code) or per iteration."
-    )
-
-
 class EvalConfig(_Strict):
     batch_size: int | None = Field(
         None,
@@ -254,7 +233,13 @@ class TrialBase(_Strict):
     sets per trial (method, cycle hyperparameters, seed, pre-trained checkpoint index).
     A sweep spec's `trial:` block is one; `TrialConfig` extends it."""
 
-    num_cycles: int = Field(4, gt=0, description="sse/star_sse: cycles after the fine-tune.")
+    num_cycles: int = Field(4, gt=0, description="Cyclic methods: cycles after the fine-tune.")
+    cycle_warmup_epochs: float = Field(
+        0.0, ge=0, description="sse/star_sse/swa: linear warm-up at the start of every cycle, per "
+        "iteration, up to lr_max (the official code's fge_warmup_epochs); shorter than a cycle.")
+    lr_min_ratio: float = Field(
+        0.01, gt=0, lt=1,
+        description="fge/star_fge: the triangle's lowest lr / lr_max (the official code's 0.01).")
     num_members: int = Field(5, gt=0, description="local_de/global_de: ensemble size.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -272,7 +257,8 @@ class TrialBase(_Strict):
     )
     parallel_cycles: Literal["auto", "off"] | int = Field(
         "off",
-        description="star_sse only: cycles trained at the same time, each in its own placement-group "
+        description="star_sse/star_fge only (cycles that all start from the fine-tune): cycles trained "
+        "at the same time, each in its own placement-group "
         "bundle (the trial's resources once more per cycle); off = one after the other in the trial; "
         "N = N at a time (the sweep fails before training if the cluster cannot hold 1 + N bundles); "
         "auto = as many as the cluster holds, up to num_cycles, else one after the other. "
@@ -312,7 +298,7 @@ class TrialConfig(TrialBase):
     """One fine-tune-then-explore job; every field is documented in the README."""
 
     method: Literal[METHODS] = Field(  # type: ignore[valid-type]
-        STAR_SSE, description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]}."
+        STAR_SSE, description=f"{', '.join(METHODS[:-1])} or {METHODS[-1]} (trainables/methods.py)."
     )
     lr_max: float | None = Field(None, gt=0, description="Cycle peak lr (absolute).")
     lr_max_ratio: float | None = Field(None, gt=0, description="Cycle peak lr / finetune.lr.")
@@ -329,6 +315,7 @@ class TrialConfig(TrialBase):
     @model_validator(mode="after")
     def _check_method(self) -> TrialConfig:
         if is_cyclic(self.method):
+            self._check_cycle_warmup()
             for name in ("lr_max", "cycle_epochs"):
                 absolute, ratio = getattr(self, name), getattr(self, name + "_ratio")
                 if (absolute is None) == (ratio is None):
@@ -350,6 +337,17 @@ class TrialConfig(TrialBase):
                 f"checkpoint(s) exist (valid: 0..{n_ckpt - 1})"
             )
         return self
+
+    def _check_cycle_warmup(self) -> None:
+        if not self.cycle_warmup_epochs:
+            return
+        if BY_NAME[self.method].cycle_schedule == "triangular":
+            raise ValueError(f"cycle_warmup_epochs={self.cycle_warmup_epochs} with method {self.method!r}: "
+                             "FGE's triangle already rises from lr_min; set cycle_warmup_epochs: 0")
+        epochs = self.cycle_epochs or (self.cycle_epochs_ratio or 0) * self.finetune.epochs
+        if epochs and self.cycle_warmup_epochs >= epochs:
+            raise ValueError(f"cycle_warmup_epochs={self.cycle_warmup_epochs} must be shorter than a cycle "
+                             f"(cycle_epochs={epochs:g})")
 
     # Derived values ----------------------------------------------------------------
     @property

@@ -1,7 +1,8 @@
 """StarSSE cycles as independent units of work, and where they run.
 
 `train_cycle` is the one function that trains a cycle: from given start weights,
-with the cycle's schedule (cosine from `lr_max` to 0, fresh SGD) and its own
+with the cycle's schedule (`cycle_lrs_of`: the method's shape, from `lr_max`), a fresh
+optimizer of the trial's recipe and its own
 random stream, seeded by (seed, "cycle", index) (`engine.seed_for`). A cycle's
 weights therefore depend only on (trial config, start weights, index): the same
 bits whichever other cycles ran before it, beside it or not at all (on CPU, with
@@ -35,8 +36,10 @@ from trainables.config import TrialConfig
 from trainables.data.splits import ImageSplit
 from trainables.device import Runtime, pick_runtime
 from trainables.memo import compute_once, sidecar
+from trainables.methods import BY_NAME
 from trainables.models import build_model
-from trainables.schedules import phase_lrs
+from trainables.optimizers import Recipe
+from trainables.schedules import cycle_lrs, phase_lrs
 
 log = logging.getLogger("starsweep")
 
@@ -76,20 +79,31 @@ class CycleData:
         """The trial's model holding `weights`, on the runtime's device and memory format."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = build_model(cfg.model.arch, self.channels, self.num_classes, cfg.model.width)
+            model = build_model(cfg.model.arch, self.channels, self.num_classes, **cfg.model.arch_args())
         model.load_state_dict(weights)
         return runtime.prepare_model(model)
 
 
-def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torch.nn.Module,
-                epochs: float, lr: float, seed: int, label: str) -> None:
-    """Train `model` in place on the trial's training set for `epochs` (cosine from `lr`,
-    the fine-tune's batch size, momentum and weight decay); raise Diverged."""
+def finetune_lrs(cfg: TrialConfig, steps_per_epoch: int) -> list[float]:
+    """The fine-tune's lr at every step: warm-up, then the cosine from finetune.lr to 0."""
     ft = cfg.finetune
-    spe = engine.steps_per_epoch(len(data.train), ft.batch_size)
+    return phase_lrs(ft.epochs, steps_per_epoch, ft.lr, ft.lr_step, ft.warmup_epochs)
+
+
+def cycle_lrs_of(cfg: TrialConfig, steps_per_epoch: int) -> list[float]:
+    """A cycle's lr at every step, in the shape of the trial's method (`Method.cycle_schedule`)."""
+    return cycle_lrs(BY_NAME[cfg.method].cycle_schedule, cfg.cycle.epochs, steps_per_epoch, cfg.cycle.lr_max,
+                     lr_step=cfg.finetune.lr_step, warmup_epochs=cfg.cycle_warmup_epochs,
+                     lr_min_ratio=cfg.lr_min_ratio)
+
+
+def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torch.nn.Module,
+                lrs: list[float], seed: int, label: str) -> None:
+    """Train `model` in place on the trial's training set at `lrs`, with the trial's recipe
+    (`FineTuneConfig`: optimizer, batch size, clipping, mixup); raise Diverged."""
+    ft = cfg.finetune
     result = engine.train_phase(
-        model, data.train, phase_lrs(epochs, spe, lr, ft.lr_step),
-        batch_size=ft.batch_size, momentum=ft.momentum, weight_decay=ft.weight_decay,
+        model, data.train, lrs, batch_size=ft.batch_size, recipe=Recipe.from_config(ft),
         aug=data.aug, runtime=runtime, seed=seed, divergence_loss=cfg.divergence_loss, label=label,
     )
     if result.diverged:
@@ -99,7 +113,8 @@ def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torc
 def train_cycle(cfg: TrialConfig, runtime: Runtime, data: CycleData, start: Weights, index: int) -> Weights:
     """Cycle `index` (1-based) of a cyclic trial, trained from `start`; raises Diverged."""
     model = data.model_from(cfg, runtime, start)
-    train_phase(cfg, runtime, data, model, cfg.cycle.epochs, cfg.cycle.lr_max,
+    spe = engine.steps_per_epoch(len(data.train), cfg.finetune.batch_size)
+    train_phase(cfg, runtime, data, model, cycle_lrs_of(cfg, spe),
                 engine.seed_for("cycle", cfg.seed, index), f"{cfg.method} cycle {index}")
     return cpu_state(model)
 

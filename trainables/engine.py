@@ -1,10 +1,11 @@
 """The training and inference loops over device-resident tensors.
 
 `train_phase` runs one phase (a fine-tune, a pre-training or one cycle): a
-fresh SGD optimizer (`SGD`: torch's update; momentum is reset at every phase start), the lr of
-every step given up front by `schedules.phase_lrs`, batches as index slices
-of a seeded permutation, augmentation on whole batches. Divergence (NaN/inf
-or a huge loss) is checked once per epoch to avoid a device sync per step.
+fresh optimizer of the trial's `optimizers.Recipe` (SGD or AdamW; its state is reset at
+every phase start), the lr of every step given up front (`trainables.schedules`),
+batches as index slices of a seeded permutation, augmentation on whole batches, then
+mixup and gradient clipping when the recipe asks. Divergence (NaN/inf or a huge loss) is
+checked once per epoch to avoid a device sync per step.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import time
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.sgd import sgd as sgd_update  # the function alone imports no torch._dynamo
 
 from trainables.data import augment
 from trainables.data.splits import ImageSplit
 from trainables.device import Runtime
+from trainables.optimizers import Recipe, make_optimizer, set_lr
 
 log = logging.getLogger("starsweep")
 
@@ -64,39 +66,6 @@ class PhaseResult:
     seconds: float
 
 
-class SGD:
-    """`torch.optim.SGD(params, lr, momentum, weight_decay)`, bit for bit: its step calls the
-    same functional update, `torch.optim.sgd.sgd`, with the same arguments and momentum
-    buffers. Not the Optimizer class because a process's first one imports torch._dynamo
-    (1.2 s of CPU on the 2-core CI machine), which every new trial and StarSSE cycle
-    worker paid in its first step (tests/test_schedules_metrics.py checks the equality)."""
-
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float):
-        self.params = list(params)
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.buffers: dict[int, torch.Tensor] = {}  # parameter index -> momentum buffer
-
-    @property
-    def param_groups(self) -> list[dict]:
-        """As an Optimizer's: what `torch.amp.GradScaler.unscale_` reads."""
-        return [{"params": self.params}]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        index = [i for i, p in enumerate(self.params) if p.grad is not None]
-        params = [self.params[i] for i in index]
-        buffers = [self.buffers.get(i) for i in index]
-        sgd_update(params, [p.grad for p in params], buffers, weight_decay=self.weight_decay,
-            momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-            has_sparse_grad=any(p.grad.is_sparse for p in params))
-        if self.momentum:
-            self.buffers.update(zip(index, buffers, strict=True))
-
-
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
     return max(1, num_images // batch_size)
 
@@ -107,20 +76,20 @@ def train_phase(
     lrs: list[float],
     *,
     batch_size: int,
-    momentum: float,
-    weight_decay: float,
+    recipe: Recipe,
     aug: Augmentation,
     runtime: Runtime,
     seed: int,
     divergence_loss: float = 1e4,
     label: str = "phase",
 ) -> PhaseResult:
-    """Train `model` in place for len(lrs) SGD steps; return whether it diverged."""
+    """Train `model` in place for len(lrs) steps of `recipe`; return whether it diverged."""
     model.train()
-    opt = SGD(model.parameters(), lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
+    opt = make_optimizer(model, recipe, lrs[0])
     # fp16 training (GPUs without bf16) scales the loss; disabled, it is the plain step
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.grad_scaler)
     gen = torch.Generator().manual_seed(seed)
+    mixup = Mixup(recipe.mixup_alpha, seed, gen)
     spe = steps_per_epoch(len(split), batch_size)
     num_epochs = math.ceil(len(lrs) / spe)
     start, step, total_loss = time.perf_counter(), 0, 0.0
@@ -131,13 +100,16 @@ def train_phase(
         for b in range(spe):
             if step == len(lrs):
                 break
-            opt.lr = lrs[step]
+            set_lr(opt, lrs[step])
             idx = perm[b * batch_size : (b + 1) * batch_size]
             x = runtime.to_model_format(aug.train(split.images[idx], gen))
             with runtime.autocast():
-                loss = F.cross_entropy(model(x), split.labels[idx])
+                loss = mixup.loss(model, x, split.labels[idx])
             opt.zero_grad()
             scaler.scale(loss).backward()
+            if recipe.clip_grad_norm is not None:
+                scaler.unscale_(opt)  # clip the true gradients (a no-op without a scaler)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
             scaler.step(opt)
             scaler.update()
             epoch_loss += loss.detach().float()
@@ -150,6 +122,26 @@ def train_phase(
             log.warning("%s diverged at epoch %d (loss %s)", label, epoch + 1, mean)
             return PhaseResult(True, mean, step, time.perf_counter() - start)
     return PhaseResult(False, total_loss / max(1, step), step, time.perf_counter() - start)
+
+
+class Mixup:
+    """The training loss, with mixup (Zhang et al. 2018) when `alpha` > 0: each batch mixed
+    with a permutation of itself, lam ~ Beta(alpha, alpha), the loss mixed the same way.
+    Seeded: lam from a NumPy generator of (seed, "mixup"), the permutation from the phase's
+    generator, so a resumed phase mixes the same batches. alpha = 0: plain cross-entropy,
+    the generators untouched."""
+
+    def __init__(self, alpha: float, seed: int, gen: torch.Generator):
+        self.alpha, self.gen = alpha, gen
+        self.rng = np.random.default_rng(seed_for("mixup", seed)) if alpha > 0 else None
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.rng is None:
+            return F.cross_entropy(model(x), y)
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        perm = torch.randperm(len(x), generator=self.gen).to(x.device)
+        out = model(lam * x + (1 - lam) * x[perm])
+        return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
 
 
 def inference_model(model: nn.Module, runtime: Runtime) -> nn.Module:

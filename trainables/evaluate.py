@@ -22,7 +22,7 @@ from trainables.data.task import load_task
 from trainables.device import Runtime, pick_runtime
 from trainables.ensembles import RunningSoup, reestimate_bn
 from trainables.metrics import calibration_error, classification_metrics, disagreement, fort_diversity
-from trainables.models import build_model
+from trainables.models import build_model, has_batchnorm
 from trainables.records import (
     CORRUPTION_METRICS,
     METRICS,
@@ -60,6 +60,8 @@ class Evaluator:
         #: Every evaluation set by name: val, test and ood/<corruption>/<severity>.
         self.sets: dict[str, ImageSplit] = {"val": self.task.val, "test": self.task.test}
         self.sets.update({f"ood/{c}/{s}": split for (c, s), split in self.task.ood.items()})
+        #: Whether soups get their BatchNorm statistics re-estimated (models without BatchNorm: no pass).
+        self.soup_bn = has_batchnorm(self.fresh_model())
 
     @classmethod
     def for_config(cls, cfg: TrialBase, num_cpus: float | None = None) -> Evaluator:
@@ -72,7 +74,7 @@ class Evaluator:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(self.cfg.model.arch, self.task.channels, self.task.num_classes,
-                               self.cfg.model.width)
+                               **self.cfg.model.arch_args())
 
     def model_from(self, weights: dict[str, torch.Tensor]) -> nn.Module:
         """A model holding `weights`, ready for the runtime's device and memory format."""
@@ -129,7 +131,10 @@ class Evaluator:
 
     # Soups ----------------------------------------------------------------------------
     def reestimate_bn(self, model: nn.Module) -> None:
-        """Recompute the BatchNorm statistics of `model` on the fixed training subset."""
+        """Recompute the BatchNorm statistics of `model` on the fixed training subset (nothing
+        for a model without BatchNorm: `soup_bn`)."""
+        if not self.soup_bn:
+            return
         batches = engine.bn_batches(self.bn_images, self.aug, self.runtime, self.batch_size)
         reestimate_bn(model, batches, self.runtime)
 

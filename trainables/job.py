@@ -37,6 +37,7 @@ from trainables.cycles import (
     Diverged,
     cpu_state,
     drop_stash,
+    finetune_lrs,
     train_cycle,
     train_phase,
 )
@@ -48,7 +49,7 @@ from trainables.ledger import TrialLedger
 from trainables.memo import Busy, compute_once
 from trainables.methods import BY_NAME, SnapshotPlan, plan_snapshots
 from trainables.metrics import l2_distance
-from trainables.models import is_head_key, replace_head
+from trainables.models import head_name, is_head_key, replace_head
 from trainables.records import KINDS, RECORD_TIME, metric_column
 from trainables.state import TrialState, Weights
 
@@ -82,6 +83,7 @@ class Job:
         # What each checkpoint is, for fine-tune cache keys (a file's SHA-256 is read once per job).
         self.pretrained_ids = {p: pretrained.identity(cfg, p) for p in self.pretrained}
         self.param_names = {n for n, _ in self.evaluator.fresh_model().named_parameters()}
+        self.head = head_name(self.evaluator.fresh_model())
         self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
         self.started_at = time.time()  # when `run` (re)started: the clock of the cycle log lines
         self.stopped = False  # `run` ended early on `stop()`
@@ -118,9 +120,8 @@ class Job:
                                  engine.seed_for("head", seed))
             load_backbone(model, self.pretrained[p], self._pretrained_name(p))
             model = self.runtime.prepare_model(model)
-            ft = self.cfg.finetune
-            with self.meter.training(self.images_in(ft.epochs)):
-                train_phase(self.cfg, self.runtime, self.data, model, ft.epochs, ft.lr,
+            with self.meter.training(self.images_in(self.cfg.finetune.epochs)):
+                train_phase(self.cfg, self.runtime, self.data, model, finetune_lrs(self.cfg, self.spe),
                             engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
             return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
 
@@ -262,8 +263,9 @@ class Job:
         record.update(ev.test_predictions(st.ensemble.mean("test")))
         params = {n: v for n, v in weights.items() if n in self.param_names}
         start = self.pretrained[plan.pretrained_index]
-        record["dist_pretrained"] = l2_distance(params, start, skip=is_head_key)
+        record["dist_pretrained"] = l2_distance(params, start, skip=lambda key: is_head_key(key, self.head))
         record["dist_first"] = l2_distance(params, st.first)
+        record["soup_bn_reestimated"] = ev.soup_bn
         record.update(self.meter.columns())
         record["precision"] = self.runtime.precision.label
         return record

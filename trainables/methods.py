@@ -1,4 +1,4 @@
-"""The four methods of the paper: their names, their groups and their snapshot plans.
+"""The paper's methods: their names, their groups, their cycle schedules and snapshot plans.
 
 This module is the one place that knows what a method *is*; every other module
 (the trial config, the job, the sweep's dry-run, the search spaces, the analysis)
@@ -14,10 +14,19 @@ Snapshots per method (`plan_snapshots`):
   cycles, each starting from the previous snapshot.
 - `star_sse`:  the same fine-tune, then cycles that all start from it (independent of
   each other, so they may run in parallel: `TrialConfig.parallel_cycles`).
+- `fge`:       fast geometric ensembling (Garipov et al. 2018): the fine-tune, then cycles
+  from the previous snapshot with a triangular lr stepped every iteration, from
+  `lr_min_ratio`*lr_max up to lr_max and back over `cycle_epochs` (a snapshot at each
+  cycle's end, where the lr is lowest).
+- `star_fge`:  FGE's cycles, each from the fine-tune (star-shaped, as StarSSE).
+- `swa`:       stochastic weight averaging (Izmailov et al. 2018): from the fine-tune,
+  training on at the constant lr lr_max, a snapshot every `cycle_epochs`; the soup of
+  its snapshots is the SWA model.
 
 Baselines (deep ensembles) have `num_members` snapshots, cyclic methods
 `1 + num_cycles`; only cyclic methods have the cycle hyperparameters
-`lr_max` and `cycle_epochs`.
+`lr_max` and `cycle_epochs`. The paper's four (`PAPER_METHODS`) are what a sweep runs by
+default; FGE, StarFGE and SWA are the other explorers it sets them against.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ class Method:
     members_differ_in: Literal["seed", "checkpoint"] | None = None
     #: cyclic methods: which snapshot a cycle starts from ("previous" or "first")
     cycle_starts_from: Literal["previous", "first"] | None = None
+    #: cyclic methods: the lr over a cycle (`trainables.schedules.cycle_lrs`)
+    cycle_schedule: Literal["cosine", "triangular", "constant"] | None = None
 
     @property
     def cyclic(self) -> bool:
@@ -49,12 +60,16 @@ class Method:
 
 #: The methods' names: every other module spells them through these.
 LOCAL_DE, GLOBAL_DE, SSE, STAR_SSE = "local_de", "global_de", "sse", "star_sse"
+FGE, STAR_FGE, SWA = "fge", "star_fge", "swa"
 
 _ALL = (
     Method(LOCAL_DE, "Local DE", members_differ_in="seed"),
     Method(GLOBAL_DE, "Global DE", members_differ_in="checkpoint"),
-    Method(SSE, "SSE", cycle_starts_from="previous"),
-    Method(STAR_SSE, "StarSSE", cycle_starts_from="first"),
+    Method(SSE, "SSE", cycle_starts_from="previous", cycle_schedule="cosine"),
+    Method(STAR_SSE, "StarSSE", cycle_starts_from="first", cycle_schedule="cosine"),
+    Method(FGE, "FGE", cycle_starts_from="previous", cycle_schedule="triangular"),
+    Method(STAR_FGE, "StarFGE", cycle_starts_from="first", cycle_schedule="triangular"),
+    Method(SWA, "SWA", cycle_starts_from="previous", cycle_schedule="constant"),
 )
 BY_NAME: dict[str, Method] = {m.name: m for m in _ALL}
 METHODS: tuple[str, ...] = tuple(BY_NAME)
@@ -64,6 +79,10 @@ CYCLIC_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.cyclic)
 BASELINE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if not m.cyclic)
 #: Cyclic methods whose cycles all start from the first model: they may run in parallel.
 INDEPENDENT_CYCLE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.cycles_independent)
+
+
+#: The four methods of the paper's experiments (a sweep's default `methods`).
+PAPER_METHODS: tuple[str, ...] = (LOCAL_DE, GLOBAL_DE, SSE, STAR_SSE)
 
 
 def is_cyclic(method: str) -> bool:

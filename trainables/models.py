@@ -1,15 +1,23 @@
-"""Model architectures; every one names its classification head `fc`.
+"""Model architectures: our own and any torchvision classifier by name.
 
 - `small_cnn`: a 5-conv CNN with BatchNorm (~100k parameters at width 32)
   for the embedded 28x28 task.
 - `resnet18_cifar`: the CIFAR-style ResNet-18 (3x3 stem, no max-pool).
-- `resnet50`: torchvision's ResNet-50 in the ImageNet layout (224 px input).
+- any torchvision classification model by its name (`resnet50`, `swin_t`, `vit_b_16`,
+  `convnext_tiny`, ...; `torchvision_archs()`), built by `torchvision.models.get_model`
+  for the target classes. Swin models take `embed_dim` (toy sizes) and `drop_path`
+  (the official Swin-Tiny recipe fine-tunes with 0.1; torchvision's swin_t has 0.2).
 
-`replace_head` swaps `fc` for a fresh linear layer with the target classes,
-initialised from a seeded generator so heads are reproducible.
+A model's classification head is its last `nn.Linear` (`head_name`: `fc` for our models
+and ResNets, `head` for Swin, `heads.head` for ViT, `classifier.2` for ConvNeXt);
+`replace_head` swaps it for a fresh linear layer with the target classes, initialised
+from a seeded generator so heads are reproducible.
 """
 
 from __future__ import annotations
+
+import difflib
+import functools
 
 import torch
 from torch import nn
@@ -76,33 +84,99 @@ class ResNet18Cifar(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
 
 
-ARCHS = ("small_cnn", "resnet18_cifar", "resnet50")
+#: Our own architectures (torchvision's are `torchvision_archs()`).
+OWN_ARCHS = ("small_cnn", "resnet18_cifar")
+#: Swin architectures and their torchvision configuration (embed_dim, depths, heads, window).
+SWIN = {"swin_t": (96, [2, 2, 6, 2], [3, 6, 12, 24], [7, 7]),
+        "swin_s": (96, [2, 2, 18, 2], [3, 6, 12, 24], [7, 7]),
+        "swin_b": (128, [2, 2, 18, 2], [4, 8, 16, 32], [7, 7])}
+#: torchvision's stochastic depth of each Swin (its swin_t/s/b builders).
+SWIN_DROP_PATH = {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}
 
 
-def build_model(arch: str, in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
+@functools.cache
+def torchvision_archs() -> tuple[str, ...]:
+    """Every torchvision classification model name (importing torchvision costs ~1.3 s of CPU,
+    which the embedded small-CNN workers skip: only names outside OWN_ARCHS ask for it)."""
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_arch(arch: str) -> str:
+    """`arch` if it is buildable; ValueError with the closest names otherwise."""
+    if arch in OWN_ARCHS or arch in torchvision_archs():
+        return arch
+    known = OWN_ARCHS + torchvision_archs()
+    close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ValueError(f"unknown architecture {arch!r}: {hint}it must be one of {', '.join(OWN_ARCHS)} or a "
+                     "torchvision classification model (torchvision.models.list_models(module="
+                     "torchvision.models): resnet50, swin_t, vit_b_16, convnext_tiny, ...)")
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, width: int = 32,
+                embed_dim: int | None = None, drop_path: float | None = None) -> nn.Module:
     """A randomly initialised model of `arch` (use a seeded torch RNG around it)."""
     if arch == "small_cnn":
         return SmallCNN(in_channels, num_classes, width)
     if arch == "resnet18_cifar":
         return ResNet18Cifar(in_channels, num_classes)
-    if arch == "resnet50":
-        import torchvision  # here: importing it costs ~1.3 s of CPU, which small-CNN workers skip
+    check_arch(arch)
+    if arch in SWIN:
+        model = _swin(arch, num_classes, embed_dim, drop_path)
+    else:
+        import torchvision
 
-        model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        return model
-    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
-
-
-def replace_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
-    """Give `model` a fresh `fc` for `num_classes`, initialised from `seed`."""
-    in_features = model.fc.in_features
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.fc = nn.Linear(in_features, num_classes)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        _adapt_stem(model, in_channels)
     return model
 
 
-def is_head_key(key: str) -> bool:
-    return key.startswith("fc.")
+def _swin(arch: str, num_classes: int, embed_dim: int | None, drop_path: float | None) -> nn.Module:
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    dim, depths, heads, window = SWIN[arch]
+    stochastic_depth = SWIN_DROP_PATH[arch] if drop_path is None else drop_path
+    return SwinTransformer(patch_size=[4, 4], embed_dim=embed_dim or dim, depths=depths, num_heads=heads,
+                           window_size=window, stochastic_depth_prob=stochastic_depth,
+                           num_classes=num_classes)
+
+
+def _adapt_stem(model: nn.Module, in_channels: int) -> None:
+    """Give the first convolution `in_channels` input channels (grey images), fresh weights."""
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=conv.bias is not None)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], new)
+
+
+def head_name(model: nn.Module) -> str:
+    """The qualified name of the classification head: the model's last nn.Linear."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head to replace")
+    return names[-1]
+
+
+def replace_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
+    """Give `model` a fresh head for `num_classes`, initialised from `seed`."""
+    name = head_name(model)
+    old = model.get_submodule(name)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        setattr(parent, name.rpartition(".")[2], nn.Linear(old.in_features, num_classes))
+    return model
+
+
+def is_head_key(key: str, head: str = "fc") -> bool:
+    """Whether a state-dict key belongs to the head named `head` (`head_name`)."""
+    return key.startswith(head + ".")
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether a soup of this architecture needs its BatchNorm statistics re-estimated."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 
 from trainables import storage
-from trainables.checkpoints import load_backbone, read_state_dict
+from trainables.checkpoints import load_backbone, read_state_dict, weights_enum
 from trainables.config import TrialBase, TrialConfig
 from trainables.data.cifar import batch_folder, check_cifar
 from trainables.data.sources import FMNIST_HINT, _find_idx, _read_idx
@@ -275,19 +275,11 @@ def check_pretrained(cfg: TrialBase) -> None:
             f"{cfg.data.dataset!r}; use pretrained.source: files or torchvision"
         )
     if p.source == "torchvision":
-        import torchvision
-
-        if cfg.model.arch != "resnet50":
-            raise CheckpointError(
-                f"pretrained.weights={p.weights!r} needs model.arch: resnet50, got {cfg.model.arch!r}"
-            )
-        names = [w.name for w in torchvision.models.ResNet50_Weights]
-        if p.weights not in names:
-            raise CheckpointError(f"pretrained.weights={p.weights!r} unknown; allowed: {', '.join(names)}")
+        weights_enum(cfg.model.arch, p.weights)
     if p.source != "files":
         return
     channels = 1 if cfg.data.dataset == "fashion_mnist_transfer" else 3
-    model = build_model(cfg.model.arch, channels, 2, cfg.model.width)
+    model = build_model(cfg.model.arch, channels, 2, **cfg.model.arch_args())
     for i, path in enumerate(p.paths):
         try:
             state = read_state_dict(path)

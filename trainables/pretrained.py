@@ -27,9 +27,14 @@ from trainables.evaluate import runtime_and_task
 from trainables.logs import configure_logging
 from trainables.memo import compute_once, sha256_file
 from trainables.models import build_model
+from trainables.optimizers import Recipe
 from trainables.schedules import phase_lrs
 
 log = logging.getLogger("starsweep")
+
+
+#: The embedded pre-training's optimizer: SGD, momentum 0.9, weight decay 5e-4 on every parameter.
+PRETRAIN_RECIPE = Recipe("sgd", momentum=0.9, weight_decay=5e-4)
 
 
 def default_cache_root() -> Path:
@@ -79,7 +84,7 @@ def pretrain_embedded(cfg: TrialBase, index: int, task: Task, runtime: Runtime) 
     spec = _embedded_spec(cfg, index)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(engine.seed_for("pretrain-init", index))
-        model = build_model(cfg.model.arch, task.channels, task.source_num_classes, cfg.model.width)
+        model = build_model(cfg.model.arch, task.channels, task.source_num_classes, **cfg.model.arch_args())
     model = runtime.prepare_model(model)
     src = task.source_train
     spe = engine.steps_per_epoch(len(src), cfg.pretrained.batch_size)
@@ -92,8 +97,7 @@ def pretrain_embedded(cfg: TrialBase, index: int, task: Task, runtime: Runtime) 
         src,
         lrs,
         batch_size=cfg.pretrained.batch_size,
-        momentum=0.9,
-        weight_decay=5e-4,
+        recipe=PRETRAIN_RECIPE,
         aug=aug,
         runtime=runtime,
         seed=engine.seed_for("pretrain", index),
@@ -126,7 +130,7 @@ def load_pretrained(cfg: TrialBase, index: int, task: Task, runtime: Runtime) ->
     if p.source == "scratch":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(engine.seed_for("scratch-init", index))
-            model = build_model(cfg.model.arch, task.channels, task.num_classes, cfg.model.width)
+            model = build_model(cfg.model.arch, task.channels, task.num_classes, **cfg.model.arch_args())
         return model.state_dict()
     if task.source_train is None:
         raise ConfigError(

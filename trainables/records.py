@@ -62,6 +62,9 @@ RECORD_COLUMNS = (
     Column("dist_pretrained", "float",
            "L2 distance of snapshot k's backbone weights from its pre-trained weights"),
     Column("dist_first", "float", "L2 distance of snapshot k's weights from snapshot 1's"),
+    Column("soup_bn_reestimated", "bool", "whether the soup's BatchNorm statistics were re-estimated on "
+           "training images (models with BatchNorm); false for models without (LayerNorm: Swin, ViT), "
+           "whose soups are evaluated as averaged"),
     Column("train_images_per_s", "float", "training images (epochs × target training set) per second "
            "of the training done for snapshot k (a pool worker's own rate for a parallel cycle); NaN "
            "when it trained nothing (a fine-tune shared by another trial) (`trainables.hardware`)"),
