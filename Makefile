@@ -3,7 +3,7 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-requirements
 
-.PHONY: setup data test test-cluster lint demo bench paper-cpu paper-cpu-target-size clean
+.PHONY: setup data test test-cluster lint demo bench paper-cpu paper-cpu-target-size paper-cpu-explorers clean
 
 setup: $(INSTALLED) data
 
@@ -70,6 +70,16 @@ paper-cpu-target-size: setup
 	done
 	$(PY) experiments/target_size.py results/paper_cpu results/paper_cpu_target_size/n1000 \
 	  results/paper_cpu_target_size/n2000 > results/paper_cpu_target_size/numbers.md
+
+# Issue 26: FGE and SWA beside SSE and StarSSE on paper_cpu's task and replicates (a grid of
+# 6 cells on 2 replicates, each method's val-chosen cell on 3 more), its table and report.
+EXPLORERS_STORAGE := runs/paper_cpu_explorers-$(shell date +%Y%m%d-%H%M%S)
+paper-cpu-explorers: setup
+	$(PY) -m sweep run specs/paper_cpu_explorers.yaml --storage $(EXPLORERS_STORAGE)
+	mkdir -p results/paper_cpu_explorers
+	cp $(EXPLORERS_STORAGE)/paper_cpu_explorers/results.parquet $(EXPLORERS_STORAGE)/paper_cpu_explorers/predictions.parquet \
+	  results/paper_cpu_explorers/
+	$(PY) -m analysis report results/paper_cpu_explorers/results.parquet --out results/paper_cpu_explorers/report
 
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.
 BENCHES := trainable_overhead input_pipeline metric_cost shared_finetunes concurrency parallel_cycles gpu driver_scale

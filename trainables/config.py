@@ -112,6 +112,9 @@ class DataConfig(_Strict):
     input_size: int | None = Field(
         None, gt=0, description="Side fed to the model (e.g. 224 for ResNet-50); None = stored."
     )
+    normalize: Literal["dataset", "imagenet"] = Field(
+        "dataset", description="Input mean/std: the dataset's, or ImageNet's (what torchvision's weights "
+        "and the official Swin code's checkpoints expect).")
     augment: Literal["crop_flip", "resized_crop_flip", "none"] = Field(
         "crop_flip",
         description="crop_flip: padded random crop + flip (+ resize to input_size); resized_crop_flip: "

@@ -124,7 +124,7 @@ def resolve(location: str) -> tuple[pafs.FileSystem, str]:
         bucket = base[len(head):].split("/", 1)[0]
         endpoint = tuple(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
         return _filesystem(head + bucket + query, endpoint), path
-    except (pafs.ArrowInvalid, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise StorageLocationError(f"{location!r}: {exc}") from None
 
 

@@ -38,7 +38,7 @@ _STATS = {
     "fashion_mnist_transfer": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's (`normalize: imagenet`)
 }
 
 
@@ -75,7 +75,7 @@ def _load_task_cached(cfg_json: str, source_train_size: int | None) -> Task:
     train, val = split_train_val(target_pool, cfg.val_size, cfg.train_size, cfg.split_seed)
     if cfg.test_size is not None:
         test = test.subset(torch.arange(min(cfg.test_size, len(test))))
-    mean, std = (torch.tensor(v) for v in _STATS[cfg.dataset])
+    mean, std = (torch.tensor(v) for v in _STATS["imagefolder" if cfg.normalize == "imagenet" else cfg.dataset])
     if mean.numel() != train.images.shape[1]:
         mean, std = mean[:1].expand(train.images.shape[1]), std[:1].expand(train.images.shape[1])
     return Task(
