@@ -75,7 +75,8 @@ def _load_task_cached(cfg_json: str, source_train_size: int | None) -> Task:
     train, val = split_train_val(target_pool, cfg.val_size, cfg.train_size, cfg.split_seed)
     if cfg.test_size is not None:
         test = test.subset(torch.arange(min(cfg.test_size, len(test))))
-    mean, std = (torch.tensor(v) for v in _STATS["imagefolder" if cfg.normalize == "imagenet" else cfg.dataset])
+    stats = _STATS["imagefolder" if cfg.normalize == "imagenet" else cfg.dataset]
+    mean, std = (torch.tensor(v) for v in stats)
     if mean.numel() != train.images.shape[1]:
         mean, std = mean[:1].expand(train.images.shape[1]), std[:1].expand(train.images.shape[1])
     return Task(
