@@ -275,11 +275,11 @@ def diff_heatmap(
     k defaults to the smaller of the two methods' default sizes. Raises ValueError
     unless both sse and star_sse have rows.
     """
-    sizes = [default_size(df, m) for m in CYCLIC]
+    sizes = [default_size(df, m) for m in (SSE, STAR_SSE)]
     if None in sizes:
         raise ValueError("the difference heatmap needs both sse and star_sse rows")
     k = min(sizes) if k is None else k
-    grids = {m: metric_grid(df, m, metric, k) for m in CYCLIC}
+    grids = {m: metric_grid(df, m, metric, k) for m in (SSE, STAR_SSE)}
     diff = paired_cell_grid(df, metric, k, like=grids[SSE].mean)
     any_div = (grids[STAR_SSE].diverged > 0) | (grids[SSE].diverged > 0)
     diverged = any_div & diff.isna()

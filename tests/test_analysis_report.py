@@ -213,3 +213,18 @@ def test_every_title_and_label_fits_inside_its_figure(results, which):
             inside = (ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1
                       and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1)
             assert inside, f"{spec.stem}: {text.get_text()!r} at {ext} outside the figure {box}"
+
+
+def test_fge_and_swa_are_drawn_like_the_other_cyclic_methods(tmp_path):
+    """FGE and SWA (issue 26) get their heatmap panels, curves and summary rows, and a row of
+    the paired table against SSE, as every cyclic method does."""
+    table = synthetic_results(("sse", "star_sse", "fge", "swa", "local_de"), (1.0, 2.0), (0.5, 1.0),
+                              snapshots=3)
+    index = build_report(table, tmp_path)
+    html = index.read_text(encoding="utf-8")
+    assert "FGE" in html and "SWA" in html
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert {"fge", "swa"} <= set(summary.index) and summary.loc[["fge", "swa"], "n_runs"].gt(0).all()
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    pairs = set(zip(paired.method_a, paired.method_b, strict=True))
+    assert {("sse", "fge"), ("sse", "swa"), ("fge", "swa")} <= pairs | {(b, a) for a, b in pairs}, pairs

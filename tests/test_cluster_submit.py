@@ -330,23 +330,14 @@ def _wait_for_records(sweep_dir: Path, job_id: str, head: dict, timeout: float =
         time.sleep(0.5)
 
 
-def test_rayjob_entrypoint_run_again_resumes_to_the_same_table(cluster_job):
-    """The RayJob's entrypoint a second time against the same storage (a re-applied or retried
-    RayJob): it resumes the finished sweep and ends with the same table."""
-    sweep_dir = cluster_job["sweep_dir"]
-    first = pd.read_parquet(sweep_dir / "results.parquet")
-    spec_path = cluster_job["tmp"] / "tiny_cluster.yaml"
-    job_id, _ = _submit(cluster_job, _rayjob_entrypoint(spec_path))
-    logs = _job_logs(cluster_job, job_id)
-    assert f"sweep '{NAME}' exists: resuming it" in logs and "done: 2 TERMINATED" in logs, logs[-3000:]
-    pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / "results.parquet"), first)
-
-
 @pytest.mark.parametrize("attempt", range(REPEAT))
 def test_rayjob_entrypoint_after_a_driver_kill(cluster_job, tmp_path, attempt):
     """The RayJob's entrypoint after its driver was killed with SIGKILL mid-sweep (a KubeRay
     retry on a new cluster): it resumes, finishes the sweep, and its records equal those of
-    the sweep that was never interrupted (cluster_job)."""
+    the sweep that was never interrupted (cluster_job, itself submitted with the RayJob's
+    entrypoint). (A second run of a finished sweep resumes it to the same table:
+    tests/test_sweep_run.py::test_export_status_and_resume_of_a_finished_sweep, through the
+    same `--if-exists resume`, without a cluster.)"""
     name = "rayjob_killed"
     spec_path = tmp_path / f"{name}.yaml"
     spec_path.write_text(yaml.safe_dump({**TINY_SPEC, "name": name, "storage": str(tmp_path / "s"),

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 import random
 import re
@@ -86,9 +87,19 @@ def _kill_plan(kill_dir: Path, attempt: int) -> dict:
     return plan
 
 
+#: A toy Swin-Tiny with the official Swin recipe's parts: AdamW, warm-up, clipping, mixup, stochastic
+#: depth; its soups have no BatchNorm pass.
+SWIN_TRIAL = {"model": {"arch": "swin_t", "embed_dim": 12, "drop_path": 0.1},
+              "data": {**TINY_TRIAL["data"], "input_size": 32},
+              "finetune": {"epochs": 2, "batch_size": 50, "optimizer": "adamw", "lr": 1e-3,
+                           "weight_decay": 0.05, "warmup_epochs": 0.5, "clip_grad_norm": 5.0,
+                           "mixup_alpha": 0.8}}
+
+
 @pytest.mark.parametrize("attempt", range(REPEAT))
-@pytest.mark.parametrize("kill", ["after_result", "in_commit"])
-def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypatch, kill, attempt):
+@pytest.mark.parametrize("kill,arch", [("after_result", "small_cnn"), ("in_commit", "small_cnn"),
+                                       ("after_result", "swin_t")])
+def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypatch, kill, arch, attempt):
     from ray import tune
 
     import sweep.runner as runner
@@ -117,9 +128,11 @@ def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypat
 
     make_callbacks = runner.make_callbacks
     monkeypatch.setattr(runner, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), Watch()])
-    trial = copy.deepcopy(TINY_TRIAL) | {"num_cycles": 3}
+    swin = copy.deepcopy(SWIN_TRIAL) if arch == "swin_t" else {}
+    trial = copy.deepcopy(TINY_TRIAL) | {"num_cycles": 3} | swin
+    cycles = [2 if swin else 12]  # cycle_epochs_ratios: a cycle of seconds, which the kill lands in
     spec = _write_spec(tmp_path, name="killed_worker", trial=trial, methods=["sse"], max_failures=1,
-                       search={"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": [12]})
+                       search={"kind": "paper_grid", "lr_max_ratios": [1], "cycle_epochs_ratios": cycles})
     try:
         assert cli_main(["run", spec]) == 0
     finally:
@@ -174,6 +187,8 @@ def test_worker_sigkill_resumes_from_the_ledger(ray_session, tmp_path, monkeypat
     want = _metrics(reference[-1])
     got = {k: last[k] for k in want}
     assert got == want
+    assert all(math.isfinite(v) for v in want.values() if isinstance(v, float)), want
+    assert list(df.soup_bn_reestimated) == [arch != "swin_t"] * 4  # LayerNorm soups: no BatchNorm pass
     # ... and the same per-image predictions (the side table, written at the end)
     from trainables.records import decode_predictions
 

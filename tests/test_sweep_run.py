@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from mlflow_checks import assert_nested_sweep_runs
 from sweep.cli import main as cli_main
-from sweep.runner import resume_sweep, run_sweep
+from sweep.runner import run_sweep
 from sweep.spec import parse_spec
 from tiny import tiny_trial
 from trainables.records import table_schema
@@ -276,7 +277,12 @@ def test_export_status_and_resume_of_a_finished_sweep(grid_sweep, tmp_path, caps
     tuner_pkl = os.path.join(spec.sweep_dir, "grid", "tuner.pkl")
     with open(tuner_pkl, "r+b") as f:
         f.truncate(os.path.getsize(tuner_pkl) // 2)
-    assert resume_sweep(spec.sweep_dir) == 0
+    # through `run --if-exists resume`, docker/rayjob.yaml's entrypoint: a re-applied RayJob
+    rerun = tmp_path / "rerun.yaml"
+    rerun.write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
+    capsys.readouterr()
+    assert cli_main(["run", str(rerun), "--if-exists", "resume"]) == 0
+    assert "sweep 'tiny' exists: resuming it" in capsys.readouterr().out
     assert os.path.isfile(tuner_pkl + ".unreadable")
     after = pd.read_parquet(path)
     assert len(after) == len(before) and not after.duplicated(["trial_id", "snapshot"]).any()

@@ -83,7 +83,20 @@ def train_phase(
     divergence_loss: float = 1e4,
     label: str = "phase",
 ) -> PhaseResult:
-    """Train `model` in place for len(lrs) steps of `recipe`; return whether it diverged."""
+    """Train `model` in place for len(lrs) steps of `recipe`; return whether it diverged.
+
+    The global torch RNG is seeded from `seed` for the phase (and restored after it): what
+    draws from it inside the model (Swin's stochastic depth, dropout) is then a function of
+    the phase too, so a resumed trial trains as an uninterrupted one."""
+    devices = [] if runtime.device.type == "cpu" else [runtime.device.index or 0]
+    with torch.random.fork_rng(devices=devices, device_type=runtime.device.type):
+        torch.manual_seed(seed_for("model-rng", seed))
+        return _train(model, split, lrs, batch_size=batch_size, recipe=recipe, aug=aug, runtime=runtime,
+                      seed=seed, divergence_loss=divergence_loss, label=label)
+
+
+def _train(model: nn.Module, split: ImageSplit, lrs: list[float], *, batch_size: int, recipe: Recipe,
+           aug: Augmentation, runtime: Runtime, seed: int, divergence_loss: float, label: str) -> PhaseResult:
     model.train()
     opt = make_optimizer(model, recipe, lrs[0])
     # fp16 training (GPUs without bf16) scales the loss; disabled, it is the plain step

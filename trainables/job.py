@@ -82,8 +82,9 @@ class Job:
             load_backbone(self.evaluator.fresh_model(), state, self._pretrained_name(p))
         # What each checkpoint is, for fine-tune cache keys (a file's SHA-256 is read once per job).
         self.pretrained_ids = {p: pretrained.identity(cfg, p) for p in self.pretrained}
-        self.param_names = {n for n, _ in self.evaluator.fresh_model().named_parameters()}
-        self.head = head_name(self.evaluator.fresh_model())
+        model = self.evaluator.fresh_model()
+        self.param_names = {n for n, _ in model.named_parameters()}
+        self.head = head_name(model)
         self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
         self.started_at = time.time()  # when `run` (re)started: the clock of the cycle log lines
         self.stopped = False  # `run` ended early on `stop()`
