@@ -71,14 +71,17 @@ paper-cpu-target-size: setup
 	$(PY) experiments/target_size.py results/paper_cpu results/paper_cpu_target_size/n1000 \
 	  results/paper_cpu_target_size/n2000 > results/paper_cpu_target_size/numbers.md
 
-# Issue 26: FGE and SWA beside SSE and StarSSE on paper_cpu's task and replicates (a grid of
-# 6 cells on 2 replicates, each method's val-chosen cell on 3 more), its table and report.
+# Issue 26: FGE and SWA beside SSE and StarSSE on paper_cpu's task and replicates: FGE/SWA's
+# grid (6 cells on 2 replicates, each method's val-chosen cell on 3 more), SSE/StarSSE at
+# paper_cpu's val-chosen cells, in one storage (the same fine-tunes); their joint table,
+# numbers and report in results/paper_cpu_explorers/ (about an hour on 2 quiet cores).
 EXPLORERS_STORAGE := runs/paper_cpu_explorers-$(shell date +%Y%m%d-%H%M%S)
 paper-cpu-explorers: setup
 	$(PY) -m sweep run specs/paper_cpu_explorers.yaml --storage $(EXPLORERS_STORAGE)
+	$(PY) -m sweep run specs/paper_cpu_explorers_sse.yaml --storage $(EXPLORERS_STORAGE)
 	mkdir -p results/paper_cpu_explorers
-	cp $(EXPLORERS_STORAGE)/paper_cpu_explorers/results.parquet $(EXPLORERS_STORAGE)/paper_cpu_explorers/predictions.parquet \
-	  results/paper_cpu_explorers/
+	$(PY) experiments/explorers.py $(EXPLORERS_STORAGE)/paper_cpu_explorers \
+	  $(EXPLORERS_STORAGE)/paper_cpu_explorers_sse results/paper_cpu_explorers > results/paper_cpu_explorers/numbers.md
 	$(PY) -m analysis report results/paper_cpu_explorers/results.parquet --out results/paper_cpu_explorers/report
 
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.

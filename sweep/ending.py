@@ -53,6 +53,30 @@ def not_started(spec: SweepSpec, phases: list[Phase], started: set[str]) -> int:
     return len(planned - started)
 
 
+def unfinished_in(spec: SweepSpec, phase: Phase, tables) -> int:
+    """Trials of a phase with a known trial list that did not end (not started, or stopped:
+    Tune returns from a phase it was told to stop, by Ctrl-C or SIGTERM, as from a finished
+    one). Later phases must not start then: the confirm phase would choose its cells from a
+    partial grid."""
+    if phase.trials is None:
+        return 0
+    final = tables.statuses()
+    planned = [trial_key({**t, "ledger_dir": spec.layout.ledger_dir(phase.name)}) for t in phase.trials]
+    return sum(final.get(key) not in ENDED for key in planned)
+
+
+def stopped_early(spec: SweepSpec, phase: Phase, tables, budget: BudgetState | None) -> bool:
+    """Whether the sweep stops after `phase`: the budget is reached, or trials of the phase did
+    not end (said on the console, with the command that continues)."""
+    if budget is not None and budget.reached:
+        return True
+    left = unfinished_in(spec, phase, tables)
+    if left:
+        print(f"phase {phase.name!r} ended with {left} trial(s) not finished (stopped?); the later phases "
+              f"start once it has: `python -m sweep resume {spec.sweep_dir}`", file=sys.stderr, flush=True)
+    return bool(left)
+
+
 def finish(spec: SweepSpec, phases: list[Phase], tables, budget: BudgetState | None = None) -> int:
     """Print where everything is; the exit code from the trials' statuses (their ledgers): 0
     done, 1 trials failed or did not finish, 3 the budget stopped the sweep."""

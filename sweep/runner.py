@@ -38,7 +38,7 @@ from search_spaces.phase import Phase
 from sweep import mlflow_mirror
 from sweep.autoscale import release_requested_resources
 from sweep.budget import BudgetCounter, open_budget
-from sweep.ending import finish
+from sweep.ending import finish, stopped_early
 from sweep.manifest import read_manifest, spec_from_manifest, write_manifest
 from sweep.mlflow_logging import MLflowTrialCallback
 from sweep.plan import make_plan
@@ -279,6 +279,8 @@ def run_sweep(spec: SweepSpec, spec_text: str | None = None, num_cpus: float | N
             if budget is not None and budget.reached:
                 break  # the budget: no further phase starts
             tables = _fit(make_tuner(spec, phase, tracking, verbose, budget=budget), phase.name, spec, names)
+            if stopped_early(spec, phase, tables, budget):
+                break  # no further phase starts
     finally:
         save_claims_log(spec, claims)
         _release(requested)
@@ -344,4 +346,6 @@ def _resume_phases(spec: SweepSpec, phases: list[Phase], tracking: Tracking | No
         else:
             tuner = make_tuner(spec, phase, tracking, verbose, budget=budget)
         tables = _fit(tuner, phase.name, spec, [p.name for p in phases])
+        if stopped_early(spec, phase, tables, budget):
+            break  # no further phase starts
     return tables

@@ -26,7 +26,7 @@ import yaml
 
 from mlflow_checks import assert_nested_sweep_runs
 from sweep.cli import main as cli_main
-from sweep.runner import run_sweep
+from sweep.runner import resume_sweep, run_sweep
 from sweep.spec import parse_spec
 from tiny import tiny_trial
 from trainables.records import table_schema
@@ -170,11 +170,34 @@ def test_grid_sweep_predictions_side_table(grid_sweep, tmp_path):
     assert len(images) == 6 and (images.n_pairs == 1).all()  # 4 methods, one replicate each
 
 
-def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path):
+def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path, monkeypatch, capsys):
     """A grid, then its val-chosen cells on a second replicate (checkpoint 1): the confirm
     trials run the cell with the best mean ens_val_acc of each method, and the analysis
-    pairs them with Local DE of the same replicate."""
+    pairs them with Local DE of the same replicate. A Ctrl-C (SIGINT) during the grid stops
+    the sweep there (Tune returns from the stopped phase): the confirm phase does not start
+    on a partial grid; `resume` finishes the grid, then runs it."""
+    import signal
+
+    from ray import tune
+
+    import sweep.runner as runner
     from analysis.stats import paired_differences
+
+    class CtrlC(tune.Callback):
+        """SIGINT to the driver at the grid's first result, once (a file says it was sent: the
+        callback is pickled into the phase's tuner.pkl, which the resume restores)."""
+
+        def __init__(self, sent: Path):
+            self.sent = sent
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not self.sent.exists():
+                self.sent.touch()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    sent = tmp_path / "sigint-sent"
+    make_callbacks = runner.make_callbacks
+    monkeypatch.setattr(runner, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC(sent)])
 
     spec = _spec(
         tmp_path, methods=["sse", "star_sse", "local_de"], seeds=[0], pretrained_indices=[0],
@@ -182,7 +205,11 @@ def test_confirm_phase_reruns_the_val_chosen_cells(ray_session, tmp_path):
         baselines={"num_members": 2, "local_de": {"pretrained_indices": [0, 1]}},
         confirm={"pretrained_indices": [1]},
     )
-    assert run_sweep(spec, spec_text="name: tiny\n") == 0
+    assert run_sweep(spec, spec_text="name: tiny\n") == 1
+    assert "phase 'grid' ended with" in capsys.readouterr().err and sent.exists()
+    assert not os.path.exists(os.path.join(spec.sweep_dir, "ledgers", "confirm"))
+    monkeypatch.setattr(runner, "make_callbacks", make_callbacks)
+    assert resume_sweep(spec.sweep_dir) == 0
     df = pd.read_parquet(os.path.join(spec.sweep_dir, "results.parquet"))
     assert sorted(df.phase.unique()) == ["confirm", "grid"] and set(df.status) == {"TERMINATED"}
     grid = df[(df.phase == "grid") & (df.snapshot == 3)]
