@@ -42,9 +42,13 @@ def test_an_unknown_precision_names_the_field():
         choose_precision("cuda", (9, 0), False, "fp8")
 
 
-def test_fp16_training_with_a_gradient_scaler_runs_and_learns():
+@pytest.mark.parametrize("recipe", [Recipe("sgd", momentum=0.0, weight_decay=0.0),
+                                    Recipe("adamw", weight_decay=0.05, clip_grad_norm=1.0, mixup_alpha=0.4)],
+                         ids=["sgd", "adamw_clip_mixup"])
+def test_fp16_training_with_a_gradient_scaler_runs_and_learns(recipe):
     """The fp16 + GradScaler path of a T4 or V100, run on the CPU's fp16 autocast: the loss
-    is scaled, the step taken on unscaled gradients, and the model learns as in float32."""
+    is scaled, the step taken on unscaled gradients (clipped after unscaling), and the model
+    learns as in float32, with SGD and with the Swin recipe's AdamW, clipping and mixup."""
     torch.manual_seed(0)
     labels = torch.arange(256) % 2  # bright images are class 1, dark ones class 0
     images = (torch.randint(0, 100, (256, 1, 8, 8)) + 150 * labels[:, None, None, None]).to(torch.uint8)
@@ -58,8 +62,7 @@ def test_fp16_training_with_a_gradient_scaler_runs_and_learns():
     for name, runtime in (("float32", cpu), ("fp16", fp16)):
         torch.manual_seed(1)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
-        result = engine.train_phase(model, split, [0.01] * 64, batch_size=32,
-                                    recipe=Recipe("sgd", momentum=0.0, weight_decay=0.0),
+        result = engine.train_phase(model, split, [0.01] * 64, batch_size=32, recipe=recipe,
                                     aug=aug, runtime=runtime, seed=0)
         with torch.no_grad():
             accuracy = (model(aug.eval(images)).argmax(1) == labels).float().mean().item()
