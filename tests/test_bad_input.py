@@ -197,7 +197,7 @@ RUN_CASES = {
                              [], ["data.data_dir=", "no train/ folder", "train/<class>/*.jpg"]),
     "ckpt-other-arch": (lambda t, c: {"trial": _files(c["good0"], c["other"])},
                         [], ["pretrained.paths[1]", "resnet18.pt", "does not fit model SmallCNN",
-                             "another architecture? check model.arch"]),
+                             "it holds a ResNet", "set model.arch", "resnet18_cifar"]),
     "ckpt-truncated": (lambda t, c: {"trial": _files(c["truncated"], c["good1"])},
                        [], ["pretrained.paths[0]", "truncated.pt", "corrupt or truncated", "re-save it"]),
     "ckpt-arbitrary-pickle": (lambda t, c: {"trial": _files(c["good0"], c["evil"])},

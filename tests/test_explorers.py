@@ -123,9 +123,9 @@ class RecordingPool(LocalCyclePool):
         super().__init__(trainer)
         self.submitted: list[int] = []
 
-    def submit(self, data, start, cycles):
+    def submit(self, data, start, cycles, start_optimizer=None):
         self.submitted += [c for c, _, _ in cycles]
-        super().submit(data, start, cycles)
+        super().submit(data, start, cycles, start_optimizer)
 
 
 @pytest.mark.parametrize("method,pooled", [(FGE, False), (SWA, False), (STAR_FGE, True)])

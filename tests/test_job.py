@@ -26,9 +26,9 @@ class RecordingJob(Job):
 
     starts: list
 
-    def cycle(self, start, index):
+    def cycle(self, start, index, start_optimizer=None):
         self.starts.append({k: v.clone() for k, v in start.items()})
-        return super().cycle(start, index)
+        return super().cycle(start, index, start_optimizer)
 
 
 def _run_recording(cfg_dict, tmp_path):
@@ -271,7 +271,7 @@ def test_corrupted_pre_trained_checkpoint_is_recomputed(tmp_path, caplog):
     ("overrides", "message"),
     [
         ({"metod": "sse"}, "did you mean 'method'"),
-        ({"method": "swa"}, "method"),
+        ({"method": "swag"}, "method"),
         ({"finetune": {"lr": -0.1}}, "finetune.lr"),
         ({"finetune": {"epochs": 0}}, "finetune.epochs"),
         ({"num_cycles": 0}, "num_cycles"),

@@ -39,7 +39,7 @@ from trainables.layouts import family_of, to_torchvision_layout
 from trainables.models import head_name, is_head_key
 
 #: An architecture of each family `trainables.layouts.family_of` names.
-_FAMILY_ARCH = {"Swin Transformer": "swin_t", "ViT": "vit_b_16", "ResNet": "resnet50",
+_FAMILY_ARCH = {"Swin Transformer": "swin_t", "ViT": "vit_b_16", "ResNet": "resnet50 or resnet18_cifar",
                 "ConvNeXt": "convnext_tiny"}
 
 log = logging.getLogger("starsweep")

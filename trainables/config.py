@@ -240,6 +240,9 @@ class TrialBase(_Strict):
     cycle_warmup_epochs: float = Field(
         0.0, ge=0, description="sse/star_sse/swa: linear warm-up at the start of every cycle, per "
         "iteration, up to lr_max (the official code's fge_warmup_epochs); shorter than a cycle.")
+    reset_optimizer_state: bool = Field(
+        True, description="Cyclic methods: a fresh optimizer at every cycle (the paper's runs); false: "
+        "each cycle continues the optimizer state (momentum, AdamW's moments) of the phase it starts from.")
     lr_min_ratio: float = Field(
         0.01, gt=0, lt=1,
         description="fge/star_fge: the triangle's lowest lr / lr_max (the official code's 0.01).")

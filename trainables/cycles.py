@@ -98,25 +98,34 @@ def cycle_lrs_of(cfg: TrialConfig, steps_per_epoch: int) -> list[float]:
 
 
 def train_phase(cfg: TrialConfig, runtime: Runtime, data: CycleData, model: torch.nn.Module,
-                lrs: list[float], seed: int, label: str) -> None:
+                lrs: list[float], seed: int, label: str, optimizer_state: dict | None = None) -> dict | None:
     """Train `model` in place on the trial's training set at `lrs`, with the trial's recipe
-    (`FineTuneConfig`: optimizer, batch size, clipping, mixup); raise Diverged."""
+    (`FineTuneConfig`: optimizer, batch size, clipping, mixup); raise Diverged. With
+    `reset_optimizer_state: false`, the optimizer continues `optimizer_state` (if any) and its
+    state at the end is returned (else None)."""
     ft = cfg.finetune
     result = engine.train_phase(
         model, data.train, lrs, batch_size=ft.batch_size, recipe=Recipe.from_config(ft),
         aug=data.aug, runtime=runtime, seed=seed, divergence_loss=cfg.divergence_loss, label=label,
+        optimizer_state=None if cfg.reset_optimizer_state else optimizer_state,
+        keep_optimizer=not cfg.reset_optimizer_state,
     )
     if result.diverged:
         raise Diverged(label)
+    return result.optimizer_state
 
 
-def train_cycle(cfg: TrialConfig, runtime: Runtime, data: CycleData, start: Weights, index: int) -> Weights:
-    """Cycle `index` (1-based) of a cyclic trial, trained from `start`; raises Diverged."""
+def train_cycle(cfg: TrialConfig, runtime: Runtime, data: CycleData, start: Weights, index: int,
+                start_optimizer: dict | None = None) -> tuple[Weights, dict | None]:
+    """Cycle `index` (1-based) of a cyclic trial, trained from `start` (and, with
+    `reset_optimizer_state: false`, the optimizer state `start_optimizer`); its weights and
+    its optimizer's final state (None when reset). Raises Diverged."""
     model = data.model_from(cfg, runtime, start)
     spe = engine.steps_per_epoch(len(data.train), cfg.finetune.batch_size)
-    train_phase(cfg, runtime, data, model, cycle_lrs_of(cfg, spe),
-                engine.seed_for("cycle", cfg.seed, index), f"{cfg.method} cycle {index}")
-    return cpu_state(model)
+    optimizer = train_phase(cfg, runtime, data, model, cycle_lrs_of(cfg, spe),
+                            engine.seed_for("cycle", cfg.seed, index), f"{cfg.method} cycle {index}",
+                            start_optimizer)
+    return cpu_state(model), optimizer
 
 
 @dataclass
@@ -132,6 +141,7 @@ class CycleOutcome:
     cpu_s: float = 0.0  # CPU time of the worker process meanwhile (all its threads)
     threads: int = 1  # torch intra-op threads it trained with
     probs: dict[str, torch.Tensor] | None = None  # its predictions on CycleData.eval_images
+    optimizer: dict | None = None  # its optimizer's final state (reset_optimizer_state: false)
 
     @property
     def diverged(self) -> bool:
@@ -164,7 +174,7 @@ class CycleTrainer:
         self.runtime = pick_runtime(self.cfg.device, num_cpus, self.cfg.eval.precision)
 
     def train(self, data: CycleData, start: Weights, index: int, stash: str | None = None,
-              predict: bool = False) -> CycleOutcome:
+              predict: bool = False, start_optimizer: dict | None = None) -> CycleOutcome:
         """Cycle `index` from `start`; with `stash`, a cycle stashed there before is loaded
         instead and a new one is stashed there (a diverged one is not). With `predict`, also
         its predictions on `data.eval_images`."""
@@ -172,7 +182,8 @@ class CycleTrainer:
         data = data.to(self.runtime.device)
 
         def compute() -> dict:
-            return {"model_state": train_cycle(self.cfg, self.runtime, data, start, index), "index": index}
+            weights, optimizer = train_cycle(self.cfg, self.runtime, data, start, index, start_optimizer)
+            return {"model_state": weights, "optimizer_state": optimizer, "index": index}
 
         worker = f"pid {os.getpid()}"
         try:
@@ -189,7 +200,7 @@ class CycleTrainer:
             probs = {k: v.cpu() for k, v in probs.items()}
         return CycleOutcome(index, weights, started, time.time(), worker, reused=not trained,
                             cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads(),
-                            probs=probs)
+                            probs=probs, optimizer=blob.get("optimizer_state"))
 
 
 #: A cycle handed to a pool: (index, stash location or None, whether its worker predicts).
@@ -201,8 +212,10 @@ class CyclePool(Protocol):
 
     width: int  # cycles trained at the same time
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
-        """Start the cycles, all from `start`; cycle i goes to worker i mod `width`."""
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle],
+               start_optimizer: dict | None = None) -> None:
+        """Start the cycles, all from `start` (and `start_optimizer`); cycle i goes to worker
+        i mod `width`."""
 
     def result(self, index: int) -> CycleOutcome:
         """Cycle `index`, once it is done (blocks)."""
@@ -218,14 +231,16 @@ class LocalCyclePool:
 
     def __init__(self, trainer: CycleTrainer):
         self.trainer = trainer
-        self.pending: dict[int, tuple[CycleData, Weights, str | None, bool]] = {}
+        self.pending: dict[int, tuple] = {}  # index -> (data, start, stash, predict, start_optimizer)
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
-        self.pending.update({index: (data, start, stash, predict) for index, stash, predict in cycles})
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle],
+               start_optimizer: dict | None = None) -> None:
+        self.pending.update({index: (data, start, stash, predict, start_optimizer)
+                             for index, stash, predict in cycles})
 
     def result(self, index: int) -> CycleOutcome:
-        data, start, stash, predict = self.pending.pop(index)
-        return self.trainer.train(data, start, index, stash, predict)
+        data, start, stash, predict, start_optimizer = self.pending.pop(index)
+        return self.trainer.train(data, start, index, stash, predict, start_optimizer)
 
     def close(self) -> None:
         self.pending.clear()

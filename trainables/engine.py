@@ -24,7 +24,7 @@ from torch import nn
 from trainables.data import augment
 from trainables.data.splits import ImageSplit
 from trainables.device import Runtime
-from trainables.optimizers import Recipe, make_optimizer, set_lr
+from trainables.optimizers import Recipe, load_state, make_optimizer, set_lr, state_of
 
 log = logging.getLogger("starsweep")
 
@@ -64,6 +64,7 @@ class PhaseResult:
     mean_loss: float
     steps: int
     seconds: float
+    optimizer_state: dict | None = None  # with keep_optimizer: `optimizers.state_of` at the end
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
@@ -82,8 +83,12 @@ def train_phase(
     seed: int,
     divergence_loss: float = 1e4,
     label: str = "phase",
+    optimizer_state: dict | None = None,
+    keep_optimizer: bool = False,
 ) -> PhaseResult:
     """Train `model` in place for len(lrs) steps of `recipe`; return whether it diverged.
+    The optimizer is fresh, or continues `optimizer_state`; with `keep_optimizer` the result
+    holds its state at the end.
 
     The global torch RNG is seeded from `seed` for the phase (and restored after it): what
     draws from it inside the model (Swin's stochastic depth, dropout) is then a function of
@@ -91,14 +96,19 @@ def train_phase(
     devices = [] if runtime.device.type == "cpu" else [runtime.device.index or 0]
     with torch.random.fork_rng(devices=devices, device_type=runtime.device.type):
         torch.manual_seed(seed_for("model-rng", seed))
-        return _train(model, split, lrs, batch_size=batch_size, recipe=recipe, aug=aug, runtime=runtime,
-                      seed=seed, divergence_loss=divergence_loss, label=label)
+        opt = make_optimizer(model, recipe, lrs[0])
+        if optimizer_state is not None:
+            load_state(opt, optimizer_state)
+        result = _train(model, opt, split, lrs, batch_size=batch_size, recipe=recipe, aug=aug,
+                        runtime=runtime, seed=seed, divergence_loss=divergence_loss, label=label)
+    if keep_optimizer and not result.diverged:
+        result.optimizer_state = state_of(opt)
+    return result
 
 
-def _train(model: nn.Module, split: ImageSplit, lrs: list[float], *, batch_size: int, recipe: Recipe,
+def _train(model: nn.Module, opt, split: ImageSplit, lrs: list[float], *, batch_size: int, recipe: Recipe,
            aug: Augmentation, runtime: Runtime, seed: int, divergence_loss: float, label: str) -> PhaseResult:
     model.train()
-    opt = make_optimizer(model, recipe, lrs[0])
     # fp16 training (GPUs without bf16) scales the loss; disabled, it is the plain step
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.grad_scaler)
     gen = torch.Generator().manual_seed(seed)

@@ -86,6 +86,8 @@ class Job:
         self.param_names = {n for n, _ in model.named_parameters()}
         self.head = head_name(model)
         self.finetuned_here: set[tuple[int, int]] = set()  # (pretrained, seed) trained by this job
+        #: (pretrained, seed) -> the fine-tune's final optimizer state (reset_optimizer_state: false)
+        self.finetune_optimizers: dict[tuple[int, int], dict | None] = {}
         self.started_at = time.time()  # when `run` (re)started: the clock of the cycle log lines
         self.stopped = False  # `run` ended early on `stop()`
 
@@ -104,8 +106,13 @@ class Job:
                 "model": self.cfg.model.model_dump(),
                 "finetune": self.cfg.finetune.model_dump(),
                 "seed": seed,
+                **self._optimizer_kept(),
             }
         )
+
+    def _optimizer_kept(self) -> dict:
+        """What a cache key adds when the optimizer state is kept (its objects hold it too)."""
+        return {} if self.cfg.reset_optimizer_state else {"optimizer_state": True}
 
     def finetune_path(self, p: int, seed: int) -> str:
         """Where the shared fine-tune lives (a `trainables.storage` location)."""
@@ -122,13 +129,18 @@ class Job:
             load_backbone(model, self.pretrained[p], self._pretrained_name(p))
             model = self.runtime.prepare_model(model)
             with self.meter.training(self.images_in(self.cfg.finetune.epochs)):
-                train_phase(self.cfg, self.runtime, self.data, model, finetune_lrs(self.cfg, self.spe),
-                            engine.seed_for("finetune", seed), f"finetune[p{p},s{seed}]")
-            return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed}}
+                optimizer = train_phase(self.cfg, self.runtime, self.data, model,
+                                        finetune_lrs(self.cfg, self.spe), engine.seed_for("finetune", seed),
+                                        f"finetune[p{p},s{seed}]")
+            return {"model_state": cpu_state(model), "meta": {"pretrained": p, "seed": seed},
+                    **({} if optimizer is None else {"optimizer_state": optimizer})}
 
         if self.cfg.cache_dir is None:
-            return compute()["model_state"], True
+            blob = compute()
+            self.finetune_optimizers[(p, seed)] = blob.get("optimizer_state")
+            return blob["model_state"], True
         blob, computed = compute_once(self.finetune_path(p, seed), compute, wait)
+        self.finetune_optimizers[(p, seed)] = blob.get("optimizer_state")
         computed = computed or (p, seed) in self.finetuned_here
         if computed:
             self.finetuned_here.add((p, seed))
@@ -159,14 +171,16 @@ class Job:
             except Diverged:
                 return  # the snapshot loop meets it again and reports the divergence
 
-    def cycle(self, start: Weights, index: int) -> Weights:
-        """Cycle `index` from `start`, trained here (raises Diverged)."""
+    def cycle(self, start: Weights, index: int, start_optimizer: dict | None = None
+              ) -> tuple[Weights, dict | None]:
+        """Cycle `index` from `start`, trained here (raises Diverged): its weights and its
+        optimizer's final state (None when reset)."""
         started, cpu_started = time.time(), time.process_time()
         with self.meter.training(self.images_in(self.cfg.cycle.epochs)):
-            weights = train_cycle(self.cfg, self.runtime, self.data, start, index)
+            weights, optimizer = train_cycle(self.cfg, self.runtime, self.data, start, index, start_optimizer)
         self.log_cycle(CycleOutcome(index, weights, started, time.time(), "the trial",
                                     cpu_s=time.process_time() - cpu_started, threads=torch.get_num_threads()))
-        return weights
+        return weights, optimizer
 
     def images_in(self, epochs: float) -> float:
         """Training images of `epochs` epochs over the target training set."""
@@ -188,7 +202,7 @@ class Job:
         key = pretrained.content_key({
             "kind": "cycle-v1", "finetune": self.finetune_key(self.cfg.pretrained_index, self.cfg.seed),
             "lr_max": cycle.lr_max, "epochs": cycle.epochs, "index": index,
-            "divergence_loss": self.cfg.divergence_loss,
+            "divergence_loss": self.cfg.divergence_loss, **self._optimizer_kept(),
         })
         return storage.join(self.cfg.cache_dir, f"{CYCLE_STASH_PREFIX}{key}.pt")
 
@@ -212,7 +226,7 @@ class Job:
         ev = self.evaluator
         data = dataclasses.replace(self.data, eval_images={n: s.images for n, s in ev.sets.items()},
                                    eval_batch_size=ev.batch_size)
-        self.cycle_pool.submit(data.to(torch.device("cpu")), first, cycles)
+        self.cycle_pool.submit(data.to(torch.device("cpu")), first, cycles, st.first_optimizer)
 
     def pooled_cycle(self, plan: SnapshotPlan, st: TrialState) -> Weights:
         """Cycle `plan.cycle` from the pool (submitted from the first model if they were not
@@ -225,6 +239,7 @@ class Job:
         if outcome.diverged:
             raise Diverged(f"cycle {plan.cycle}")
         self.pooled_probs[plan.cycle] = outcome.probs
+        st.last_optimizer = outcome.optimizer
         return outcome.weights
 
 
@@ -235,12 +250,17 @@ class Job:
             weights, computed = self.finetune(plan.pretrained_index, plan.seed)
             epochs = self.cfg.finetune.epochs
             st.epochs_trained += epochs if computed else 0.0
+            if st.snapshot == 0:  # what the cycles continue, with reset_optimizer_state: false
+                st.first_optimizer = st.last_optimizer = self.finetune_optimizers.get(
+                    (plan.pretrained_index, plan.seed))
         else:
             if self.uses_pool():
                 weights = self.pooled_cycle(plan, st)
             else:
                 from_previous = not BY_NAME[self.cfg.method].cycles_independent
-                weights = self.cycle(st.last if from_previous else st.first, plan.cycle)
+                start, optimizer = ((st.last, st.last_optimizer) if from_previous
+                                    else (st.first, st.first_optimizer))
+                weights, st.last_optimizer = self.cycle(start, plan.cycle, optimizer)
             epochs = self.cfg.cycle.epochs
             st.epochs_trained += epochs
         st.epochs_done += epochs

@@ -112,3 +112,33 @@ def make_optimizer(model: nn.Module, recipe: Recipe, lr: float):
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def state_of(optimizer) -> dict:
+    """The optimizer's state (momentum buffers; AdamW's moments and step counts) as a plain,
+    weights-only loadable dict of CPU tensors: what a cycle with `reset_optimizer_state: false`
+    continues from."""
+    if isinstance(optimizer, SGD):
+        return {"sgd_momentum": {f"{g}.{i}": b.detach().to("cpu", copy=True)
+                                 for (g, i), b in optimizer.buffers.items()}}
+    state = optimizer.state_dict()
+    return {"adamw": {"state": {int(k): {n: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v
+                                         for n, v in per.items()} for k, per in state["state"].items()},
+                      "param_groups": state["param_groups"]}}
+
+
+def load_state(optimizer, state: dict) -> None:
+    """Continue `optimizer` (of the same recipe and model) from `state_of`'s dict."""
+    if isinstance(optimizer, SGD):
+        if "sgd_momentum" not in state:
+            raise ValueError("an AdamW optimizer state cannot continue an SGD optimizer")
+        device = optimizer.param_groups[0]["params"][0].device
+        optimizer.buffers = {tuple(int(x) for x in key.split(".")): b.to(device)
+                             for key, b in state["sgd_momentum"].items()}
+        return
+    if "adamw" not in state:
+        raise ValueError("an SGD optimizer state cannot continue an AdamW optimizer")
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    optimizer.load_state_dict(state["adamw"])
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr  # the lr is the new phase's (set every step anyway)

@@ -3,7 +3,9 @@
 `TrialState` is what a job needs to continue after snapshot k: the running ensemble
 (probability sums per evaluation set), the test predictions of every snapshot (for
 diversity), the records so far, the epoch and time counters, and the weights of
-snapshots 1..k (the first and last for training, all of them for the soup). On disk
+snapshots 1..k (the first and last for training, all of them for the soup), and, for cycles
+that continue their optimizer (`reset_optimizer_state: false`), its state after the first and
+the last snapshot. On disk
 (`trainables.ledger`) the weights are not part of the state: each snapshot's weights
 are their own object, and the state names them by SHA-256 (`snapshot_digests`), so a
 trial's storage grows with K, not K². `to_dict` is the weights-free part, a plain dict
@@ -43,6 +45,10 @@ class TrialState:
     epochs_done: float = 0.0
     epochs_trained: float = 0.0
     elapsed_s: float = 0.0
+    #: With `reset_optimizer_state: false`: the optimizer state at the end of the first and the
+    #: last snapshot's training (what the next cycle continues from); None otherwise.
+    first_optimizer: dict | None = None
+    last_optimizer: dict | None = None
 
     @classmethod
     def new(cls, cfg: TrialConfig) -> TrialState:
@@ -70,6 +76,8 @@ class TrialState:
             "test_preds": self.test_preds, "records": self.records,
             "epochs_done": self.epochs_done, "epochs_trained": self.epochs_trained,
             "elapsed_s": self.elapsed_s,
+            **({"optimizers": {"first": self.first_optimizer, "last": self.last_optimizer}}
+               if self.last_optimizer is not None else {}),
         }
 
     @classmethod
@@ -90,6 +98,8 @@ class TrialState:
             test_preds=list(data["test_preds"]), records=list(data["records"]),
             snapshot_digests=list(data["snapshot_digests"]), epochs_done=data["epochs_done"],
             epochs_trained=data["epochs_trained"], elapsed_s=data["elapsed_s"],
+            first_optimizer=data.get("optimizers", {}).get("first"),
+            last_optimizer=data.get("optimizers", {}).get("last"),
         )
         for weights in snapshots:
             state.add_weights(weights)

@@ -82,11 +82,12 @@ class RayCyclePool:
         ]
         self.refs: dict = {}
 
-    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle]) -> None:
-        data_ref, start_ref = ray.put(data), ray.put(start)
+    def submit(self, data: CycleData, start: Weights, cycles: list[PoolCycle],
+               start_optimizer: dict | None = None) -> None:
+        data_ref, start_ref, optimizer_ref = ray.put(data), ray.put(start), ray.put(start_optimizer)
         for i, (index, stash, predict) in enumerate(cycles):
             actor = self.actors[i % self.width]
-            self.refs[index] = actor.train.remote(data_ref, start_ref, index, stash, predict)
+            self.refs[index] = actor.train.remote(data_ref, start_ref, index, stash, predict, optimizer_ref)
 
     def result(self, index: int) -> CycleOutcome:
         return ray.get(self.refs.pop(index))
