@@ -16,11 +16,10 @@ from a seeded generator so heads are reproducible.
 
 from __future__ import annotations
 
-import difflib
-import functools
-
 import torch
 from torch import nn
+
+from trainables.archs import SWIN, SWIN_DROP_PATH, check_arch
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -82,37 +81,6 @@ class ResNet18Cifar(nn.Module):
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
-
-
-#: Our own architectures (torchvision's are `torchvision_archs()`).
-OWN_ARCHS = ("small_cnn", "resnet18_cifar")
-#: Swin architectures and their torchvision configuration (embed_dim, depths, heads, window).
-SWIN = {"swin_t": (96, [2, 2, 6, 2], [3, 6, 12, 24], [7, 7]),
-        "swin_s": (96, [2, 2, 18, 2], [3, 6, 12, 24], [7, 7]),
-        "swin_b": (128, [2, 2, 18, 2], [4, 8, 16, 32], [7, 7])}
-#: torchvision's stochastic depth of each Swin (its swin_t/s/b builders).
-SWIN_DROP_PATH = {"swin_t": 0.2, "swin_s": 0.3, "swin_b": 0.5}
-
-
-@functools.cache
-def torchvision_archs() -> tuple[str, ...]:
-    """Every torchvision classification model name (importing torchvision costs ~1.3 s of CPU,
-    which the embedded small-CNN workers skip: only names outside OWN_ARCHS ask for it)."""
-    import torchvision
-
-    return tuple(torchvision.models.list_models(module=torchvision.models))
-
-
-def check_arch(arch: str) -> str:
-    """`arch` if it is buildable; ValueError with the closest names otherwise."""
-    if arch in OWN_ARCHS or arch in torchvision_archs():
-        return arch
-    known = OWN_ARCHS + torchvision_archs()
-    close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(close)}? " if close else ""
-    raise ValueError(f"unknown architecture {arch!r}: {hint}it must be one of {', '.join(OWN_ARCHS)} or a "
-                     "torchvision classification model (torchvision.models.list_models(module="
-                     "torchvision.models): resnet50, swin_t, vit_b_16, convnext_tiny, ...)")
 
 
 def build_model(arch: str, in_channels: int, num_classes: int, width: int = 32,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainables.models import SWIN, check_arch
+from trainables.archs import SWIN, check_arch
 
 
 class _Strict(BaseModel):
