@@ -33,8 +33,11 @@ CONFIRM_PHASE = "confirm"
 
 
 def _grid_rows(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The results table's rows so far (the grid's, when the confirm phase starts)."""
-    return pq.read_table(spec.layout.results).to_pylist()
+    """The grid's rows of the results table: what the confirm phase chooses its cells on. A
+    confirm phase started again (a resume without its tuner.pkl) finds its own earlier rows
+    in the table too; choosing on them would let their runs move the choice (as
+    `analysis.aggregate.selection_rows` leaves them out)."""
+    return [r for r in pq.read_table(spec.layout.results).to_pylist() if r.get("phase") != CONFIRM_PHASE]
 
 
 def _confirm_phase(spec: SweepSpec, base: dict[str, Any]) -> Phase:

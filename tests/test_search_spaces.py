@@ -302,7 +302,7 @@ def _row(method, lr, cyc, val, snapshot=5, status="TERMINATED"):
             "snapshot": snapshot, "num_snapshots": 5, "status": status}
 
 
-def test_confirm_reruns_the_cells_chosen_on_validation():
+def test_confirm_reruns_the_cells_chosen_on_validation(tmp_path):
     from search_spaces.paper import confirm_trials
 
     spec = parse_spec(copy.deepcopy(CONFIRM))
@@ -322,6 +322,19 @@ def test_confirm_reruns_the_cells_chosen_on_validation():
     ]
     phases = build_phases(spec)
     assert [p.name for p in phases] == ["grid", "confirm"] and phases[1].num_samples == 4
+    # A confirm phase started again (a resume without its tuner.pkl) chooses on the grid's rows
+    # only: its own earlier runs, in the table too, would move sse to (2, 1)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.phases import _grid_rows
+
+    again = [{**r, "phase": "grid"} for r in rows]
+    again += [{**_row("sse", 1, 0.5, 0.10), "phase": "confirm"} for _ in range(2)]
+    spec = parse_spec({**copy.deepcopy(CONFIRM), "storage": str(tmp_path)})
+    os.makedirs(spec.sweep_dir)
+    pq.write_table(pa.Table.from_pylist(again), spec.layout.results)
+    assert confirm_trials(spec, _grid_rows(spec)) == trials
     plan = make_plan(spec)
     assert plan.open_phases["confirm"] == (4, 40 + 4 * 20, 40 + 4 * 40)  # fine-tune + 4 cycles
     assert plan.pretrained_needed() == list(range(15))
