@@ -80,8 +80,9 @@ paper-cpu-explorers: setup
 	$(PY) -m sweep run specs/paper_cpu_explorers.yaml --storage $(EXPLORERS_STORAGE)
 	$(PY) -m sweep run specs/paper_cpu_explorers_sse.yaml --storage $(EXPLORERS_STORAGE)
 	mkdir -p results/paper_cpu_explorers
-	$(PY) experiments/explorers.py $(EXPLORERS_STORAGE)/paper_cpu_explorers \
-	  $(EXPLORERS_STORAGE)/paper_cpu_explorers_sse results/paper_cpu_explorers > results/paper_cpu_explorers/numbers.md
+	$(PY) experiments/explorers.py combine $(EXPLORERS_STORAGE)/paper_cpu_explorers \
+	  $(EXPLORERS_STORAGE)/paper_cpu_explorers_sse results/paper_cpu_explorers
+	$(PY) experiments/explorers.py numbers results/paper_cpu_explorers > results/paper_cpu_explorers/numbers.md
 	$(PY) -m analysis report results/paper_cpu_explorers/results.parquet --out results/paper_cpu_explorers/report
 
 # The speed benchmarks: each prints both sides, the ratio, and fails when its target is missed.

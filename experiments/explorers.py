@@ -1,15 +1,17 @@
 """FGE and SWA beside SSE and StarSSE on the embedded task at K = 5 (issue 26).
 
-    python experiments/explorers.py RUNS/paper_cpu_explorers RUNS/paper_cpu_explorers_sse \
-        results/paper_cpu_explorers > results/paper_cpu_explorers/numbers.md
+    python experiments/explorers.py combine RUNS/paper_cpu_explorers RUNS/paper_cpu_explorers_sse \
+        results/paper_cpu_explorers
+    python experiments/explorers.py numbers results/paper_cpu_explorers \
+        > results/paper_cpu_explorers/numbers.md
 
 The first folder is specs/paper_cpu_explorers.yaml's sweep (FGE and SWA: a grid on
 replicates 0-1, each method's val-chosen cell confirmed on replicates 2-4), the second
 specs/paper_cpu_explorers_sse.yaml's (SSE and StarSSE at results/paper_cpu's val-chosen
-cells), run in the same storage. Their tables are written together into the third folder
-(results.parquet, predictions.parquet: what `python -m analysis report` reads), after
-checking that every method of replicate r started from the same fine-tuned model (snapshot
-1's test accuracy, one value per replicate). Then, per method at its cell chosen on
+cells), run in the same storage. `combine` writes their tables together into the third
+folder (results.parquet, predictions.parquet: what `python -m analysis report` reads).
+`numbers` checks that every method of replicate r started from the same fine-tuned model
+(snapshot 1's test accuracy, one value per replicate), then gives, per method at its cell chosen on
 validation, the ensemble and soup of 5 and, per pair, the paired difference of ensembles:
 the t interval over the 5 replicates and the two-way bootstrap over replicates and test
 images (analysis.predictions), and of soups (t). Reads records only.
@@ -34,14 +36,13 @@ METHODS = (SSE, STAR_SSE, FGE, SWA)
 PAIRS = ((FGE, SSE), (FGE, STAR_SSE), (SWA, SSE), (SWA, STAR_SSE), (FGE, SWA), (STAR_SSE, SSE))
 
 
-def combine(folders: list[str], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def combine(folders: list[str], out: Path) -> None:
     """The sweeps' results and predictions tables as one, written into `out`."""
     results = pd.concat([load_results(f) for f in folders], ignore_index=True)
     predictions = pd.concat([load_predictions(f) for f in folders], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     results.to_parquet(out / "results.parquet", index=False)
     predictions.to_parquet(out / "predictions.parquet", index=False)
-    return results, predictions
 
 
 def same_finetune(df: pd.DataFrame) -> pd.Series:
@@ -85,25 +86,28 @@ def pair_lines(df: pd.DataFrame, pred: pd.DataFrame, cells: dict) -> list[str]:
     return out
 
 
-def main(folders: list[str], out: Path) -> None:
-    df, pred = combine(folders, out)
+def numbers(folder: str) -> str:
+    df, pred = load_results(folder), load_predictions(folder)
     first = same_finetune(df)
     cells = {m: choose_cells(df, m, K)["best"] for m in METHODS}
-    lines = [
+    return "\n".join([
         "# FGE and SWA beside SSE and StarSSE (embedded task, K = 5)", "",
-        f"Tables: {', '.join(folders)} (written together to {out}). Test accuracy in %, 95% intervals, "
-        "paired by replicate (pre-trained checkpoint 5r, seed 0). Every method of a replicate started "
-        f"from the same fine-tuned model: {100 * first.mean():.2f} ± {100 * first.std(ddof=1):.2f} "
-        f"(n={len(first)}). Cells chosen on validation (ens_val_acc at K).", "",
+        f"Table: {folder}. Test accuracy in %, 95% intervals, paired by replicate (pre-trained "
+        "checkpoint 5r, seed 0). Every method of a replicate started from the same fine-tuned model: "
+        f"{100 * first.mean():.2f} ± {100 * first.std(ddof=1):.2f} (n={len(first)}). Cells chosen on "
+        "validation (ens_val_acc at K, the grid's runs).", "",
         "| method | cell | runs | ensemble of 5 | − fine-tune (t) | soup of 5 | snapshot 5 alone |",
         "|---|---|---|---|---|---|---|", *method_lines(df, cells, first), "",
         "| A − B | ensembles: two-way (replicates × images) | ensembles: t over replicates | soups: t |",
         "|---|---|---|---|", *pair_lines(df, pred, cells),
-    ]
-    print("\n".join(lines))
+    ])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: python experiments/explorers.py EXPLORERS_SWEEP SSE_SWEEP OUT_DIR")
-    main(sys.argv[1:3], Path(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "combine":
+        combine(sys.argv[2:4], Path(sys.argv[4]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "numbers":
+        print(numbers(sys.argv[2]))
+    else:
+        sys.exit("usage: python experiments/explorers.py combine EXPLORERS_SWEEP SSE_SWEEP OUT_DIR\n"
+                 "       python experiments/explorers.py numbers FOLDER")

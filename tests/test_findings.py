@@ -22,3 +22,12 @@ def test_target_size_numbers_recompute_from_the_committed_tables():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == (ROOT / "results/paper_cpu_target_size/numbers.md").read_text()
+
+
+def test_explorers_numbers_recompute_from_the_committed_table():
+    """results/paper_cpu_explorers/numbers.md (FGE and SWA beside SSE and StarSSE, FINDINGS §7)
+    is what experiments/explorers.py computes from the committed joint table."""
+    command = [sys.executable, "experiments/explorers.py", "numbers", "results/paper_cpu_explorers"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == (ROOT / "results/paper_cpu_explorers/numbers.md").read_text()
