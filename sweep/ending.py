@@ -54,12 +54,13 @@ def not_started(spec: SweepSpec, phases: list[Phase], started: set[str]) -> int:
 
 
 def unfinished_in(spec: SweepSpec, phase: Phase, tables) -> int:
-    """Trials of a phase with a known trial list that did not end (not started, or stopped:
-    Tune returns from a phase it was told to stop, by Ctrl-C or SIGTERM, as from a finished
-    one). Later phases must not start then: the confirm phase would choose its cells from a
-    partial grid."""
+    """Trials of a phase that did not end (stopped: Tune returns from a phase it was told to
+    stop, by Ctrl-C or SIGTERM, as from a finished one; or, for a phase with a known trial
+    list, not started). Later phases must not start then: the confirm phase would choose its
+    cells from a partial grid. (A searcher's phase, Optuna or custom, is judged on the trials
+    it created: one may end before `num_samples`.)"""
     if phase.trials is None:
-        return 0
+        return sum(t.status not in ENDED for t in tables.trials if t.phase == phase.name)
     final = tables.statuses()
     planned = [trial_key({**t, "ledger_dir": spec.layout.ledger_dir(phase.name)}) for t in phase.trials]
     return sum(final.get(key) not in ENDED for key in planned)

@@ -155,6 +155,8 @@ def test_parallel_cycles_for_star_shaped_methods_only(tmp_path, method, pooled):
     ({"model": {"arch": "swin_tiny"}}, "model.arch", "did you mean swin_t"),
     ({"model": {"arch": "resnet50", "embed_dim": 12}}, "model", "embed_dim applies to Swin"),
     ({"lr_min_ratio": 1.5}, "lr_min_ratio", "less than 1"),
+    ({"model": {"arch": "swin_t", "embed_dim": 16}}, "model", "multiple of swin_t's 3 attention heads"),
+    ({"model": {"arch": "squeezenet1_1"}}, "model.arch", "not a linear head"),
 ])
 def test_bad_recipe_input_names_the_field(tmp_path, fields, field, words):
     raw = tiny_config(tmp_path, **fields)
@@ -175,3 +177,42 @@ def test_adamw_recipe_leaves_norms_biases_and_position_tables_undecayed():
     assert "head.weight" in decayed and "features.1.0.attn.qkv.weight" in decayed
     assert {"head.bias", "norm.weight", "features.1.0.attn.relative_position_bias_table"} <= undecayed
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_star_sse_and_star_fge_do_not_share_stashed_cycles(tmp_path):
+    """The stash of a finished pooled cycle is keyed by everything that makes it: two star-shaped
+    methods at the same cell on the same fine-tune (a grid runs both) have their own."""
+    from trainables.evaluate import runtime_and_task
+    from trainables.job import Job
+
+    raw = tiny_config(tmp_path, cache_dir=str(tmp_path / "cache"),
+                      data={"test_size": 20, "ood": {"corruptions": []}})
+    keys = set()
+    for fields in ({"method": "star_sse"}, {"method": STAR_FGE}, {"method": STAR_FGE, "lr_min_ratio": 0.1}):
+        cfg = TrialConfig.from_dict({**raw, **fields})
+        keys.add(Job(cfg, *runtime_and_task(cfg, 1)).cycle_stash(1))
+    assert len(keys) == 3
+
+
+def test_a_stopped_searcher_phase_counts_its_unfinished_trials():
+    """A phase without a trial list (Optuna, custom) is unfinished while a trial it created
+    has not ended (Ctrl-C stops running trials): the next phase does not start."""
+    from search_spaces.phase import Phase
+    from sweep.ending import unfinished_in
+    from sweep.results import Tables, TrialView
+
+    phase = Phase(name="optuna_sse", param_space={}, num_samples=4)
+    views = [TrialView("optuna_sse", "a", {}, {"status": "TERMINATED"}),
+             TrialView("optuna_sse", "b", {}, {"status": "RUNNING"}),
+             TrialView("optuna_star_sse", "c", {}, {"status": "RUNNING"})]
+    assert unfinished_in(None, phase, Tables(views, [], [])) == 1
+    assert unfinished_in(None, phase, Tables(views[:1], [], [])) == 0
+
+
+def test_googlenet_and_inception_train_on_their_main_logits():
+    from trainables.models import build_model, head_name
+
+    for arch, size in (("googlenet", 64), ("inception_v3", 80)):
+        model = build_model(arch, 3, 5).train()
+        out = model(torch.randn(2, 3, size, size))
+        assert isinstance(out, torch.Tensor) and out.shape == (2, 5) and head_name(model) == "fc"

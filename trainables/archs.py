@@ -27,8 +27,17 @@ def torchvision_archs() -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
+#: torchvision classifiers whose head is not a linear layer (a 1x1 convolution): no head to replace.
+NO_LINEAR_HEAD = ("squeezenet1_0", "squeezenet1_1")
+#: torchvision classifiers built without their auxiliary heads (training returns the main logits).
+AUX_LOGITS = ("googlenet", "inception_v3")
+
+
 def check_arch(arch: str) -> str:
     """`arch` if it is buildable; ValueError with the closest names otherwise."""
+    if arch in NO_LINEAR_HEAD:
+        raise ValueError(f"{arch}'s classifier is a convolution, not a linear head starsweep can replace; "
+                         "choose another architecture")
     if arch in OWN_ARCHS or arch in torchvision_archs():
         return arch
     known = OWN_ARCHS + torchvision_archs()

@@ -200,9 +200,11 @@ class Job:
             return None
         cycle = self.cfg.cycle
         key = pretrained.content_key({
-            "kind": "cycle-v1", "finetune": self.finetune_key(self.cfg.pretrained_index, self.cfg.seed),
-            "lr_max": cycle.lr_max, "epochs": cycle.epochs, "index": index,
-            "divergence_loss": self.cfg.divergence_loss, **self._optimizer_kept(),
+            "kind": "cycle-v2", "finetune": self.finetune_key(self.cfg.pretrained_index, self.cfg.seed),
+            "schedule": BY_NAME[self.cfg.method].cycle_schedule, "lr_max": cycle.lr_max,
+            "lr_min_ratio": self.cfg.lr_min_ratio, "warmup_epochs": self.cfg.cycle_warmup_epochs,
+            "epochs": cycle.epochs, "index": index, "divergence_loss": self.cfg.divergence_loss,
+            **self._optimizer_kept(),
         })
         return storage.join(self.cfg.cache_dir, f"{CYCLE_STASH_PREFIX}{key}.pt")
 

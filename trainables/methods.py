@@ -21,7 +21,10 @@ Snapshots per method (`plan_snapshots`):
 - `star_fge`:  FGE's cycles, each from the fine-tune (star-shaped, as StarSSE).
 - `swa`:       stochastic weight averaging (Izmailov et al. 2018): from the fine-tune,
   training on at the constant lr lr_max, a snapshot every `cycle_epochs`; the soup of
-  its snapshots is the SWA model.
+  its snapshots is the SWA model. Its snapshots are cycles of a constant lr: with
+  `reset_optimizer_state: true` (the default, as for every cyclic method) the momentum
+  restarts at each snapshot (and `cycle_warmup_epochs` warms each up again); with
+  `reset_optimizer_state: false` it is one continuous run.
 
 Baselines (deep ensembles) have `num_members` snapshots, cyclic methods
 `1 + num_cycles`; only cyclic methods have the cycle hyperparameters

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.archs import SWIN, SWIN_DROP_PATH, check_arch
+from trainables.archs import AUX_LOGITS, SWIN, SWIN_DROP_PATH, check_arch
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -96,7 +96,8 @@ def build_model(arch: str, in_channels: int, num_classes: int, width: int = 32,
     else:
         import torchvision
 
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        extra = {"aux_logits": False, "init_weights": True} if arch in AUX_LOGITS else {}
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
     if in_channels != 3:
         _adapt_stem(model, in_channels)
     return model

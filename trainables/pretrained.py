@@ -63,6 +63,8 @@ def _embedded_spec(cfg: TrialBase, index: int) -> dict:
         "batch_size": p.batch_size,
         "train_size": p.train_size,
         "seed": index,
+        # the input statistics (a key without them is the default's: earlier caches stay valid)
+        **({} if d.normalize == "dataset" else {"normalize": d.normalize}),
     }
 
 

@@ -45,6 +45,11 @@ class ModelConfig(_Strict):
             if getattr(self, name) is not None and self.arch not in SWIN:
                 raise ValueError(f"{name} applies to Swin models ({', '.join(SWIN)}) only, got arch "
                                  f"{self.arch!r}: remove {name}")
+        heads = SWIN[self.arch][2][0] if self.arch in SWIN else 1
+        if self.embed_dim is not None and self.embed_dim % heads:
+            fit = heads * max(1, self.embed_dim // heads)
+            raise ValueError(f"embed_dim={self.embed_dim} must be a multiple of {self.arch}'s {heads} "
+                             f"attention heads in its first stage (e.g. {fit})")
         return self
 
     def arch_args(self) -> dict:
@@ -67,7 +72,8 @@ class FineTuneConfig(_Strict):
     decay_norm_and_bias: bool | None = Field(
         None, description="Whether biases, norm weights and Swin's position tables are decayed too; "
         "None = yes with sgd, no with adamw (the Swin recipe).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum, reset at every phase start.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum (reset at every phase start "
+                            "unless reset_optimizer_state: false).")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adamw: (beta1, beta2), each in [0, 1).")
     eps: float = Field(1e-8, gt=0, description="adamw: epsilon.")
