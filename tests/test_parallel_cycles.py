@@ -140,10 +140,10 @@ class RecordingPool(LocalCyclePool):
         super().__init__(trainer)
         self.events = events
 
-    def submit(self, data, start, cycles):
+    def submit(self, data, start, cycles, start_optimizer=None):
         self.events.append(("submit", [(index, predict) for index, _, predict in cycles],
                             data.eval_images is not None))
-        super().submit(data, start, cycles)
+        super().submit(data, start, cycles, start_optimizer)
 
     def result(self, index):
         outcome = super().result(index)
