@@ -129,7 +129,7 @@ def main() -> int:
     p = parser(__doc__)
     p.add_argument("--trials", type=int, nargs=2, default=(20, 1000), metavar=("SMALL", "LARGE"))
     args = p.parse_args()
-    sizes = (4, 12) if args.tiny else tuple(args.trials)
+    sizes = (2, 6) if args.tiny else tuple(args.trials)
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.2f}")
     from sweep.runner import _prepare_environment
 

@@ -92,7 +92,7 @@ def _kill_plan(kill_dir: Path, attempt: int) -> dict:
 #: A toy Swin-Tiny with the official Swin recipe's parts: AdamW, warm-up, clipping, mixup, stochastic
 #: depth; its soups have no BatchNorm pass.
 SWIN_TRIAL = {"model": {"arch": "swin_t", "embed_dim": 12, "drop_path": 0.1},
-              "data": {**TINY_TRIAL["data"], "input_size": 32},
+              "data": {**TINY_TRIAL["data"], "input_size": 32, "test_size": 100},
               "finetune": {"epochs": 2, "batch_size": 50, "optimizer": "adamw", "lr": 1e-3,
                            "weight_decay": 0.05, "warmup_epochs": 0.5, "clip_grad_norm": 5.0,
                            "mixup_alpha": 0.8}}
