@@ -24,7 +24,7 @@ data:
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
-# The suite without the cluster tests, then those alone (the target is 12 minutes for `make test`):
+# The suite without the cluster tests, then those alone (the target: both together under 20 minutes):
 # a `ray start` head and worker, `ray job submit`, an autoscaling cluster (`make test-cluster`).
 # `make test` runs whole modules on TEST_WORKERS pytest-xdist workers (module fixtures such as
 # a Ray session stay in one worker): one module at a time leaves ~30% of 2 cores idle (Ray and
