@@ -33,8 +33,6 @@ CORRUPTIONS = (
 )
 
 
-
-
 class OODConfig(_Strict):
     """The corruption suite applied to the test set (CIFAR-C style)."""
 

@@ -9,7 +9,6 @@ benchmarks and the experiments evaluate weights the same way.
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import numpy as np
@@ -50,7 +49,6 @@ class Evaluator:
 
     def __init__(self, cfg: TrialBase, runtime: Runtime, task: Task):
         self.cfg, self.runtime = cfg, runtime
-        self._template: nn.Module | None = None  # fresh_model(0), built once
         calibration_error()  # the metrics' import, now rather than in the first evaluation
         self.task = task.to(runtime.device)
         self.aug = engine.Augmentation.for_task(self.task, cfg.data)
@@ -72,16 +70,7 @@ class Evaluator:
 
     # Models ------------------------------------------------------------------------
     def fresh_model(self, seed: int = 0) -> nn.Module:
-        """The trial's architecture, initialised from `seed` (the global RNG is left as it was).
-        Seed 0's is built once and copied: a copy costs a fraction of an initialisation
-        (ResNet-50: its init draws 25M random numbers), and every snapshot's model starts as one."""
-        if seed == 0:
-            if self._template is None:
-                self._template = self._build(0)
-            return copy.deepcopy(self._template)
-        return self._build(seed)
-
-    def _build(self, seed: int) -> nn.Module:
+        """The trial's architecture, initialised from `seed` (the global RNG is left as it was)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(self.cfg.model.arch, self.task.channels, self.task.num_classes,

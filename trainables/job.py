@@ -136,16 +136,15 @@ class Job:
                     **({} if optimizer is None else {"optimizer_state": optimizer})}
 
         if self.cfg.cache_dir is None:
-            blob = compute()
-            self.finetune_optimizers[(p, seed)] = blob.get("optimizer_state")
-            return blob["model_state"], True
-        blob, computed = compute_once(self.finetune_path(p, seed), compute, wait)
-        self.finetune_optimizers[(p, seed)] = blob.get("optimizer_state")
-        computed = computed or (p, seed) in self.finetuned_here
-        if computed:
-            self.finetuned_here.add((p, seed))
+            blob, computed = compute(), True
         else:
-            log.info("fine-tune (pretrained %d, seed %d) reused from the cache", p, seed)
+            blob, computed = compute_once(self.finetune_path(p, seed), compute, wait)
+            computed = computed or (p, seed) in self.finetuned_here
+            if computed:
+                self.finetuned_here.add((p, seed))
+            else:
+                log.info("fine-tune (pretrained %d, seed %d) reused from the cache", p, seed)
+        self.finetune_optimizers[(p, seed)] = blob.get("optimizer_state")
         return blob["model_state"], computed
 
     def finetune_free_ones_first(self, plans: list[SnapshotPlan]) -> None:

@@ -116,10 +116,8 @@ def _swin(arch: str, num_classes: int, embed_dim: int | None, drop_path: float |
 def _adapt_stem(model: nn.Module, in_channels: int) -> None:
     """Give the first convolution `in_channels` input channels (grey images), fresh weights."""
     name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    bias=conv.bias is not None)
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    setattr(parent, name.rpartition(".")[2], new)
+    model.set_submodule(name, nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                        conv.padding, bias=conv.bias is not None))
 
 
 def head_name(model: nn.Module) -> str:
@@ -133,11 +131,9 @@ def head_name(model: nn.Module) -> str:
 def replace_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
     """Give `model` a fresh head for `num_classes`, initialised from `seed`."""
     name = head_name(model)
-    old = model.get_submodule(name)
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        setattr(parent, name.rpartition(".")[2], nn.Linear(old.in_features, num_classes))
+        model.set_submodule(name, nn.Linear(model.get_submodule(name).in_features, num_classes))
     return model
 
 
